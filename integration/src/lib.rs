@@ -1,0 +1,1082 @@
+//! Harness for the OCI runtime-spec conformance suite.
+//!
+//! Every conformance test is written once against a [`Runtime`] and run twice by [`conformance_test!`]: against
+//! Debian's runc (the control, `/usr/sbin/runc`) and against polis-runc (`$POLIS_RUNC`, default
+//! `<workspace>/target/release/polis-runc`). A [`Bundle`] is a private temp dir with a busybox rootfs, the static
+//! `polis-probe` binary and a `config.json` that tests edit as JSON. A [`Container`] owns one container ID and deletes
+//! the container (`delete --force`), its cgroup and its files when dropped, so a failing test cleans up too.
+//!
+//! This module touches the host: it runs container runtimes, reads cgroup files and creates network namespaces.
+
+use std::cell::RefCell;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub use serde_json::{Value, json};
+
+/// Default deadline for one runtime command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Parent of every test container's cgroup, so that leftovers are easy to find: `/sys/fs/cgroup/*/polis-test/`.
+pub const CGROUP_PARENT: &str = "polis-test";
+
+/// Host path of Debian's busybox-static, copied into every rootfs.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Host path of the control runtime.
+pub const RUNC: &str = "/usr/sbin/runc";
+
+/// Applets linked into every rootfs as symlinks to `/bin/busybox`.
+const APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "ls", "sleep", "true", "false", "id", "hostname", "mount", "umount", "grep", "stat", "touch",
+    "mkdir", "rm", "rmdir", "env", "pwd", "ps", "kill", "head", "tail", "wc", "ln", "chmod", "chown", "readlink",
+    "test", "printf", "whoami", "uname", "dd", "cut", "tr", "sed", "awk", "find", "mknod", "sort", "cp", "mv", "date",
+    "nproc", "mkfifo", "domainname", "sync", "xargs", "seq", "basename", "dirname",
+];
+
+/// Runs `$body` against both runtimes: `mod $name { #[test] fn runc(); #[test] fn polis() }`.
+///
+/// Doc comments before the name go on the module; by convention they cite the spec clause the test checks.
+#[macro_export]
+macro_rules! conformance_test {
+    ($(#[$meta:meta])* $name:ident, |$rt:ident| $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn check($rt: &$crate::Runtime) $body
+
+            #[test]
+            fn runc() {
+                if let Some(rt) = $crate::Runtime::runc(stringify!($name)) {
+                    check(&rt)
+                }
+            }
+
+            #[test]
+            fn polis() {
+                if let Some(rt) = $crate::Runtime::polis(stringify!($name)) {
+                    check(&rt)
+                }
+            }
+        }
+    };
+}
+
+/// The workspace root (parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// True under CI, where a missing peer is a failure rather than a skip.
+pub fn is_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+}
+
+/// A peer binary is missing: fail under CI, print a notice otherwise. Returns `None` for the caller to skip.
+pub fn missing_peer<T>(what: &str) -> Option<T> {
+    if is_ci() {
+        panic!("{what} is missing, and CI=true makes a missing peer a failure");
+    }
+    eprintln!("notice: {what} is missing; skipping this test (set CI=true to make this a failure)");
+    None
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A temp dir readable by everyone (user-namespaced containers must traverse bundles), removed on drop.
+pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("create temp dir");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+    dir
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The probe
+
+/// Path of the static `polis-probe` binary: `$POLIS_PROBE`, or `<workspace>/target/polis-probe`, built on first use
+/// (under a file lock, into a target dir of its own) when missing or older than its source.
+pub fn probe_binary() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        if let Some(p) = std::env::var_os("POLIS_PROBE") {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "POLIS_PROBE={} does not exist", p.display());
+            return p;
+        }
+        let ws = workspace_root();
+        let target = ws.join("target/polis-probe");
+        let source = ws.join("integration/src/bin/polis-probe.rs");
+        let fresh = |t: &Path| match (fs::metadata(t).and_then(|m| m.modified()), fs::metadata(&source).and_then(|m| m.modified())) {
+            (Ok(built), Ok(src)) => built >= src,
+            (Ok(_), Err(_)) => true,
+            _ => false,
+        };
+        if fresh(&target) {
+            return target;
+        }
+        fs::create_dir_all(ws.join("target")).expect("create target dir");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(ws.join("target/polis-probe.lock"))
+            .expect("open probe lock");
+        // SAFETY: flock on a descriptor we own; released when `lock` is closed.
+        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock probe lock");
+        if fresh(&target) {
+            return target;
+        }
+        let build_dir = ws.join("target/probe-build");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&ws)
+            .args(["rustc", "--release", "-p", "polis-integration", "--bin", "polis-probe", "--target-dir"])
+            .arg(&build_dir)
+            .args(["--", "-C", "target-feature=+crt-static"])
+            .status()
+            .expect("run cargo to build polis-probe");
+        assert!(status.success(), "building polis-probe failed");
+        let tmp = ws.join(format!("target/polis-probe.{}", std::process::id()));
+        fs::copy(build_dir.join("release/polis-probe"), &tmp).expect("copy polis-probe");
+        fs::rename(&tmp, &target).expect("install polis-probe");
+        drop(lock);
+        target
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Command output
+
+/// What one command did: exit code (or signal), stdout and stderr.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub cmd: String,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Panics with the whole output unless the command succeeded.
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert!(self.success(), "command failed but should succeed: {self}");
+        self
+    }
+
+    /// Panics unless the command failed.
+    #[track_caller]
+    pub fn fails(&self) -> &Self {
+        assert!(!self.success(), "command succeeded but should fail: {self}");
+        self
+    }
+
+    /// Panics unless stderr mentions `needle` (case-insensitive).
+    #[track_caller]
+    pub fn stderr_mentions(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.to_lowercase().contains(&needle.to_lowercase()),
+            "stderr should mention {needle:?}: {self}"
+        );
+        self
+    }
+
+    /// The last line of stdout that parses as JSON.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        parse_last_json(&self.stdout).unwrap_or_else(|| panic!("no JSON in stdout: {self}"))
+    }
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` exited with code {:?} signal {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.cmd, self.code, self.signal, self.stdout, self.stderr
+        )
+    }
+}
+
+/// The last line of `text` that parses as a JSON object.
+pub fn parse_last_json(text: &str) -> Option<Value> {
+    text.lines().rev().find_map(|l| serde_json::from_str::<Value>(l.trim()).ok().filter(Value::is_object))
+}
+
+/// Runs `cmd` with stdin from /dev/null and stdout/stderr into files under `scratch` (a container started by the
+/// command may keep them open after the command exits), killing it after `timeout`.
+pub fn run_command(mut cmd: Command, scratch: &Path, timeout: Duration) -> Output {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let out_path = scratch.join(format!("cmd-{n}.out"));
+    let err_path = scratch.join(format!("cmd-{n}.err"));
+    let out = fs::File::create(&out_path).expect("create stdout file");
+    let err = fs::File::create(&err_path).expect("create stderr file");
+    let desc = format!("{cmd:?}").replace('"', "");
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for command") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{desc} did not finish in {timeout:?}; stderr so far: {}",
+                fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        cmd: desc,
+        code: status.code(),
+        signal: status.signal(),
+        stdout: fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Runtime
+
+/// One runtime binary with a private `--root` state directory for one test.
+pub struct Runtime {
+    /// "runc" or "polis"
+    pub name: &'static str,
+    pub path: PathBuf,
+    test: String,
+    dir: tempfile::TempDir,
+}
+
+impl Runtime {
+    /// Debian's runc, the control. `None` (after a notice) when it is missing outside CI.
+    pub fn runc(test: &str) -> Option<Runtime> {
+        let path = PathBuf::from(RUNC);
+        if !path.is_file() {
+            return missing_peer(&format!("runc ({RUNC})"));
+        }
+        Some(Runtime::new("runc", path, test))
+    }
+
+    /// polis-runc from `$POLIS_RUNC` or `<workspace>/target/release/polis-runc`.
+    pub fn polis(test: &str) -> Option<Runtime> {
+        let path = polis_runc_path();
+        if !path.is_file() {
+            return missing_peer(&format!("polis-runc ({})", path.display()));
+        }
+        Some(Runtime::new("polis", path, test))
+    }
+
+    fn new(name: &'static str, path: PathBuf, test: &str) -> Runtime {
+        let dir = temp_dir(&format!("polis-it-{name}-"));
+        fs::create_dir(dir.path().join("root")).expect("create runtime root");
+        fs::create_dir(dir.path().join("scratch")).expect("create scratch dir");
+        Runtime { name, path, test: test.replace('_', "-"), dir }
+    }
+
+    pub fn is_polis(&self) -> bool {
+        self.name == "polis"
+    }
+
+    /// The runtime's `--root` directory.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// A directory for this test's throw-away files (hook output, captured stdio).
+    pub fn scratch(&self) -> PathBuf {
+        self.dir.path().join("scratch")
+    }
+
+    /// `<runtime> --root R ARGS...`
+    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut cmd = Command::new(&self.path);
+        cmd.arg("--root").arg(self.root()).args(args);
+        cmd
+    }
+
+    /// Runs `<runtime> --root R ARGS...` to completion.
+    pub fn cmd<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
+        run_command(self.command(args), &self.scratch(), COMMAND_TIMEOUT)
+    }
+
+    /// A new container ID owned by this test; the container is force-deleted when the handle drops.
+    pub fn container(&self) -> Container<'_> {
+        let id = unique(&format!("{}-{}", self.test, self.name));
+        Container { rt: self, id, stdout: RefCell::new(None) }
+    }
+
+    /// A handle for a container ID chosen by the test (bad IDs, duplicates); cleaned up like any other.
+    pub fn container_named(&self, id: &str) -> Container<'_> {
+        Container { rt: self, id: id.to_string(), stdout: RefCell::new(None) }
+    }
+
+    /// Names of the entries in the `--root` directory (a runtime keeps one per container).
+    pub fn state_entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.root())
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Asserts that the runtime keeps no state at all: no container directory under `--root`.
+    #[track_caller]
+    pub fn assert_no_state(&self) {
+        let entries = self.state_entries();
+        assert!(entries.is_empty(), "{} left state under its --root: {entries:?}", self.name);
+    }
+}
+
+/// `$POLIS_RUNC`, else `<workspace>/target/release/polis-runc`.
+pub fn polis_runc_path() -> PathBuf {
+    std::env::var_os("POLIS_RUNC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/polis-runc"))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Container
+
+/// One container ID under one runtime. Dropping it runs `delete --force` and removes its cgroup.
+pub struct Container<'a> {
+    pub rt: &'a Runtime,
+    pub id: String,
+    stdout: RefCell<Option<PathBuf>>,
+}
+
+impl Container<'_> {
+    /// The cgroupsPath the harness gives this container unless the test set one.
+    pub fn cgroups_path(&self) -> String {
+        format!("/{CGROUP_PARENT}/{}", self.id)
+    }
+
+    fn prepare(&self, bundle: &Bundle) {
+        bundle.write_config(Some(&self.cgroups_path()));
+    }
+
+    fn run_captured(&self, args: Vec<std::ffi::OsString>, timeout: Duration) -> Output {
+        let scratch = self.rt.scratch();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let out_path = scratch.join(format!("{}-{n}.stdout", self.id.len()));
+        let out = fs::File::create(&out_path).expect("create container stdout file");
+        let err_path = scratch.join(format!("{}-{n}.stderr", self.id.len()));
+        let err = fs::File::create(&err_path).expect("create stderr file");
+        let mut cmd = self.rt.command(&args);
+        let desc = format!("{cmd:?}").replace('"', "");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{desc} did not finish in {timeout:?}: {}", fs::read_to_string(&err_path).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        *self.stdout.borrow_mut() = Some(out_path.clone());
+        Output {
+            cmd: desc,
+            code: status.code(),
+            signal: status.signal(),
+            stdout: fs::read_to_string(&out_path).unwrap_or_default(),
+            stderr: fs::read_to_string(&err_path).unwrap_or_default(),
+        }
+    }
+
+    /// `create --bundle B ID`; the container's stdout goes to a file that [`Container::output`] reads.
+    pub fn create(&self, bundle: &Bundle) -> Output {
+        self.create_with(bundle, &[])
+    }
+
+    /// `create --bundle B EXTRA... ID`
+    pub fn create_with(&self, bundle: &Bundle, extra: &[&str]) -> Output {
+        self.prepare(bundle);
+        let mut args: Vec<std::ffi::OsString> = vec!["create".into(), "--bundle".into(), bundle.path().into()];
+        args.extend(extra.iter().map(Into::into));
+        args.push(self.id.clone().into());
+        self.run_captured(args, COMMAND_TIMEOUT)
+    }
+
+    /// `run --bundle B ID`: waits for the container's process; stdout is the container's.
+    pub fn run(&self, bundle: &Bundle) -> Output {
+        self.run_with(bundle, &[])
+    }
+
+    /// `run --bundle B EXTRA... ID`
+    pub fn run_with(&self, bundle: &Bundle, extra: &[&str]) -> Output {
+        self.prepare(bundle);
+        let mut args: Vec<std::ffi::OsString> = vec!["run".into(), "--bundle".into(), bundle.path().into()];
+        args.extend(extra.iter().map(Into::into));
+        args.push(self.id.clone().into());
+        self.run_captured(args, COMMAND_TIMEOUT)
+    }
+
+    /// Starts `run` in the background; returns the child (stdout/stderr to files under scratch) and the path of
+    /// its stdout file.
+    pub fn spawn_run(&self, bundle: &Bundle) -> (std::process::Child, PathBuf) {
+        self.prepare(bundle);
+        let out_path = self.rt.scratch().join(format!("{}.run.stdout", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        let out = fs::File::create(&out_path).expect("stdout file");
+        let mut cmd = self.rt.command(&["run", "--bundle"]);
+        cmd.arg(bundle.path()).arg(&self.id).stdin(Stdio::null()).stdout(out).stderr(Stdio::null());
+        (cmd.spawn().expect("spawn run"), out_path)
+    }
+
+    pub fn start(&self) -> Output {
+        self.rt.cmd(&["start", &self.id])
+    }
+
+    pub fn state(&self) -> Output {
+        self.rt.cmd(&["state", &self.id])
+    }
+
+    /// The parsed `state` JSON; panics if `state` fails.
+    #[track_caller]
+    pub fn state_json(&self) -> Value {
+        let out = self.state();
+        out.ok();
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("state is not JSON ({e}): {out}"))
+    }
+
+    #[track_caller]
+    pub fn status(&self) -> String {
+        self.state_json()["status"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// The host PID of the container's process from `state`.
+    #[track_caller]
+    pub fn pid(&self) -> i32 {
+        let st = self.state_json();
+        st["pid"].as_i64().unwrap_or_else(|| panic!("state has no pid: {st}")) as i32
+    }
+
+    pub fn kill(&self, signal: &str) -> Output {
+        self.rt.cmd(&["kill", &self.id, signal])
+    }
+
+    pub fn delete(&self) -> Output {
+        self.rt.cmd(&["delete", &self.id])
+    }
+
+    pub fn delete_force(&self) -> Output {
+        self.rt.cmd(&["delete", "--force", &self.id])
+    }
+
+    /// `exec ID ARGS...` (no terminal); waits for the process.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        self.exec_with(&[], args)
+    }
+
+    /// `exec FLAGS... ID ARGS...`
+    pub fn exec_with(&self, flags: &[&str], args: &[&str]) -> Output {
+        let mut a: Vec<std::ffi::OsString> = vec!["exec".into()];
+        a.extend(flags.iter().map(Into::into));
+        a.push(self.id.clone().into());
+        a.extend(args.iter().map(Into::into));
+        let out = self.rt.command(&a);
+        run_command(out, &self.rt.scratch(), COMMAND_TIMEOUT)
+    }
+
+    /// Polls `state` until the status is `want`; panics after `COMMAND_TIMEOUT`.
+    #[track_caller]
+    pub fn wait_status(&self, want: &str) {
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            let st = self.state_json();
+            if st["status"] == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "container {} never reached {want}: {st}", self.id);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[track_caller]
+    pub fn wait_stopped(&self) {
+        self.wait_status("stopped")
+    }
+
+    /// What the container's process wrote to stdout so far (after `create` or `run`).
+    pub fn output(&self) -> String {
+        self.stdout.borrow().as_ref().and_then(|p| fs::read_to_string(p).ok()).unwrap_or_default()
+    }
+
+    /// Waits until the container's stdout has a line that parses as JSON and returns the last such line.
+    #[track_caller]
+    pub fn wait_output_json(&self) -> Value {
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            if let Some(v) = parse_last_json(&self.output()) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "container {} printed no JSON: {:?}", self.id, self.output());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// create + start + wait until stopped; returns the container's stdout.
+    #[track_caller]
+    pub fn create_start_wait(&self, bundle: &Bundle) -> String {
+        self.create(bundle).ok();
+        self.start().ok();
+        self.wait_stopped();
+        self.output()
+    }
+
+    /// create + start a long-running container and wait until it is running.
+    #[track_caller]
+    pub fn create_running(&self, bundle: &Bundle) {
+        self.create(bundle).ok();
+        self.start().ok();
+        self.wait_status("running");
+    }
+
+    /// Host directories of this container's cgroup that exist now.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        cgroup::existing_dirs(&self.cgroups_path())
+    }
+
+    /// Host processes whose cgroup is this container's.
+    pub fn processes(&self) -> Vec<i32> {
+        cgroup::processes_in(&self.cgroups_path())
+    }
+
+    /// Asserts the runtime left nothing behind for this ID: no state, no cgroup, no process.
+    #[track_caller]
+    pub fn assert_gone(&self) {
+        let st = self.state();
+        assert!(!st.success(), "state of {} still succeeds after it should be gone: {st}", self.id);
+        self.rt.assert_no_state();
+        let dirs = self.cgroup_dirs();
+        assert!(dirs.is_empty(), "cgroup dirs left for {}: {dirs:?}", self.id);
+        let procs = self.processes();
+        assert!(procs.is_empty(), "processes left in the cgroup of {}: {procs:?}", self.id);
+    }
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        if self.id.is_empty() || self.id.contains('/') || self.id == "." || self.id == ".." {
+            return;
+        }
+        let _ = run_command(self.rt.command(&["delete", "--force", &self.id]), &self.rt.scratch(), COMMAND_TIMEOUT);
+        for pid in self.processes() {
+            // SAFETY: plain kill of a process that lives in this test's own cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for dir in self.cgroup_dirs() {
+            for _ in 0..50 {
+                if fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Bundle
+
+/// A bundle directory: `rootfs/` (busybox, its applets, /etc files, /bin/polis-probe) and `config.json`.
+pub struct Bundle {
+    dir: tempfile::TempDir,
+    config: Value,
+}
+
+impl Default for Bundle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Bundle {
+    /// A bundle with the default config ([`default_config`]) running `polis-probe report`.
+    pub fn new() -> Bundle {
+        let dir = temp_dir("polis-it-bundle-");
+        let rootfs = dir.path().join("rootfs");
+        make_rootfs(&rootfs);
+        Bundle { dir, config: default_config() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    pub fn config(&self) -> &Value {
+        &self.config
+    }
+
+    /// Sets the value at JSON pointer `ptr`, creating missing objects on the way.
+    pub fn set(&mut self, ptr: &str, value: Value) -> &mut Self {
+        let mut cur = &mut self.config;
+        let parts: Vec<String> = ptr.split('/').skip(1).map(|p| p.replace("~1", "/").replace("~0", "~")).collect();
+        let (last, path) = parts.split_last().expect("non-empty JSON pointer");
+        for p in path {
+            if let Value::Array(a) = cur {
+                let i: usize = p.parse().expect("array index");
+                cur = &mut a[i];
+                continue;
+            }
+            if !cur.is_object() {
+                *cur = json!({});
+            }
+            cur = cur.as_object_mut().expect("object").entry(p.clone()).or_insert_with(|| json!({}));
+        }
+        match cur {
+            Value::Array(a) => {
+                let i: usize = last.parse().expect("array index");
+                a[i] = value;
+            }
+            _ => {
+                if !cur.is_object() {
+                    *cur = json!({});
+                }
+                cur.as_object_mut().expect("object").insert(last.clone(), value);
+            }
+        }
+        self
+    }
+
+    pub fn get(&self, ptr: &str) -> Option<&Value> {
+        self.config.pointer(ptr)
+    }
+
+    /// Removes the value at `ptr` (an object key or an array index).
+    pub fn remove(&mut self, ptr: &str) -> &mut Self {
+        let (parent, last) = ptr.rsplit_once('/').expect("JSON pointer");
+        match self.config.pointer_mut(parent) {
+            Some(Value::Object(m)) => {
+                m.remove(last);
+            }
+            Some(Value::Array(a)) => {
+                if let Ok(i) = last.parse::<usize>() {
+                    if i < a.len() {
+                        a.remove(i);
+                    }
+                }
+            }
+            _ => {}
+        }
+        self
+    }
+
+    /// Appends `value` to the array at `ptr`, creating it if missing.
+    pub fn push(&mut self, ptr: &str, value: Value) -> &mut Self {
+        if !matches!(self.config.pointer(ptr), Some(Value::Array(_))) {
+            self.set(ptr, json!([]));
+        }
+        if let Some(Value::Array(a)) = self.config.pointer_mut(ptr) {
+            a.push(value);
+        }
+        self
+    }
+
+    /// `process.args`
+    pub fn args(&mut self, args: &[&str]) -> &mut Self {
+        self.set("/process/args", json!(args))
+    }
+
+    /// `process.args = ["/bin/polis-probe", ARGS...]`
+    pub fn probe(&mut self, args: &[&str]) -> &mut Self {
+        let mut v = vec!["/bin/polis-probe"];
+        v.extend_from_slice(args);
+        self.set("/process/args", json!(v))
+    }
+
+    /// `process.args = ["sh", "-c", SCRIPT]`
+    pub fn sh(&mut self, script: &str) -> &mut Self {
+        self.set("/process/args", json!(["sh", "-c", script]))
+    }
+
+    /// Removes the namespace of type `ns` from `linux.namespaces`.
+    pub fn without_namespace(&mut self, ns: &str) -> &mut Self {
+        if let Some(Value::Array(a)) = self.config.pointer_mut("/linux/namespaces") {
+            a.retain(|n| n["type"] != ns);
+        }
+        self
+    }
+
+    /// Adds (or replaces) a namespace entry.
+    pub fn with_namespace(&mut self, ns: &str, path: Option<&str>) -> &mut Self {
+        self.without_namespace(ns);
+        let entry = match path {
+            Some(p) => json!({"type": ns, "path": p}),
+            None => json!({"type": ns}),
+        };
+        self.push("/linux/namespaces", entry)
+    }
+
+    /// Writes `config.json`, setting `linux.cgroupsPath` to `cgroups_path` unless the test set one.
+    pub fn write_config(&self, cgroups_path: Option<&str>) {
+        let mut cfg = self.config.clone();
+        if let (Some(cg), Some(linux)) = (cgroups_path, cfg.get_mut("linux").and_then(Value::as_object_mut)) {
+            linux.entry("cgroupsPath").or_insert_with(|| json!(cg));
+        }
+        self.write_raw(&serde_json::to_string_pretty(&cfg).expect("serialize config"));
+    }
+
+    /// Writes `text` as `config.json` verbatim (for malformed-config tests).
+    pub fn write_raw(&self, text: &str) {
+        let mut f = fs::File::create(self.path().join("config.json")).expect("create config.json");
+        f.write_all(text.as_bytes()).expect("write config.json");
+    }
+}
+
+/// Builds a busybox rootfs at `rootfs` with the probe, users root, polis (1000) and nobody (65534).
+pub fn make_rootfs(rootfs: &Path) {
+    if !Path::new(BUSYBOX).is_file() {
+        panic!("{BUSYBOX} is missing: install Debian's busybox-static");
+    }
+    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "root", "home/polis", "var", "run", "usr/bin", "mnt"] {
+        fs::create_dir_all(rootfs.join(d)).expect("create rootfs dir");
+    }
+    fs::create_dir_all(rootfs.join("tmp")).expect("create /tmp");
+    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod /tmp");
+    fs::set_permissions(rootfs, fs::Permissions::from_mode(0o755)).expect("chmod rootfs");
+    fs::copy(BUSYBOX, rootfs.join("bin/busybox")).expect("copy busybox");
+    for a in APPLETS {
+        symlink("busybox", rootfs.join("bin").join(a)).expect("link applet");
+    }
+    fs::copy(probe_binary(), rootfs.join("bin/polis-probe")).expect("copy polis-probe");
+    fs::set_permissions(rootfs.join("bin/polis-probe"), fs::Permissions::from_mode(0o755)).expect("chmod probe");
+    fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\npolis:x:1000:1000:polis:/home/polis:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .expect("write passwd");
+    fs::write(rootfs.join("etc/group"), "root:x:0:\nwheel:x:10:polis\npolis:x:1000:\nnogroup:x:65534:\n")
+        .expect("write group");
+    fs::write(rootfs.join("etc/hostname"), "rootfs\n").expect("write hostname");
+    std::os::unix::fs::chown(rootfs.join("home/polis"), Some(1000), Some(1000)).expect("chown home");
+}
+
+/// The default Linux config, as `runc spec` writes it, with these differences: ociVersion 1.2.0, no terminal, the
+/// probe as the process, `root.readonly` false (tests write files) and hostname `polis-test`.
+pub fn default_config() -> Value {
+    json!({
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/polis-probe", "report"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "ambient": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": "polis-test",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                {"type": "cgroup"}
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
+            ],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Host inspection
+
+/// Cgroup layout of the host and where a container's cgroup files live.
+pub mod cgroup {
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Mode {
+        /// Only cgroup v1 hierarchies.
+        Legacy,
+        /// v1 controllers plus a v2 hierarchy at /sys/fs/cgroup/unified (controllers are in v1).
+        Hybrid,
+        /// Only cgroup v2 at /sys/fs/cgroup.
+        Unified,
+    }
+
+    pub fn mode() -> Mode {
+        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            Mode::Unified
+        } else if Path::new("/sys/fs/cgroup/unified").exists() {
+            Mode::Hybrid
+        } else {
+            Mode::Legacy
+        }
+    }
+
+    /// The file of a controller setting for `cgroups_path`: the v1 file on legacy/hybrid hosts, the v2 file on
+    /// unified ones.
+    pub fn file(controller: &str, cgroups_path: &str, v1_file: &str, v2_file: &str) -> PathBuf {
+        let rel = cgroups_path.trim_start_matches('/');
+        match mode() {
+            Mode::Unified => Path::new("/sys/fs/cgroup").join(rel).join(v2_file),
+            _ => Path::new("/sys/fs/cgroup").join(controller).join(rel).join(v1_file),
+        }
+    }
+
+    /// Reads a controller setting file, trimmed.
+    #[track_caller]
+    pub fn read(controller: &str, cgroups_path: &str, v1_file: &str, v2_file: &str) -> String {
+        let f = file(controller, cgroups_path, v1_file, v2_file);
+        fs::read_to_string(&f).unwrap_or_else(|e| panic!("read {}: {e}", f.display())).trim().to_string()
+    }
+
+    /// Every hierarchy mounted under /sys/fs/cgroup (v1 controllers, the unified dir, or the v2 root itself).
+    pub fn hierarchies() -> Vec<PathBuf> {
+        if mode() == Mode::Unified {
+            return vec![PathBuf::from("/sys/fs/cgroup")];
+        }
+        let mut v: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_type().map(|t| t.is_dir() && !t.is_symlink()).unwrap_or(false))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Directories named by `cgroups_path` that exist in any hierarchy.
+    pub fn existing_dirs(cgroups_path: &str) -> Vec<PathBuf> {
+        let rel = cgroups_path.trim_start_matches('/');
+        if rel.is_empty() {
+            return vec![];
+        }
+        hierarchies().into_iter().map(|h| h.join(rel)).filter(|p| p.is_dir()).collect()
+    }
+
+    /// Host PIDs whose /proc/PID/cgroup names `cgroups_path` (or a child of it) in any hierarchy.
+    pub fn processes_in(cgroups_path: &str) -> Vec<i32> {
+        let mut v = Vec::new();
+        let Ok(dir) = fs::read_dir("/proc") else { return v };
+        for e in dir.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(cg) = fs::read_to_string(e.path().join("cgroup")) else { continue };
+            if cg.lines().any(|l| {
+                let p = l.splitn(3, ':').nth(2).unwrap_or("");
+                p == cgroups_path || p.starts_with(&format!("{cgroups_path}/"))
+            }) {
+                v.push(pid);
+            }
+        }
+        v
+    }
+}
+
+/// The namespace link of the calling (host) process, e.g. `net:[4026531840]`.
+pub fn host_namespace(ns: &str) -> String {
+    fs::read_link(format!("/proc/self/ns/{ns}")).map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// The namespace link of process `pid`.
+pub fn process_namespace(pid: i32, ns: &str) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/{ns}")).map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// True while process `pid` exists and is not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// A named network namespace made with `ip netns add`, deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new() -> NetNs {
+        let name = unique("polis-test");
+        let st = Command::new("ip").args(["netns", "add", &name]).status().expect("run ip netns add");
+        assert!(st.success(), "ip netns add {name} failed");
+        NetNs { name }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// The namespace link of this netns, as /proc/PID/ns/net of a process in it would read.
+    pub fn link(&self) -> String {
+        use std::os::unix::fs::MetadataExt;
+        let ino = fs::metadata(self.path()).map(|m| m.ino()).unwrap_or(0);
+        format!("net:[{ino}]")
+    }
+}
+
+impl Default for NetNs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+    }
+}
+
+/// Parses a hex capability mask from /proc/PID/status (`CapEff` etc.).
+pub fn cap_mask(hex: &str) -> u64 {
+    u64::from_str_radix(hex.trim(), 16).unwrap_or_else(|e| panic!("bad capability mask {hex:?}: {e}"))
+}
+
+/// Linux capability numbers by their spec names.
+pub fn cap_number(name: &str) -> u32 {
+    const NAMES: &[&str] = &[
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_KILL",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETPCAP",
+        "CAP_LINUX_IMMUTABLE",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_BROADCAST",
+        "CAP_NET_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_IPC_LOCK",
+        "CAP_IPC_OWNER",
+        "CAP_SYS_MODULE",
+        "CAP_SYS_RAWIO",
+        "CAP_SYS_CHROOT",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_PACCT",
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_BOOT",
+        "CAP_SYS_NICE",
+        "CAP_SYS_RESOURCE",
+        "CAP_SYS_TIME",
+        "CAP_SYS_TTY_CONFIG",
+        "CAP_MKNOD",
+        "CAP_LEASE",
+        "CAP_AUDIT_WRITE",
+        "CAP_AUDIT_CONTROL",
+        "CAP_SETFCAP",
+        "CAP_MAC_OVERRIDE",
+        "CAP_MAC_ADMIN",
+        "CAP_SYSLOG",
+        "CAP_WAKE_ALARM",
+        "CAP_BLOCK_SUSPEND",
+        "CAP_AUDIT_READ",
+        "CAP_PERFMON",
+        "CAP_BPF",
+        "CAP_CHECKPOINT_RESTORE",
+    ];
+    NAMES.iter().position(|n| *n == name).unwrap_or_else(|| panic!("unknown capability {name}")) as u32
+}
+
+/// The mask of a list of capability names.
+pub fn caps_mask(names: &[&str]) -> u64 {
+    names.iter().fold(0, |m, n| m | (1u64 << cap_number(n)))
+}
+
+/// Capabilities this host lets a root process keep (its own bounding set): tests only ask for these.
+pub fn host_bounding_set() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("CapBnd:")).map(cap_mask).unwrap_or(0)
+}
+
+/// One line of /proc/PID/mountinfo, split into the fields tests look at.
+#[derive(Debug, Clone)]
+pub struct MountInfo {
+    pub mount_point: String,
+    pub options: Vec<String>,
+    pub optional: Vec<String>,
+    pub fstype: String,
+    pub source: String,
+    pub super_options: Vec<String>,
+}
+
+impl MountInfo {
+    pub fn parse(line: &str) -> Option<MountInfo> {
+        let (pre, post) = line.split_once(" - ")?;
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        Some(MountInfo {
+            mount_point: pre.get(4)?.replace("\\040", " "),
+            options: pre.get(5)?.split(',').map(str::to_string).collect(),
+            optional: pre.iter().skip(6).map(|s| s.to_string()).collect(),
+            fstype: post.first()?.to_string(),
+            source: post.get(1).map(|s| s.to_string()).unwrap_or_default(),
+            super_options: post.get(2).map(|s| s.split(',').map(str::to_string).collect()).unwrap_or_default(),
+        })
+    }
+
+    pub fn has_option(&self, opt: &str) -> bool {
+        self.options.iter().any(|o| o == opt) || self.super_options.iter().any(|o| o == opt)
+    }
+}
+
+/// The last (topmost) mount at `mount_point` in a probe report's mountinfo.
+pub fn mount_at(report: &Value, mount_point: &str) -> Option<MountInfo> {
+    report["mountinfo"]
+        .as_array()?
+        .iter()
+        .filter_map(|l| l.as_str().and_then(MountInfo::parse))
+        .filter(|m| m.mount_point == mount_point)
+        .last()
+}
