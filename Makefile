@@ -1,0 +1,108 @@
+# Polis: build, demo, test and benchmark.
+#
+# Every cargo invocation uses --release, so that only one profile is ever
+# built (the build machines have 2 cores).
+#
+#   make demo      install deps, build, run a busybox container with polis-runc
+#   make test      install deps, build, static probe, tests, fmt, clippy, shellcheck
+#   make bench     hyperfine: polis-runc vs runc (hack/bench; BENCH_FLAGS=--quick|--record)
+#
+# RUNTIME=/path/to/runtime runs `demo` and `bench` with another runc-compatible
+# binary instead of target/release/polis-runc (and then skips the build).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+.DELETE_ON_ERROR:
+# Steps run in the order written, also under -j (cargo serialises builds anyway).
+.NOTPARALLEL:
+
+CARGO ?= cargo
+# rustup's default location, for shells (CI) whose PATH lacks it.
+export PATH := $(PATH):$(HOME)/.cargo/bin
+
+POLIS_RUNC_BIN := $(CURDIR)/target/release/polis-runc
+PROBE_BIN      := $(CURDIR)/target/polis-probe
+RUNTIME        ?= $(POLIS_RUNC_BIN)
+
+DEMO_BUNDLE := $(CURDIR)/target/demo-bundle
+DEMO_ROOT   := $(CURDIR)/target/demo-root
+DEMO_ID     := polis-demo
+DEMO_SCRIPT := echo Hello from a Polis container; uname -n
+
+BENCH_FLAGS ?=
+
+# Build polis-runc first only when it is the runtime being used.
+ifeq ($(RUNTIME),$(POLIS_RUNC_BIN))
+RUNTIME_BUILD := build
+else
+RUNTIME_BUILD :=
+endif
+
+.PHONY: help install-deps build probe demo test cargo-test lint bench clean
+
+help:
+	@sed -n '3,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+
+install-deps:
+	hack/install-deps
+
+build:
+	$(CARGO) build --release --workspace
+
+# The static polis-probe that conformance tests run inside containers. Built
+# with crt-static, then copied out of target/release, where `cargo test`
+# rebuilds the bin target without crt-static. Skipped while the workspace has
+# no polis-integration package with that binary.
+probe:
+	@if $(CARGO) metadata --no-deps --format-version 1 --offline 2>/dev/null \
+		| jq -e '.packages[] | select(.name == "polis-integration") | .targets[] | select(.name == "polis-probe" and (.kind | index("bin")))' >/dev/null; then \
+		echo "$(CARGO) rustc --release -p polis-integration --bin polis-probe -- -C target-feature=+crt-static"; \
+		$(CARGO) rustc --release -p polis-integration --bin polis-probe -- -C target-feature=+crt-static; \
+		if readelf -l target/release/polis-probe | grep -q INTERP; then \
+			echo "probe: target/release/polis-probe is dynamically linked" >&2; exit 1; \
+		fi; \
+		cp target/release/polis-probe $(PROBE_BIN).tmp && mv $(PROBE_BIN).tmp $(PROBE_BIN); \
+		echo "probe: $(PROBE_BIN) (static)"; \
+	else \
+		echo "probe: no polis-probe binary in the workspace yet (integration/); skipped"; \
+	fi
+
+demo: install-deps $(RUNTIME_BUILD)
+	@test -x "$(RUNTIME)" || { echo "demo: $(RUNTIME) is not an executable" >&2; exit 1; }
+	POLIS_RUNC="$(RUNTIME)" hack/make-busybox-bundle --hostname polis-demo --sh "$(DEMO_SCRIPT)" $(DEMO_BUNDLE)
+	@# A container left by an interrupted demo would make `run` fail.
+	@"$(RUNTIME)" --root $(DEMO_ROOT) delete --force $(DEMO_ID) >/dev/null 2>&1 || true
+	@echo "==> $(notdir $(RUNTIME)) --root $(DEMO_ROOT) run --bundle $(DEMO_BUNDLE) $(DEMO_ID)"
+	@"$(RUNTIME)" --root $(DEMO_ROOT) run --bundle $(DEMO_BUNDLE) $(DEMO_ID)
+	@# ---- through containerd: add here once shim/ exists -------------------
+	@# Build containerd-shim-polis-v2, start a containerd with a config that
+	@# registers io.containerd.polis.v2 (see deploy/), import the busybox
+	@# bundle as an image and `ctr run --runtime io.containerd.polis.v2 ...`.
+	@# -------------------------------------------------------------------------
+
+test: install-deps build probe cargo-test lint
+
+cargo-test: build probe
+	POLIS_RUNC=$(POLIS_RUNC_BIN) POLIS_PROBE=$(PROBE_BIN) \
+		$(CARGO) test --release --workspace -- --test-threads=2
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	@scripts=$$(grep -lE '^#!(/usr/bin/env (ba)?sh|/bin/(ba)?sh)' $$(find hack .ci -maxdepth 1 -type f) || true); \
+	if command -v shellcheck >/dev/null; then \
+		echo "shellcheck $$scripts" | tr '\n' ' '; echo; \
+		shellcheck $$scripts; \
+	else \
+		echo "lint: shellcheck is missing (hack/install-deps)" >&2; exit 1; \
+	fi
+
+bench: $(RUNTIME_BUILD)
+	POLIS_RUNC="$(RUNTIME)" hack/bench $(BENCH_FLAGS)
+
+clean:
+	@if [ -x "$(RUNTIME)" ] && [ -d $(DEMO_ROOT) ]; then \
+		"$(RUNTIME)" --root $(DEMO_ROOT) delete --force $(DEMO_ID) >/dev/null 2>&1 || true; \
+	fi
+	$(CARGO) clean
