@@ -69,6 +69,32 @@ macro_rules! conformance_test {
             }
         }
     };
+    // A clause the control runtime (runc 1.1.5, runtime-spec 1.0.2) does not implement: its variant is ignored
+    // with the reason, and still runs with `--ignored`.
+    ($(#[$meta:meta])* $name:ident, runc_lacks = $why:literal, |$rt:ident| $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn check($rt: &$crate::Runtime) $body
+
+            #[test]
+            #[ignore = $why]
+            fn runc() {
+                if let Some(rt) = $crate::Runtime::runc(stringify!($name)) {
+                    check(&rt)
+                }
+            }
+
+            #[test]
+            fn polis() {
+                if let Some(rt) = $crate::Runtime::polis(stringify!($name)) {
+                    check(&rt)
+                }
+            }
+        }
+    };
 }
 
 /// The workspace root (parent of this crate).
