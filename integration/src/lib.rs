@@ -226,7 +226,7 @@ impl Output {
         self
     }
 
-    /// The last line of stdout that parses as JSON.
+    /// stdout as one JSON object, else its last line that parses as one.
     #[track_caller]
     pub fn json(&self) -> Value {
         parse_last_json(&self.stdout).unwrap_or_else(|| panic!("no JSON in stdout: {self}"))
@@ -243,8 +243,13 @@ impl std::fmt::Display for Output {
     }
 }
 
-/// The last line of `text` that parses as a JSON object.
+/// `text` as one JSON object, else the last line of `text` that parses as a JSON object.
 pub fn parse_last_json(text: &str) -> Option<Value> {
+    if let Ok(v) = serde_json::from_str::<Value>(text.trim()) {
+        if v.is_object() {
+            return Some(v);
+        }
+    }
     text.lines().rev().find_map(|l| serde_json::from_str::<Value>(l.trim()).ok().filter(Value::is_object))
 }
 
