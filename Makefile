@@ -83,8 +83,10 @@ demo: install-deps $(RUNTIME_BUILD)
 
 test: install-deps build probe cargo-test lint
 
+# POLIS_PROBE is passed only when `probe` made the binary (the recipe is
+# expanded after the prerequisites ran).
 cargo-test: build probe
-	POLIS_RUNC=$(POLIS_RUNC_BIN) POLIS_PROBE=$(PROBE_BIN) \
+	POLIS_RUNC=$(POLIS_RUNC_BIN) $(if $(wildcard $(PROBE_BIN)),POLIS_PROBE=$(PROBE_BIN)) \
 		$(CARGO) test --release --workspace -- --test-threads=2
 
 lint:
