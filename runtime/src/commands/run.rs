@@ -1,0 +1,45 @@
+use anyhow::Result;
+use nix::unistd::Pid;
+use polis_runc::create::create_container;
+use polis_runc::foreground::{block_signals, wait_forwarding_signals};
+use polis_runc::lifecycle::{delete_container, start};
+use polis_runc::store::Store;
+
+use super::create::CreateFlags;
+use crate::Cli;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Return once the container has started instead of waiting for it.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// Keep the container's state after it exits.
+    #[arg(long)]
+    pub keep: bool,
+    #[command(flatten)]
+    pub flags: CreateFlags,
+}
+
+pub fn run(cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
+    let id = &args.flags.id;
+    polis_runc::id::validate_container_id(id)?;
+    super::ensure_sealed(store)?;
+    let blocked = if args.detach {
+        None
+    } else {
+        Some(block_signals()?)
+    };
+    let pid = create_container(store, &args.flags.options(cli, args.detach))?;
+    if let Err(err) = start(store, id) {
+        let _ = delete_container(store, id, true);
+        return Err(err.into());
+    }
+    let Some(blocked) = blocked else {
+        return Ok(0);
+    };
+    let code = wait_forwarding_signals(Pid::from_raw(pid), &blocked);
+    if !args.keep {
+        delete_container(store, id, true)?;
+    }
+    Ok(code? as u8)
+}

@@ -1,0 +1,267 @@
+//! `exec`: start another process in a running container.
+//!
+//! runc builds the new process from the container's own `process` in config.json and applies the
+//! command line on top (args, env, cwd, user, caps, no_new_privileges, terminal), so rlimits,
+//! capabilities, apparmor and the user are the container's unless overridden. libcontainer 0.7's
+//! tenant builder starts from an empty process instead, and drops `linux.seccomp`: polis-runc
+//! therefore hands it a complete process.json, and its executor loads the container's seccomp
+//! profile.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::ContainerStatus;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities, Process, Spec};
+
+use crate::error::{Error, Result};
+use crate::executor::PolisExecutor;
+use crate::store::{Store, status_name};
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub id: String,
+    /// `--process`: a process.json that replaces everything else.
+    pub process_file: Option<PathBuf>,
+    pub args: Vec<String>,
+    pub tty: bool,
+    pub console_socket: Option<PathBuf>,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub env: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    /// `uid[:gid]` or a user name from the container's /etc/passwd.
+    pub user: Option<String>,
+    pub additional_gids: Vec<u32>,
+    pub caps: Vec<String>,
+    pub no_new_privs: bool,
+    pub preserve_fds: i32,
+}
+
+/// Looks a user name up in the container's /etc/passwd, as runc does.
+fn lookup_user(rootfs: &Path, name: &str) -> Result<(u32, u32)> {
+    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+        })
+        .flatten()
+        .next()
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "user {name:?} not found in the container's /etc/passwd"
+            ))
+        })
+}
+
+fn parse_user(rootfs: &Path, spec: &str) -> Result<(u32, Option<u32>)> {
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let gid = g
+        .map(|g| {
+            g.parse::<u32>()
+                .map_err(|_| Error::Invalid(format!("invalid group {g:?} in --user")))
+        })
+        .transpose()?;
+    match u.parse::<u32>() {
+        Ok(uid) => Ok((uid, gid)),
+        Err(_) => {
+            let (uid, pgid) = lookup_user(rootfs, u)?;
+            Ok((uid, gid.or(Some(pgid))))
+        }
+    }
+}
+
+fn add_caps(process: &mut Process, names: &[String]) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut extra = Capabilities::new();
+    for name in names {
+        let canonical = if name.to_ascii_uppercase().starts_with("CAP_") {
+            name.to_ascii_uppercase()
+        } else {
+            format!("CAP_{}", name.to_ascii_uppercase())
+        };
+        let cap: Capability = canonical
+            .parse()
+            .map_err(|_| Error::Invalid(format!("unknown capability {name:?}")))?;
+        extra.insert(cap);
+    }
+    let mut caps = process.capabilities().clone().unwrap_or_default();
+    let merge = |set: &Option<Capabilities>| -> Option<Capabilities> {
+        let mut s = set.clone().unwrap_or_default();
+        s.extend(extra.iter().copied());
+        Some(s)
+    };
+    caps.set_bounding(merge(caps.bounding()));
+    caps.set_effective(merge(caps.effective()));
+    caps.set_permitted(merge(caps.permitted()));
+    caps.set_inheritable(merge(caps.inheritable()));
+    process.set_capabilities(Some(caps));
+    Ok(())
+}
+
+fn merge_env(base: Vec<String>, extra: &[String]) -> Vec<String> {
+    let mut env = base;
+    for e in extra {
+        let key = e.split('=').next().unwrap_or(e);
+        env.retain(|old| old.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    env
+}
+
+/// The process to run: `--process`, or the container's process with the flags applied.
+fn build_process(opts: &ExecOptions, spec: &Spec, rootfs: &Path) -> Result<Process> {
+    if let Some(path) = &opts.process_file {
+        let data = fs::read(path).map_err(|e| Error::io("read process file", path, e))?;
+        return serde_json::from_slice(&data)
+            .map_err(|e| Error::Invalid(format!("process file {}: {e}", path.display())));
+    }
+    if opts.args.is_empty() {
+        return Err(Error::Invalid("exec needs a command to run".into()));
+    }
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(opts.args.clone()));
+    let env = merge_env(process.env().clone().unwrap_or_default(), &opts.env);
+    process.set_env(Some(env));
+    if let Some(cwd) = &opts.cwd {
+        if !cwd.is_absolute() {
+            return Err(Error::Invalid(format!(
+                "--cwd {} must be absolute",
+                cwd.display()
+            )));
+        }
+        process.set_cwd(cwd.clone());
+    }
+    if let Some(user) = &opts.user {
+        let (uid, gid) = parse_user(rootfs, user)?;
+        let mut u = process.user().clone();
+        u.set_uid(uid);
+        if let Some(gid) = gid {
+            u.set_gid(gid);
+        }
+        process.set_user(u);
+    }
+    if !opts.additional_gids.is_empty() {
+        let mut u = process.user().clone();
+        u.set_additional_gids(Some(opts.additional_gids.clone()));
+        process.set_user(u);
+    }
+    add_caps(&mut process, &opts.caps)?;
+    if opts.no_new_privs {
+        process.set_no_new_privileges(Some(true));
+    }
+    process.set_terminal(Some(opts.tty));
+    process.set_console_size(None);
+    Ok(process)
+}
+
+/// Grants CAP_SYS_ADMIN and CAP_SETPCAP for loading seccomp without no_new_privileges; returns
+/// the capabilities to end with.
+fn grant_seccomp_caps(process: &mut Process) -> Option<LinuxCapabilities> {
+    if process.no_new_privileges() == Some(true) {
+        return None;
+    }
+    let final_caps = process.capabilities().clone().unwrap_or_default();
+    let mut granted = final_caps.clone();
+    let add = |set: &Option<Capabilities>| {
+        let mut s = set.clone().unwrap_or_default();
+        s.insert(Capability::SysAdmin);
+        s.insert(Capability::Setpcap);
+        Some(s)
+    };
+    granted.set_bounding(add(granted.bounding()));
+    granted.set_effective(add(granted.effective()));
+    granted.set_permitted(add(granted.permitted()));
+    process.set_capabilities(Some(granted));
+    Some(final_caps)
+}
+
+/// Starts the process; returns its PID (a child of this process, for waiting).
+pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<i32> {
+    let id = opts.id.as_str();
+    let loaded = store.load(id)?;
+    let status = loaded.container.status();
+    if status != ContainerStatus::Running {
+        return Err(Error::WrongStatus {
+            id: id.into(),
+            op: "exec",
+            status: status_name(status).into(),
+            wanted: "a running container",
+        });
+    }
+    let config_path = loaded
+        .meta
+        .translated_config
+        .clone()
+        .unwrap_or_else(|| loaded.container.bundle().join("config.json"));
+    let spec = Spec::load(&config_path).map_err(|e| Error::Config {
+        path: config_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut process = build_process(opts, &spec, &loaded.meta.rootfs)?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let final_caps = seccomp
+        .as_ref()
+        .and_then(|_| grant_seccomp_caps(&mut process));
+    let process_path = loaded
+        .container
+        .root
+        .join(format!("exec-{}.json", std::process::id()));
+    let data = serde_json::to_vec(&process).map_err(|e| Error::Invalid(e.to_string()))?;
+    crate::store::write_atomic(&process_path, &data)?;
+    let lib = |e| Error::lib("exec in", id, e);
+    let result = (|| {
+        ContainerBuilder::new(id.to_string(), SyscallType::default())
+            .with_executor(PolisExecutor::for_exec(seccomp, final_caps))
+            .with_root_path(store.root())
+            .map_err(lib)?
+            .with_pid_file(opts.pid_file.as_ref())
+            .map_err(lib)?
+            .with_console_socket(opts.console_socket.as_ref())
+            .with_preserved_fds(opts.preserve_fds)
+            .as_tenant()
+            .with_detach(opts.detach)
+            .with_process(Some(&process_path))
+            .build()
+            .map_err(lib)
+    })();
+    let _ = fs::remove_file(&process_path);
+    Ok(result?.as_raw())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_flags_override_config_env() {
+        let env = merge_env(
+            vec!["PATH=/bin".into(), "A=1".into()],
+            &["A=2".into(), "B=3".into()],
+        );
+        assert_eq!(env, vec!["PATH=/bin", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn users_parse_numeric_and_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("etc")).unwrap();
+        fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\npolis:x:1000:1001::/:/bin/sh\n",
+        )
+        .unwrap();
+        assert_eq!(parse_user(dir.path(), "5").unwrap(), (5, None));
+        assert_eq!(parse_user(dir.path(), "5:6").unwrap(), (5, Some(6)));
+        assert_eq!(parse_user(dir.path(), "polis").unwrap(), (1000, Some(1001)));
+        assert!(parse_user(dir.path(), "nobody-here").is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! The last step inside the container before the user's program runs.
+//!
+//! libcontainer calls an `Executor` once namespaces, rootfs, user and capabilities are set. Ours
+//! adds what libcontainer 0.7 leaves out:
+//! - the signal mask polis-runc blocked (to never lose a child's exit) is cleared, so the
+//!   program starts with the mask a fresh process has;
+//! - for `exec`, the container's seccomp profile is installed (libcontainer drops `linux.seccomp`
+//!   for processes joining a container). Without no_new_privileges the kernel requires
+//!   CAP_SYS_ADMIN for that, so `exec` asks libcontainer for CAP_SYS_ADMIN and CAP_SETPCAP on top
+//!   of the requested capabilities, and they are dropped here right after the filter is loaded,
+//!   in the order runc uses (seccomp first, then the final capabilities).
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use caps::{CapSet, CapsHashSet};
+use libcontainer::capabilities::CapabilityExt;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp, Spec};
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Clone, Default)]
+pub struct PolisExecutor {
+    /// Seccomp profile to load before exec (only for `exec`; init gets it from libcontainer).
+    seccomp: Option<LinuxSeccomp>,
+    /// The capabilities the process must end with, when more were granted to load seccomp.
+    final_caps: Option<LinuxCapabilities>,
+    /// Name of a new session keyring to join (runc does this unless --no-new-keyring).
+    session_keyring: Option<String>,
+}
+
+impl PolisExecutor {
+    pub fn for_init(session_keyring: Option<String>) -> Self {
+        PolisExecutor {
+            session_keyring,
+            ..Self::default()
+        }
+    }
+
+    pub fn for_exec(seccomp: Option<LinuxSeccomp>, final_caps: Option<LinuxCapabilities>) -> Self {
+        PolisExecutor {
+            seccomp,
+            final_caps,
+            session_keyring: None,
+        }
+    }
+}
+
+fn fail(msg: String) -> ExecutorError {
+    ExecutorError::Other(msg)
+}
+
+fn to_set(caps: &Option<oci_spec::runtime::Capabilities>) -> CapsHashSet {
+    caps.as_ref()
+        .map(|set| set.iter().map(|c| c.to_cap()).collect())
+        .unwrap_or_default()
+}
+
+fn apply_final_caps(c: &LinuxCapabilities) -> Result<(), ExecutorError> {
+    let bounding = to_set(c.bounding());
+    for cap in caps::all() {
+        if !bounding.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| fail(format!("drop {cap} from bounding set: {e}")))?;
+        }
+    }
+    let sets = [
+        (CapSet::Inheritable, to_set(c.inheritable())),
+        (CapSet::Permitted, to_set(c.permitted())),
+        (CapSet::Effective, to_set(c.effective())),
+    ];
+    for (set, value) in sets {
+        caps::set(None, set, &value).map_err(|e| fail(format!("set {set:?} capabilities: {e}")))?;
+    }
+    caps::clear(None, CapSet::Ambient).map_err(|e| fail(format!("clear ambient: {e}")))?;
+    for cap in to_set(c.ambient()) {
+        caps::raise(None, CapSet::Ambient, cap)
+            .map_err(|e| fail(format!("raise ambient {cap}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn process_env_path(spec: &Spec) -> String {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.env().as_ref())
+        .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=")))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string()
+}
+
+/// Finds the program as execvp would, with the container's PATH.
+fn find_program(name: &str, path_var: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(PathBuf::from(name));
+    }
+    path_var
+        .split(':')
+        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(name))
+        .find(|p| is_executable_file(p))
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
+        && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+impl Executor for PolisExecutor {
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        let args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| {
+                ExecutorValidationError::ArgValidationError("process.args is empty".into())
+            })?;
+        let name = &args[0];
+        match find_program(name, &process_env_path(spec)) {
+            Some(path) if is_executable_file(&path) => Ok(()),
+            Some(path) => Err(ExecutorValidationError::ArgValidationError(format!(
+                "exec: {:?}: {} is not an executable file",
+                name,
+                path.display()
+            ))),
+            None => Err(ExecutorValidationError::ArgValidationError(format!(
+                "exec: {name:?}: executable file not found in $PATH"
+            ))),
+        }
+    }
+
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        let args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .filter(|a| !a.is_empty())
+            .ok_or(ExecutorError::InvalidArg)?;
+        if let Some(name) = &self.session_keyring {
+            join_session_keyring(name);
+        }
+        if let Some(seccomp) = &self.seccomp {
+            libcontainer::seccomp::initialize_seccomp(seccomp)
+                .map_err(|e| fail(format!("load the container's seccomp profile: {e}")))?;
+        }
+        if let Some(final_caps) = &self.final_caps {
+            apply_final_caps(final_caps)?;
+        }
+        let path = find_program(&args[0], &process_env_path(spec)).ok_or_else(|| {
+            fail(format!(
+                "exec: {:?}: executable file not found in $PATH",
+                args[0]
+            ))
+        })?;
+        let path = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| ExecutorError::InvalidArg)?;
+        let argv: Vec<CString> = args
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| ExecutorError::InvalidArg)?;
+        // The environment was set by libcontainer (setup_envs) from process.env.
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        let err = nix::unistd::execv(&path, &argv).unwrap_err();
+        Err(fail(format!("exec {:?}: {err}", args[0])))
+    }
+}
+
+/// Joins a new session keyring so the container does not share the caller's. Failure is not
+/// fatal: a seccomp profile may deny keyctl, and older kernels may lack keyrings.
+fn join_session_keyring(name: &str) {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    if let Ok(name) = CString::new(name) {
+        // SAFETY: keyctl with a valid NUL-terminated name; no memory is handed back.
+        unsafe {
+            libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr());
+        }
+    }
+}

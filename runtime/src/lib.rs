@@ -1,0 +1,20 @@
+//! polis-runc: a runc-compatible OCI runtime (runtime-spec 1.2) on libcontainer.
+//!
+//! The library holds the operations; `main.rs` parses runc's command line and calls them.
+
+pub mod cgroups;
+pub mod create;
+pub mod error;
+pub mod events;
+pub mod exec;
+pub mod executor;
+pub mod features;
+pub mod foreground;
+pub mod id;
+pub mod lifecycle;
+pub mod logging;
+pub mod seal;
+pub mod spec_default;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,218 @@
+//! The runtime-spec operations on an existing container: state, start, kill, delete, and runc's
+//! pause and resume.
+
+use std::path::PathBuf;
+
+use libcgroups::common::{CgroupManager, FreezerState};
+use libcontainer::container::ContainerStatus;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::cgroups::{manager_for, pids};
+use crate::create::remove_shadow_bundle;
+use crate::error::{Error, Result};
+use crate::store::{LoadedContainer, Store, status_name};
+
+/// The state as runc prints it (`runc state`, `runc list --format json`).
+#[derive(Debug, Serialize)]
+pub struct StateReport {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    pub status: String,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::HashMap<String, String>>,
+}
+
+impl StateReport {
+    pub fn from_loaded(loaded: &LoadedContainer) -> Self {
+        let state = &loaded.container.state;
+        let status = loaded.container.status();
+        let pid = match status {
+            ContainerStatus::Stopped => 0,
+            _ => state.pid.unwrap_or(0),
+        };
+        let owner = state
+            .creator
+            .and_then(|uid| nix::unistd::User::from_uid(uid.into()).ok().flatten())
+            .map(|u| u.name)
+            .unwrap_or_default();
+        StateReport {
+            oci_version: oci_spec::runtime::VERSION.to_string(),
+            id: state.id.clone(),
+            pid,
+            status: status_name(status).to_string(),
+            bundle: loaded.meta.bundle.clone(),
+            rootfs: loaded.meta.rootfs.clone(),
+            created: state
+                .created
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+                .unwrap_or_default(),
+            owner,
+            annotations: state.annotations.clone().filter(|a| !a.is_empty()),
+        }
+    }
+}
+
+fn status_error(loaded: &LoadedContainer, op: &'static str, wanted: &'static str) -> Error {
+    Error::WrongStatus {
+        id: loaded.container.id().to_string(),
+        op,
+        status: status_name(loaded.container.status()).to_string(),
+        wanted,
+    }
+}
+
+pub fn state(store: &Store, id: &str) -> Result<StateReport> {
+    Ok(StateReport::from_loaded(&store.load(id)?))
+}
+
+/// runtime-spec: `start` runs the user's program of a created container.
+pub fn start(store: &Store, id: &str) -> Result<()> {
+    let _lock = store.lock(id, true)?;
+    let mut loaded = store.load(id)?;
+    if loaded.container.status() != ContainerStatus::Created {
+        return Err(status_error(&loaded, "start", "a created container"));
+    }
+    loaded
+        .container
+        .start()
+        .map_err(|e| Error::lib("start", id, e))
+}
+
+/// Parses a signal as runc does: `9`, `KILL` or `SIGKILL`.
+pub fn parse_signal(s: &str) -> Result<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| Error::InvalidSignal(s.to_string()));
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| Error::InvalidSignal(s.to_string()))
+}
+
+/// runtime-spec: `kill` sends a signal to the container's process (all of them with `all`).
+/// Unlike libcontainer's kill, the saved status is left alone: a signal does not stop a container,
+/// its process exiting does.
+pub fn kill_container(store: &Store, id: &str, signal: Signal, all: bool) -> Result<()> {
+    let _lock = store.lock(id, false)?;
+    let loaded = store.load(id)?;
+    let status = loaded.container.status();
+    if all {
+        let cg = &loaded.meta.cgroup_path;
+        let manager = manager_for(id, cg)?;
+        let _ = manager.freeze(FreezerState::Frozen);
+        let result = pids(id, cg).map(|pids| {
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+        });
+        let _ = manager.freeze(FreezerState::Thawed);
+        return result;
+    }
+    if !matches!(
+        status,
+        ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused
+    ) {
+        return Err(Error::NotRunning { id: id.into() });
+    }
+    let pid = loaded
+        .container
+        .pid()
+        .ok_or(Error::NotRunning { id: id.into() })?;
+    match kill(pid, signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => return Err(Error::sys("send signal", e)),
+    }
+    if status == ContainerStatus::Paused && signal == Signal::SIGKILL {
+        // A frozen process cannot die on cgroup v1 until it is thawed.
+        let _ = manager_for(id, &loaded.meta.cgroup_path)?.freeze(FreezerState::Thawed);
+    }
+    Ok(())
+}
+
+/// runtime-spec: `delete` removes a stopped container (any container with `force`).
+pub fn delete_container(store: &Store, id: &str, force: bool) -> Result<()> {
+    let _lock = store.lock(id, true)?;
+    let mut loaded = match store.load(id) {
+        Ok(l) => l,
+        Err(Error::NotExist { .. }) => {
+            // An aborted create can leave a directory without state.json, as in runc.
+            let dir = store.container_dir(id);
+            let existed = dir.exists();
+            let _ = std::fs::remove_dir_all(&dir);
+            remove_shadow_bundle(store, id);
+            store.remove_lock(id);
+            return if existed || force {
+                Ok(())
+            } else {
+                Err(Error::NotExist { id: id.into() })
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    let status = loaded.container.status();
+    if !force && !matches!(status, ContainerStatus::Stopped | ContainerStatus::Created) {
+        return Err(Error::WrongStatus {
+            id: id.into(),
+            op: "delete",
+            status: status_name(status).into(),
+            wanted: "a stopped container (or --force)",
+        });
+    }
+    loaded
+        .container
+        .delete(force)
+        .map_err(|e| Error::lib("delete", id, e))?;
+    remove_shadow_bundle(store, id);
+    store.remove_lock(id);
+    Ok(())
+}
+
+pub fn pause(store: &Store, id: &str) -> Result<()> {
+    let _lock = store.lock(id, true)?;
+    let mut loaded = store.load(id)?;
+    if loaded.container.status() != ContainerStatus::Running {
+        return Err(status_error(&loaded, "pause", "a running container"));
+    }
+    loaded
+        .container
+        .pause()
+        .map_err(|e| Error::lib("pause", id, e))
+}
+
+pub fn resume(store: &Store, id: &str) -> Result<()> {
+    let _lock = store.lock(id, true)?;
+    let mut loaded = store.load(id)?;
+    if loaded.container.status() != ContainerStatus::Paused {
+        return Err(status_error(&loaded, "resume", "a paused container"));
+    }
+    loaded
+        .container
+        .resume()
+        .map_err(|e| Error::lib("resume", id, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_as_runc_does() {
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("999").is_err());
+    }
+}

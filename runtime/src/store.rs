@@ -1,0 +1,277 @@
+//! The state root (`--root`): one directory per container, a lock per container, and the facts
+//! polis-runc keeps beside libcontainer's `state.json`.
+//!
+//! libcontainer 0.7 writes `state.json` in place (truncate, then write) and takes no lock. Every
+//! polis-runc command that changes a container holds that container's lock, so writers never race;
+//! readers retry a `state.json` they catch half-written.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libcontainer::container::{Container, ContainerStatus, State};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::validate_container_id;
+
+const META_FILE: &str = "polis.json";
+const LOCK_DIR: &str = ".locks";
+
+/// What polis-runc records about a container in addition to libcontainer's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContainerMeta {
+    /// The bundle the user gave, as an absolute path.
+    pub bundle: PathBuf,
+    /// The container's root filesystem, as an absolute path.
+    pub rootfs: PathBuf,
+    /// Start time of the init process (clock ticks since boot), to tell it from a reused PID.
+    pub init_start_time: Option<u64>,
+    /// The cgroup path as resolved at create time (after systemd-style translation).
+    pub cgroup_path: PathBuf,
+    /// Whether libcontainer was handed a translated copy of config.json.
+    #[serde(default)]
+    pub translated_config: Option<PathBuf>,
+}
+
+/// The state root directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// A record lock held on a container's lock file; released on drop.
+#[derive(Debug)]
+pub struct ContainerLock {
+    _file: File,
+}
+
+/// A container as loaded from the store, with its status checked against the live process.
+#[derive(Debug)]
+pub struct LoadedContainer {
+    pub container: Container,
+    pub meta: ContainerMeta,
+}
+
+impl Store {
+    /// Opens the state root, creating it (mode 0700) when missing.
+    pub fn open(root: &Path) -> Result<Self> {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        builder
+            .create(root.join(LOCK_DIR))
+            .map_err(|e| Error::io("create state root", root, e))?;
+        let root = fs::canonicalize(root).map_err(|e| Error::io("resolve state root", root, e))?;
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Takes the container's lock, exclusive for commands that change it.
+    pub fn lock(&self, id: &str, exclusive: bool) -> Result<ContainerLock> {
+        validate_container_id(id)?;
+        let path = self.root.join(LOCK_DIR).join(id);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::io("open lock file", &path, e))?;
+        // A POSIX record lock, not flock: it belongs to this process only, so the container's
+        // init process (forked while the lock is held, and alive until `start`) never holds it.
+        let lock = libc::flock {
+            l_type: if exclusive {
+                libc::F_WRLCK
+            } else {
+                libc::F_RDLCK
+            } as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        loop {
+            // SAFETY: F_SETLKW with a valid flock struct on a descriptor we own.
+            let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLKW, &lock) };
+            if rc == 0 {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::io("lock", &path, err));
+            }
+        }
+        Ok(ContainerLock { _file: file })
+    }
+
+    /// Removes the lock file of a deleted container. Call while holding its lock.
+    pub fn remove_lock(&self, id: &str) {
+        let _ = fs::remove_file(self.root.join(LOCK_DIR).join(id));
+    }
+
+    /// The IDs of all containers in the root, sorted.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let entries =
+            fs::read_dir(&self.root).map_err(|e| Error::io("list state root", &self.root, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            ids.push(name.to_string());
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub fn exists(&self, id: &str) -> bool {
+        self.container_dir(id).join("state.json").exists()
+    }
+
+    /// Loads a container and refreshes its status from the live process.
+    pub fn load(&self, id: &str) -> Result<LoadedContainer> {
+        validate_container_id(id)?;
+        let dir = self.container_dir(id);
+        let state = read_state(&dir, id)?;
+        let meta = read_meta(&dir).unwrap_or_default();
+        let mut container = Container { state, root: dir };
+        let status = live_status(&container.state, meta.init_start_time);
+        container.set_status(status);
+        Ok(LoadedContainer { container, meta })
+    }
+
+    pub fn save_meta(&self, id: &str, meta: &ContainerMeta) -> Result<()> {
+        let dir = self.container_dir(id);
+        let data = serde_json::to_vec(meta).map_err(|e| Error::Invalid(e.to_string()))?;
+        write_atomic(&dir.join(META_FILE), &data)
+    }
+}
+
+/// Writes a file by renaming a complete temporary file over it.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+}
+
+fn read_state(dir: &Path, id: &str) -> Result<State> {
+    let path = State::file_path(dir);
+    // A writer truncates and rewrites state.json in place; a reader can catch it empty or partial.
+    let mut last_err = None;
+    for _ in 0..50 {
+        match fs::read(&path) {
+            Ok(data) => match serde_json::from_slice::<State>(&data) {
+                Ok(state) => return Ok(state),
+                Err(e) => last_err = Some(e.to_string()),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotExist { id: id.to_string() });
+            }
+            Err(e) => return Err(Error::io("read state", &path, e)),
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Err(Error::Invalid(format!(
+        "state of container {id} in {} is unreadable: {}",
+        path.display(),
+        last_err.unwrap_or_default()
+    )))
+}
+
+fn read_meta(dir: &Path) -> Option<ContainerMeta> {
+    let data = fs::read(dir.join(META_FILE)).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// Start time of a process in clock ticks since boot, `None` if it is gone or a zombie.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+    match stat.state().ok()? {
+        procfs::process::ProcState::Zombie | procfs::process::ProcState::Dead => None,
+        _ => Some(stat.starttime),
+    }
+}
+
+/// The status a container has now: its saved status, unless its init process is gone.
+pub fn live_status(state: &State, start_time: Option<u64>) -> ContainerStatus {
+    let alive = match state.pid {
+        Some(pid) if pid > 0 => match (process_start_time(pid), start_time) {
+            (Some(now), Some(recorded)) => now == recorded,
+            (Some(_), None) => true,
+            (None, _) => false,
+        },
+        _ => false,
+    };
+    match (alive, state.status) {
+        (false, ContainerStatus::Creating) => ContainerStatus::Creating,
+        (false, _) => ContainerStatus::Stopped,
+        (true, ContainerStatus::Stopped) => ContainerStatus::Running,
+        (true, status) => status,
+    }
+}
+
+/// The status in the words of the runtime spec and runc.
+pub fn status_name(status: ContainerStatus) -> &'static str {
+    match status {
+        ContainerStatus::Creating => "creating",
+        ContainerStatus::Created => "created",
+        ContainerStatus::Running => "running",
+        ContainerStatus::Stopped => "stopped",
+        ContainerStatus::Paused => "paused",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_pid_is_stopped() {
+        let mut state = State {
+            pid: Some(i32::MAX - 1),
+            status: ContainerStatus::Running,
+            ..Default::default()
+        };
+        assert_eq!(live_status(&state, None), ContainerStatus::Stopped);
+        state.pid = Some(std::process::id() as i32);
+        assert_eq!(live_status(&state, None), ContainerStatus::Running);
+        // Same PID, other start time: the PID was reused by another process.
+        let real = process_start_time(std::process::id() as i32).unwrap();
+        assert_eq!(
+            live_status(&state, Some(real + 1)),
+            ContainerStatus::Stopped
+        );
+        assert_eq!(live_status(&state, Some(real)), ContainerStatus::Running);
+    }
+
+    #[test]
+    fn ids_skip_lock_dir_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        fs::create_dir(dir.path().join("b")).unwrap();
+        fs::create_dir(dir.path().join("a")).unwrap();
+        fs::write(dir.path().join("stray"), "").unwrap();
+        assert_eq!(store.ids().unwrap(), vec!["a", "b"]);
+    }
+}
