@@ -35,10 +35,57 @@ pub const RUNC: &str = "/usr/sbin/runc";
 
 /// Applets linked into every rootfs as symlinks to `/bin/busybox`.
 const APPLETS: &[&str] = &[
-    "sh", "cat", "echo", "ls", "sleep", "true", "false", "id", "hostname", "mount", "umount", "grep", "stat", "touch",
-    "mkdir", "rm", "rmdir", "env", "pwd", "ps", "kill", "head", "tail", "wc", "ln", "chmod", "chown", "readlink",
-    "test", "printf", "whoami", "uname", "dd", "cut", "tr", "sed", "awk", "find", "mknod", "sort", "cp", "mv", "date",
-    "nproc", "mkfifo", "domainname", "sync", "xargs", "seq", "basename", "dirname",
+    "sh",
+    "cat",
+    "echo",
+    "ls",
+    "sleep",
+    "true",
+    "false",
+    "id",
+    "hostname",
+    "mount",
+    "umount",
+    "grep",
+    "stat",
+    "touch",
+    "mkdir",
+    "rm",
+    "rmdir",
+    "env",
+    "pwd",
+    "ps",
+    "kill",
+    "head",
+    "tail",
+    "wc",
+    "ln",
+    "chmod",
+    "chown",
+    "readlink",
+    "test",
+    "printf",
+    "whoami",
+    "uname",
+    "dd",
+    "cut",
+    "tr",
+    "sed",
+    "awk",
+    "find",
+    "mknod",
+    "sort",
+    "cp",
+    "mv",
+    "date",
+    "nproc",
+    "mkfifo",
+    "domainname",
+    "sync",
+    "xargs",
+    "seq",
+    "basename",
+    "dirname",
 ];
 
 /// Runs `$body` against both runtimes: `mod $name { #[test] fn runc(); #[test] fn polis() }`.
@@ -99,7 +146,10 @@ macro_rules! conformance_test {
 
 /// The workspace root (parent of this crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// True under CI, where a missing peer is a failure rather than a skip.
@@ -119,12 +169,19 @@ pub fn missing_peer<T>(what: &str) -> Option<T> {
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A temp dir readable by everyone (user-namespaced containers must traverse bundles), removed on drop.
 pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("create temp dir");
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create temp dir");
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
     dir
 }
@@ -145,7 +202,10 @@ pub fn probe_binary() -> &'static Path {
         let ws = workspace_root();
         let target = ws.join("target/polis-probe");
         let source = ws.join("integration/src/bin/polis-probe.rs");
-        let fresh = |t: &Path| match (fs::metadata(t).and_then(|m| m.modified()), fs::metadata(&source).and_then(|m| m.modified())) {
+        let fresh = |t: &Path| match (
+            fs::metadata(t).and_then(|m| m.modified()),
+            fs::metadata(&source).and_then(|m| m.modified()),
+        ) {
             (Ok(built), Ok(src)) => built >= src,
             (Ok(_), Err(_)) => true,
             _ => false,
@@ -170,7 +230,15 @@ pub fn probe_binary() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(&ws)
-            .args(["rustc", "--release", "-p", "polis-integration", "--bin", "polis-probe", "--target-dir"])
+            .args([
+                "rustc",
+                "--release",
+                "-p",
+                "polis-integration",
+                "--bin",
+                "polis-probe",
+                "--target-dir",
+            ])
             .arg(&build_dir)
             .args(["--", "-C", "target-feature=+crt-static"])
             .status()
@@ -250,19 +318,90 @@ pub fn parse_last_json(text: &str) -> Option<Value> {
             return Some(v);
         }
     }
-    text.lines().rev().find_map(|l| serde_json::from_str::<Value>(l.trim()).ok().filter(Value::is_object))
+    text.lines().rev().find_map(|l| {
+        serde_json::from_str::<Value>(l.trim())
+            .ok()
+            .filter(Value::is_object)
+    })
 }
 
 /// Runs `cmd` with stdin from /dev/null and stdout/stderr into files under `scratch` (a container started by the
-/// command may keep them open after the command exits), killing it after `timeout`.
-pub fn run_command(mut cmd: Command, scratch: &Path, timeout: Duration) -> Output {
+/// command may keep them open after the command exits); panics if it is still running after `timeout` (after
+/// killing it).
+pub fn run_command(cmd: Command, scratch: &Path, timeout: Duration) -> Output {
+    match try_run_command(cmd, scratch, timeout) {
+        Ok(out) => out,
+        Err(out) => panic!(
+            "{} did not finish in {timeout:?}; stderr so far: {}",
+            out.cmd, out.stderr
+        ),
+    }
+}
+
+/// Like [`run_command`] but never panics: `Err` (with what the command printed) when it timed out and was killed.
+/// Cleanup code (`Drop`) uses this, since a panic while a test is already panicking aborts the whole test binary
+/// and skips every other cleanup.
+pub fn try_run_command(
+    mut cmd: Command,
+    scratch: &Path,
+    timeout: Duration,
+) -> Result<Output, Output> {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let out_path = scratch.join(format!("cmd-{n}.out"));
     let err_path = scratch.join(format!("cmd-{n}.err"));
-    let out = fs::File::create(&out_path).expect("create stdout file");
+    let desc = format!("{cmd:?}").replace('"', "");
+    let failed = |msg: String| Output {
+        cmd: desc.clone(),
+        code: None,
+        signal: None,
+        stdout: String::new(),
+        stderr: msg,
+    };
+    let (Ok(out), Ok(err)) = (fs::File::create(&out_path), fs::File::create(&err_path)) else {
+        return Err(failed(format!(
+            "cannot create capture files in {}",
+            scratch.display()
+        )));
+    };
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Err(failed(format!("spawn failed: {e}"))),
+    };
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => break None,
+        }
+    };
+    let output = Output {
+        cmd: desc.clone(),
+        code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
+        stdout: fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: fs::read_to_string(&err_path).unwrap_or_default(),
+    };
+    if status.is_some() {
+        Ok(output)
+    } else {
+        Err(output)
+    }
+}
+
+/// Runs `cmd` whose stdout the caller already redirected; stderr is captured. Panics on timeout.
+fn run_command_keep_stdout(mut cmd: Command, scratch: &Path, timeout: Duration) -> Output {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let err_path = scratch.join(format!("cmd-{n}.err"));
     let err = fs::File::create(&err_path).expect("create stderr file");
     let desc = format!("{cmd:?}").replace('"', "");
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    cmd.stdin(Stdio::null()).stderr(err);
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
     let deadline = Instant::now() + timeout;
     let status = loop {
@@ -273,7 +412,7 @@ pub fn run_command(mut cmd: Command, scratch: &Path, timeout: Duration) -> Outpu
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "{desc} did not finish in {timeout:?}; stderr so far: {}",
+                "{desc} did not finish in {timeout:?}: {}",
                 fs::read_to_string(&err_path).unwrap_or_default()
             );
         }
@@ -283,7 +422,7 @@ pub fn run_command(mut cmd: Command, scratch: &Path, timeout: Duration) -> Outpu
         cmd: desc,
         code: status.code(),
         signal: status.signal(),
-        stdout: fs::read_to_string(&out_path).unwrap_or_default(),
+        stdout: String::new(),
         stderr: fs::read_to_string(&err_path).unwrap_or_default(),
     }
 }
@@ -323,7 +462,12 @@ impl Runtime {
         let dir = temp_dir(&format!("polis-it-{name}-"));
         fs::create_dir(dir.path().join("root")).expect("create runtime root");
         fs::create_dir(dir.path().join("scratch")).expect("create scratch dir");
-        Runtime { name, path, test: test.replace('_', "-"), dir }
+        Runtime {
+            name,
+            path,
+            test: test.replace('_', "-"),
+            dir,
+        }
     }
 
     pub fn is_polis(&self) -> bool {
@@ -355,29 +499,58 @@ impl Runtime {
     /// A new container ID owned by this test; the container is force-deleted when the handle drops.
     pub fn container(&self) -> Container<'_> {
         let id = unique(&format!("{}-{}", self.test, self.name));
-        Container { rt: self, id, stdout: RefCell::new(None) }
+        Container {
+            rt: self,
+            id,
+            stdout: RefCell::new(None),
+        }
     }
 
     /// A handle for a container ID chosen by the test (bad IDs, duplicates); cleaned up like any other.
     pub fn container_named(&self, id: &str) -> Container<'_> {
-        Container { rt: self, id: id.to_string(), stdout: RefCell::new(None) }
+        Container {
+            rt: self,
+            id: id.to_string(),
+            stdout: RefCell::new(None),
+        }
     }
 
-    /// Names of the entries in the `--root` directory (a runtime keeps one per container).
+    /// Per-container entries in the `--root` directory: every visible entry (a runtime keeps one per container),
+    /// and every file inside a hidden directory (polis-runc keeps its lock files in `.locks/`; an empty lock
+    /// directory is bookkeeping, a lock file left for a deleted container is a leak).
     pub fn state_entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.root())
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        v.sort();
-        v
+        state_entries(&self.root())
     }
 
     /// Asserts that the runtime keeps no state at all: no container directory under `--root`.
     #[track_caller]
     pub fn assert_no_state(&self) {
         let entries = self.state_entries();
-        assert!(entries.is_empty(), "{} left state under its --root: {entries:?}", self.name);
+        assert!(
+            entries.is_empty(),
+            "{} left state under its --root: {entries:?}",
+            self.name
+        );
     }
+}
+
+/// Per-container entries of a runtime state directory `root` (see [`Runtime::state_entries`]).
+pub fn state_entries(root: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') {
+            v.push(name);
+        } else if e.path().is_dir() {
+            for inner in fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                v.push(format!("{name}/{}", inner.file_name().to_string_lossy()));
+            }
+        } else {
+            v.push(name);
+        }
+    }
+    v.sort();
+    v
 }
 
 /// `$POLIS_RUNC`, else `<workspace>/target/release/polis-runc`.
@@ -410,34 +583,15 @@ impl Container<'_> {
     fn run_captured(&self, args: Vec<std::ffi::OsString>, timeout: Duration) -> Output {
         let scratch = self.rt.scratch();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let out_path = scratch.join(format!("{}-{n}.stdout", self.id.len()));
+        // The container's process inherits stdout: keep it in a file of its own that `output()` reads later.
+        let out_path = scratch.join(format!("container-{n}.stdout"));
         let out = fs::File::create(&out_path).expect("create container stdout file");
-        let err_path = scratch.join(format!("{}-{n}.stderr", self.id.len()));
-        let err = fs::File::create(&err_path).expect("create stderr file");
         let mut cmd = self.rt.command(&args);
-        let desc = format!("{cmd:?}").replace('"', "");
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{desc} did not finish in {timeout:?}: {}", fs::read_to_string(&err_path).unwrap_or_default());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        cmd.stdout(out);
         *self.stdout.borrow_mut() = Some(out_path.clone());
-        Output {
-            cmd: desc,
-            code: status.code(),
-            signal: status.signal(),
-            stdout: fs::read_to_string(&out_path).unwrap_or_default(),
-            stderr: fs::read_to_string(&err_path).unwrap_or_default(),
-        }
+        let mut output = run_command_keep_stdout(cmd, &scratch, timeout);
+        output.stdout = fs::read_to_string(&out_path).unwrap_or_default();
+        output
     }
 
     /// `create --bundle B ID`; the container's stdout goes to a file that [`Container::output`] reads.
@@ -448,7 +602,8 @@ impl Container<'_> {
     /// `create --bundle B EXTRA... ID`
     pub fn create_with(&self, bundle: &Bundle, extra: &[&str]) -> Output {
         self.prepare(bundle);
-        let mut args: Vec<std::ffi::OsString> = vec!["create".into(), "--bundle".into(), bundle.path().into()];
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["create".into(), "--bundle".into(), bundle.path().into()];
         args.extend(extra.iter().map(Into::into));
         args.push(self.id.clone().into());
         self.run_captured(args, COMMAND_TIMEOUT)
@@ -462,7 +617,8 @@ impl Container<'_> {
     /// `run --bundle B EXTRA... ID`
     pub fn run_with(&self, bundle: &Bundle, extra: &[&str]) -> Output {
         self.prepare(bundle);
-        let mut args: Vec<std::ffi::OsString> = vec!["run".into(), "--bundle".into(), bundle.path().into()];
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["run".into(), "--bundle".into(), bundle.path().into()];
         args.extend(extra.iter().map(Into::into));
         args.push(self.id.clone().into());
         self.run_captured(args, COMMAND_TIMEOUT)
@@ -472,10 +628,17 @@ impl Container<'_> {
     /// its stdout file.
     pub fn spawn_run(&self, bundle: &Bundle) -> (std::process::Child, PathBuf) {
         self.prepare(bundle);
-        let out_path = self.rt.scratch().join(format!("{}.run.stdout", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        let out_path = self.rt.scratch().join(format!(
+            "{}.run.stdout",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
         let out = fs::File::create(&out_path).expect("stdout file");
         let mut cmd = self.rt.command(&["run", "--bundle"]);
-        cmd.arg(bundle.path()).arg(&self.id).stdin(Stdio::null()).stdout(out).stderr(Stdio::null());
+        cmd.arg(bundle.path())
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(Stdio::null());
         (cmd.spawn().expect("spawn run"), out_path)
     }
 
@@ -492,19 +655,25 @@ impl Container<'_> {
     pub fn state_json(&self) -> Value {
         let out = self.state();
         out.ok();
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("state is not JSON ({e}): {out}"))
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("state is not JSON ({e}): {out}"))
     }
 
     #[track_caller]
     pub fn status(&self) -> String {
-        self.state_json()["status"].as_str().unwrap_or_default().to_string()
+        self.state_json()["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// The host PID of the container's process from `state`.
     #[track_caller]
     pub fn pid(&self) -> i32 {
         let st = self.state_json();
-        st["pid"].as_i64().unwrap_or_else(|| panic!("state has no pid: {st}")) as i32
+        st["pid"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("state has no pid: {st}")) as i32
     }
 
     pub fn kill(&self, signal: &str) -> Output {
@@ -543,7 +712,11 @@ impl Container<'_> {
             if st["status"] == want {
                 return;
             }
-            assert!(Instant::now() < deadline, "container {} never reached {want}: {st}", self.id);
+            assert!(
+                Instant::now() < deadline,
+                "container {} never reached {want}: {st}",
+                self.id
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -555,7 +728,11 @@ impl Container<'_> {
 
     /// What the container's process wrote to stdout so far (after `create` or `run`).
     pub fn output(&self) -> String {
-        self.stdout.borrow().as_ref().and_then(|p| fs::read_to_string(p).ok()).unwrap_or_default()
+        self.stdout
+            .borrow()
+            .as_ref()
+            .and_then(|p| fs::read_to_string(p).ok())
+            .unwrap_or_default()
     }
 
     /// Waits until the container's stdout has a line that parses as JSON and returns the last such line.
@@ -566,7 +743,12 @@ impl Container<'_> {
             if let Some(v) = parse_last_json(&self.output()) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "container {} printed no JSON: {:?}", self.id, self.output());
+            assert!(
+                Instant::now() < deadline,
+                "container {} printed no JSON: {:?}",
+                self.id,
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -602,12 +784,24 @@ impl Container<'_> {
     #[track_caller]
     pub fn assert_gone(&self) {
         let st = self.state();
-        assert!(!st.success(), "state of {} still succeeds after it should be gone: {st}", self.id);
+        assert!(
+            !st.success(),
+            "state of {} still succeeds after it should be gone: {st}",
+            self.id
+        );
         self.rt.assert_no_state();
         let dirs = self.cgroup_dirs();
-        assert!(dirs.is_empty(), "cgroup dirs left for {}: {dirs:?}", self.id);
+        assert!(
+            dirs.is_empty(),
+            "cgroup dirs left for {}: {dirs:?}",
+            self.id
+        );
         let procs = self.processes();
-        assert!(procs.is_empty(), "processes left in the cgroup of {}: {procs:?}", self.id);
+        assert!(
+            procs.is_empty(),
+            "processes left in the cgroup of {}: {procs:?}",
+            self.id
+        );
     }
 }
 
@@ -616,7 +810,17 @@ impl Drop for Container<'_> {
         if self.id.is_empty() || self.id.contains('/') || self.id == "." || self.id == ".." {
             return;
         }
-        let _ = run_command(self.rt.command(&["delete", "--force", &self.id]), &self.rt.scratch(), COMMAND_TIMEOUT);
+        // Never panic here (see try_run_command); a hung delete is reported and the processes are killed below.
+        if let Err(out) = try_run_command(
+            self.rt.command(&["delete", "--force", &self.id]),
+            &self.rt.scratch(),
+            Duration::from_secs(20),
+        ) {
+            eprintln!(
+                "cleanup: `{}` hung and was killed; killing the container's processes",
+                out.cmd
+            );
+        }
         for pid in self.processes() {
             // SAFETY: plain kill of a process that lives in this test's own cgroup.
             unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -653,7 +857,10 @@ impl Bundle {
         let dir = temp_dir("polis-it-bundle-");
         let rootfs = dir.path().join("rootfs");
         make_rootfs(&rootfs);
-        Bundle { dir, config: default_config() }
+        Bundle {
+            dir,
+            config: default_config(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -671,7 +878,11 @@ impl Bundle {
     /// Sets the value at JSON pointer `ptr`, creating missing objects on the way.
     pub fn set(&mut self, ptr: &str, value: Value) -> &mut Self {
         let mut cur = &mut self.config;
-        let parts: Vec<String> = ptr.split('/').skip(1).map(|p| p.replace("~1", "/").replace("~0", "~")).collect();
+        let parts: Vec<String> = ptr
+            .split('/')
+            .skip(1)
+            .map(|p| p.replace("~1", "/").replace("~0", "~"))
+            .collect();
         let (last, path) = parts.split_last().expect("non-empty JSON pointer");
         for p in path {
             if let Value::Array(a) = cur {
@@ -682,7 +893,11 @@ impl Bundle {
             if !cur.is_object() {
                 *cur = json!({});
             }
-            cur = cur.as_object_mut().expect("object").entry(p.clone()).or_insert_with(|| json!({}));
+            cur = cur
+                .as_object_mut()
+                .expect("object")
+                .entry(p.clone())
+                .or_insert_with(|| json!({}));
         }
         match cur {
             Value::Array(a) => {
@@ -693,7 +908,9 @@ impl Bundle {
                 if !cur.is_object() {
                     *cur = json!({});
                 }
-                cur.as_object_mut().expect("object").insert(last.clone(), value);
+                cur.as_object_mut()
+                    .expect("object")
+                    .insert(last.clone(), value);
             }
         }
         self
@@ -771,7 +988,10 @@ impl Bundle {
     /// Writes `config.json`, setting `linux.cgroupsPath` to `cgroups_path` unless the test set one.
     pub fn write_config(&self, cgroups_path: Option<&str>) {
         let mut cfg = self.config.clone();
-        if let (Some(cg), Some(linux)) = (cgroups_path, cfg.get_mut("linux").and_then(Value::as_object_mut)) {
+        if let (Some(cg), Some(linux)) = (
+            cgroups_path,
+            cfg.get_mut("linux").and_then(Value::as_object_mut),
+        ) {
             linux.entry("cgroupsPath").or_insert_with(|| json!(cg));
         }
         self.write_raw(&serde_json::to_string_pretty(&cfg).expect("serialize config"));
@@ -789,27 +1009,49 @@ pub fn make_rootfs(rootfs: &Path) {
     if !Path::new(BUSYBOX).is_file() {
         panic!("{BUSYBOX} is missing: install Debian's busybox-static");
     }
-    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "root", "home/polis", "var", "run", "usr/bin", "mnt"] {
+    for d in [
+        "bin",
+        "sbin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "root",
+        "home/polis",
+        "var",
+        "run",
+        "usr/bin",
+        "mnt",
+    ] {
         fs::create_dir_all(rootfs.join(d)).expect("create rootfs dir");
     }
     fs::create_dir_all(rootfs.join("tmp")).expect("create /tmp");
-    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod /tmp");
+    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))
+        .expect("chmod /tmp");
     fs::set_permissions(rootfs, fs::Permissions::from_mode(0o755)).expect("chmod rootfs");
     fs::copy(BUSYBOX, rootfs.join("bin/busybox")).expect("copy busybox");
     for a in APPLETS {
         symlink("busybox", rootfs.join("bin").join(a)).expect("link applet");
     }
     fs::copy(probe_binary(), rootfs.join("bin/polis-probe")).expect("copy polis-probe");
-    fs::set_permissions(rootfs.join("bin/polis-probe"), fs::Permissions::from_mode(0o755)).expect("chmod probe");
+    fs::set_permissions(
+        rootfs.join("bin/polis-probe"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod probe");
     fs::write(
         rootfs.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\npolis:x:1000:1000:polis:/home/polis:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     )
     .expect("write passwd");
-    fs::write(rootfs.join("etc/group"), "root:x:0:\nwheel:x:10:polis\npolis:x:1000:\nnogroup:x:65534:\n")
-        .expect("write group");
+    fs::write(
+        rootfs.join("etc/group"),
+        "root:x:0:\nwheel:x:10:polis\npolis:x:1000:\nnogroup:x:65534:\n",
+    )
+    .expect("write group");
     fs::write(rootfs.join("etc/hostname"), "rootfs\n").expect("write hostname");
-    std::os::unix::fs::chown(rootfs.join("home/polis"), Some(1000), Some(1000)).expect("chown home");
+    std::os::unix::fs::chown(rootfs.join("home/polis"), Some(1000), Some(1000))
+        .expect("chown home");
 }
 
 /// The default Linux config, as `runc spec` writes it, with these differences: ociVersion 1.2.0, no terminal, the
@@ -897,7 +1139,10 @@ pub mod cgroup {
         let rel = cgroups_path.trim_start_matches('/');
         match mode() {
             Mode::Unified => Path::new("/sys/fs/cgroup").join(rel).join(v2_file),
-            _ => Path::new("/sys/fs/cgroup").join(controller).join(rel).join(v1_file),
+            _ => Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(rel)
+                .join(v1_file),
         }
     }
 
@@ -905,7 +1150,10 @@ pub mod cgroup {
     #[track_caller]
     pub fn read(controller: &str, cgroups_path: &str, v1_file: &str, v2_file: &str) -> String {
         let f = file(controller, cgroups_path, v1_file, v2_file);
-        fs::read_to_string(&f).unwrap_or_else(|e| panic!("read {}: {e}", f.display())).trim().to_string()
+        fs::read_to_string(&f)
+            .unwrap_or_else(|e| panic!("read {}: {e}", f.display()))
+            .trim()
+            .to_string()
     }
 
     /// Every hierarchy mounted under /sys/fs/cgroup (v1 controllers, the unified dir, or the v2 root itself).
@@ -916,7 +1164,11 @@ pub mod cgroup {
         let mut v: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
             .map(|d| {
                 d.flatten()
-                    .filter(|e| e.file_type().map(|t| t.is_dir() && !t.is_symlink()).unwrap_or(false))
+                    .filter(|e| {
+                        e.file_type()
+                            .map(|t| t.is_dir() && !t.is_symlink())
+                            .unwrap_or(false)
+                    })
                     .map(|e| e.path())
                     .collect()
             })
@@ -931,16 +1183,26 @@ pub mod cgroup {
         if rel.is_empty() {
             return vec![];
         }
-        hierarchies().into_iter().map(|h| h.join(rel)).filter(|p| p.is_dir()).collect()
+        hierarchies()
+            .into_iter()
+            .map(|h| h.join(rel))
+            .filter(|p| p.is_dir())
+            .collect()
     }
 
     /// Host PIDs whose /proc/PID/cgroup names `cgroups_path` (or a child of it) in any hierarchy.
     pub fn processes_in(cgroups_path: &str) -> Vec<i32> {
         let mut v = Vec::new();
-        let Ok(dir) = fs::read_dir("/proc") else { return v };
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return v;
+        };
         for e in dir.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(cg) = fs::read_to_string(e.path().join("cgroup")) else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cg) = fs::read_to_string(e.path().join("cgroup")) else {
+                continue;
+            };
             if cg.lines().any(|l| {
                 let p = l.splitn(3, ':').nth(2).unwrap_or("");
                 p == cgroups_path || p.starts_with(&format!("{cgroups_path}/"))
@@ -954,18 +1216,25 @@ pub mod cgroup {
 
 /// The namespace link of the calling (host) process, e.g. `net:[4026531840]`.
 pub fn host_namespace(ns: &str) -> String {
-    fs::read_link(format!("/proc/self/ns/{ns}")).map(|p| p.display().to_string()).unwrap_or_default()
+    fs::read_link(format!("/proc/self/ns/{ns}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 /// The namespace link of process `pid`.
 pub fn process_namespace(pid: i32, ns: &str) -> String {
-    fs::read_link(format!("/proc/{pid}/ns/{ns}")).map(|p| p.display().to_string()).unwrap_or_default()
+    fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 /// True while process `pid` exists and is not a zombie.
 pub fn process_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false),
+        Ok(s) => s
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
         Err(_) => false,
     }
 }
@@ -978,7 +1247,10 @@ pub struct NetNs {
 impl NetNs {
     pub fn new() -> NetNs {
         let name = unique("polis-test");
-        let st = Command::new("ip").args(["netns", "add", &name]).status().expect("run ip netns add");
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip netns add");
         assert!(st.success(), "ip netns add {name} failed");
         NetNs { name }
     }
@@ -1003,13 +1275,16 @@ impl Default for NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
     }
 }
 
 /// Parses a hex capability mask from /proc/PID/status (`CapEff` etc.).
 pub fn cap_mask(hex: &str) -> u64 {
-    u64::from_str_radix(hex.trim(), 16).unwrap_or_else(|e| panic!("bad capability mask {hex:?}: {e}"))
+    u64::from_str_radix(hex.trim(), 16)
+        .unwrap_or_else(|e| panic!("bad capability mask {hex:?}: {e}"))
 }
 
 /// Linux capability numbers by their spec names.
@@ -1057,7 +1332,10 @@ pub fn cap_number(name: &str) -> u32 {
         "CAP_BPF",
         "CAP_CHECKPOINT_RESTORE",
     ];
-    NAMES.iter().position(|n| *n == name).unwrap_or_else(|| panic!("unknown capability {name}")) as u32
+    NAMES
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or_else(|| panic!("unknown capability {name}")) as u32
 }
 
 /// The mask of a list of capability names.
@@ -1068,7 +1346,11 @@ pub fn caps_mask(names: &[&str]) -> u64 {
 /// Capabilities this host lets a root process keep (its own bounding set): tests only ask for these.
 pub fn host_bounding_set() -> u64 {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("CapBnd:")).map(cap_mask).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(cap_mask)
+        .unwrap_or(0)
 }
 
 /// One line of /proc/PID/mountinfo, split into the fields tests look at.
@@ -1093,7 +1375,10 @@ impl MountInfo {
             optional: pre.iter().skip(6).map(|s| s.to_string()).collect(),
             fstype: post.first()?.to_string(),
             source: post.get(1).map(|s| s.to_string()).unwrap_or_default(),
-            super_options: post.get(2).map(|s| s.split(',').map(str::to_string).collect()).unwrap_or_default(),
+            super_options: post
+                .get(2)
+                .map(|s| s.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
         })
     }
 
@@ -1107,7 +1392,7 @@ pub fn mount_at(report: &Value, mount_point: &str) -> Option<MountInfo> {
     report["mountinfo"]
         .as_array()?
         .iter()
+        .rev()
         .filter_map(|l| l.as_str().and_then(MountInfo::parse))
-        .filter(|m| m.mount_point == mount_point)
-        .last()
+        .find(|m| m.mount_point == mount_point)
 }

@@ -80,7 +80,11 @@ dev_symlink!(dev_stderr_symlink, "/dev/stderr", "/proc/self/fd/2");
 
 /// Adds a device to linux.devices and allows it in the device cgroup.
 fn add_device(b: &mut Bundle, dev: Value) {
-    let (t, major, minor) = (dev["type"].clone(), dev["major"].clone(), dev["minor"].clone());
+    let (t, major, minor) = (
+        dev["type"].clone(),
+        dev["major"].clone(),
+        dev["minor"].clone(),
+    );
     b.push("/linux/devices", dev);
     b.push(
         "/linux/resources/devices",
@@ -184,7 +188,10 @@ fn open_mknod_dev(rt: &Runtime, rules: Value) -> Value {
         b.push("/linux/resources/devices", r.clone());
     }
     let caps = json!(["CAP_MKNOD", "CAP_DAC_OVERRIDE"]);
-    b.set("/process/capabilities", json!({"bounding": caps, "effective": caps, "permitted": caps}));
+    b.set(
+        "/process/capabilities",
+        json!({"bounding": caps, "effective": caps, "permitted": caps}),
+    );
     b.sh("mknod /tmp/dev c 240 0 && polis-probe read /tmp/dev");
     let c = rt.container();
     let out = c.run(&b);

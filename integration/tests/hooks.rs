@@ -13,7 +13,11 @@ fn host_hook(b: &Bundle, name: &str) -> Value {
 }
 
 fn log_lines(b: &Bundle) -> Vec<String> {
-    std::fs::read_to_string(b.rootfs().join("hooks.log")).unwrap_or_default().lines().map(str::to_string).collect()
+    std::fs::read_to_string(b.rootfs().join("hooks.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 conformance_test!(

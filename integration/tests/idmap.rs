@@ -10,8 +10,14 @@ fn userns_bundle() -> Bundle {
     let mut b = Bundle::new();
     chown_tree(&b.rootfs(), HOST_BASE);
     b.with_namespace("user", None);
-    b.set("/linux/uidMappings", json!([{"containerID": 0, "hostID": HOST_BASE, "size": 65536}]));
-    b.set("/linux/gidMappings", json!([{"containerID": 0, "hostID": HOST_BASE, "size": 65536}]));
+    b.set(
+        "/linux/uidMappings",
+        json!([{"containerID": 0, "hostID": HOST_BASE, "size": 65536}]),
+    );
+    b.set(
+        "/linux/gidMappings",
+        json!([{"containerID": 0, "hostID": HOST_BASE, "size": 65536}]),
+    );
     // A user namespace cannot mount sysfs or cgroupfs of the host's network/cgroup namespaces read-write; keep the
     // default ro mounts but bind /sys instead of mounting a new sysfs (what runc's rootless spec does).
     if let Some(Value::Array(mounts)) = b.get("/mounts").cloned() {

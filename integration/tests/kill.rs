@@ -12,7 +12,9 @@ fn waiting_container<'a>(rt: &'a Runtime, b: &mut Bundle) -> Container<'a> {
 
 fn received_signal(c: &Container<'_>) -> Value {
     c.wait_stopped();
-    parse_last_json(&c.output()).map(|v| v["signal"].clone()).unwrap_or(Value::Null)
+    parse_last_json(&c.output())
+        .map(|v| v["signal"].clone())
+        .unwrap_or(Value::Null)
 }
 
 conformance_test!(

@@ -3,7 +3,11 @@
 use polis_integration::*;
 
 fn read_pid(path: &std::path::Path) -> i32 {
-    std::fs::read_to_string(path).unwrap_or_default().trim().parse().unwrap_or(-1)
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(-1)
 }
 
 conformance_test!(

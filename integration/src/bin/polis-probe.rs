@@ -102,7 +102,11 @@ fn utsname() -> (String, String) {
     // SAFETY: as above.
     unsafe { libc::uname(&mut u) };
     let field = |f: &[libc::c_char]| -> String {
-        let bytes: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     };
     (field(&u.nodename), field(&u.domainname))
@@ -113,7 +117,14 @@ fn report() -> String {
     let mut o = String::from("{");
     // SAFETY: these getters cannot fail.
     let (uid, gid, euid, egid, pid, ppid) = unsafe {
-        (libc::getuid(), libc::getgid(), libc::geteuid(), libc::getegid(), libc::getpid(), libc::getppid())
+        (
+            libc::getuid(),
+            libc::getgid(),
+            libc::geteuid(),
+            libc::getegid(),
+            libc::getpid(),
+            libc::getppid(),
+        )
     };
     let _ = write!(
         o,
@@ -125,16 +136,35 @@ fn report() -> String {
     groups.truncate(n.max(0) as usize);
     let g: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
     let _ = write!(o, ",\"groups\":[{}]", g.join(","));
-    let _ = write!(o, ",\"umask\":{}", json_str(&status_field(&status, "Umask")));
-    let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
+    let _ = write!(
+        o,
+        ",\"umask\":{}",
+        json_str(&status_field(&status, "Umask"))
+    );
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let _ = write!(o, ",\"cwd\":{}", json_str(&cwd));
     let (host, domain) = utsname();
-    let _ = write!(o, ",\"hostname\":{},\"domainname\":{}", json_str(&host), json_str(&domain));
+    let _ = write!(
+        o,
+        ",\"hostname\":{},\"domainname\":{}",
+        json_str(&host),
+        json_str(&domain)
+    );
     let env: Vec<String> = std::env::vars_os()
         .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
         .collect();
     let _ = write!(o, ",\"env\":{}", json_str_array(&env));
-    for key in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"] {
+    for key in [
+        "CapInh",
+        "CapPrm",
+        "CapEff",
+        "CapBnd",
+        "CapAmb",
+        "NoNewPrivs",
+        "Seccomp",
+    ] {
         let _ = write!(o, ",\"{key}\":{}", json_str(&status_field(&status, key)));
     }
     let resources: [(&str, u32); 16] = [
@@ -157,17 +187,27 @@ fn report() -> String {
     ];
     let mut rl = Vec::new();
     for (name, res) in resources {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: lim is a valid out-pointer.
         unsafe { libc::getrlimit(res, &mut lim) };
         rl.push(format!("\"{name}\":[{},{}]", lim.rlim_cur, lim.rlim_max));
     }
     let _ = write!(o, ",\"rlimits\":{{{}}}", rl.join(","));
     let oom = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default();
-    let _ = write!(o, ",\"oom_score_adj\":{}", oom.trim().parse::<i64>().unwrap_or(i64::MIN));
+    let _ = write!(
+        o,
+        ",\"oom_score_adj\":{}",
+        oom.trim().parse::<i64>().unwrap_or(i64::MIN)
+    );
     let mut ns = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc/self/ns") {
-        let mut names: Vec<String> = dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = dir
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         for n in names {
             let target = std::fs::read_link(format!("/proc/self/ns/{n}"))
@@ -178,12 +218,32 @@ fn report() -> String {
     }
     let _ = write!(o, ",\"namespaces\":{{{}}}", ns.join(","));
     let lines = |path: &str| -> Vec<String> {
-        std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     };
-    let _ = write!(o, ",\"mountinfo\":{}", json_str_array(&lines("/proc/self/mountinfo")));
-    let _ = write!(o, ",\"cgroup\":{}", json_str_array(&lines("/proc/self/cgroup")));
-    let _ = write!(o, ",\"uid_map\":{}", json_str(&std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default()));
-    let _ = write!(o, ",\"gid_map\":{}", json_str(&std::fs::read_to_string("/proc/self/gid_map").unwrap_or_default()));
+    let _ = write!(
+        o,
+        ",\"mountinfo\":{}",
+        json_str_array(&lines("/proc/self/mountinfo"))
+    );
+    let _ = write!(
+        o,
+        ",\"cgroup\":{}",
+        json_str_array(&lines("/proc/self/cgroup"))
+    );
+    let _ = write!(
+        o,
+        ",\"uid_map\":{}",
+        json_str(&std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default())
+    );
+    let _ = write!(
+        o,
+        ",\"gid_map\":{}",
+        json_str(&std::fs::read_to_string("/proc/self/gid_map").unwrap_or_default())
+    );
     // SAFETY: isatty only inspects the descriptor.
     let (i, out, e) = unsafe { (libc::isatty(0), libc::isatty(1), libc::isatty(2)) };
     let _ = write!(o, ",\"tty\":[{},{},{}]", i == 1, out == 1, e == 1);
@@ -196,14 +256,15 @@ fn arg<'a>(rest: &'a [String], i: usize, default: &'a str) -> &'a str {
 }
 
 fn num(rest: &[String], i: usize, default: i64) -> i64 {
-    rest.get(i).and_then(|s| {
-        if let Some(oct) = s.strip_prefix("0o") {
-            i64::from_str_radix(oct, 8).ok()
-        } else {
-            s.parse().ok()
-        }
-    })
-    .unwrap_or(default)
+    rest.get(i)
+        .and_then(|s| {
+            if let Some(oct) = s.strip_prefix("0o") {
+                i64::from_str_radix(oct, 8).ok()
+            } else {
+                s.parse().ok()
+            }
+        })
+        .unwrap_or(default)
 }
 
 /// Tries the named syscall with simple arguments; prints the return value and errno.
@@ -226,7 +287,11 @@ fn syscall(rest: &[String]) -> i32 {
             "mkdir" => libc::mkdir(path.as_ptr(), num(rest, 2, 0o755) as libc::mode_t) as i64,
             "rmdir" => libc::rmdir(path.as_ptr()) as i64,
             "chmod" => libc::chmod(path.as_ptr(), num(rest, 2, 0o644) as libc::mode_t) as i64,
-            "chown" => libc::chown(path.as_ptr(), num(rest, 2, 0) as u32, num(rest, 3, 0) as u32) as i64,
+            "chown" => libc::chown(
+                path.as_ptr(),
+                num(rest, 2, 0) as u32,
+                num(rest, 3, 0) as u32,
+            ) as i64,
             "uname" => {
                 let mut u: libc::utsname = std::mem::zeroed();
                 libc::uname(&mut u) as i64
@@ -236,7 +301,9 @@ fn syscall(rest: &[String]) -> i32 {
                 libc::sethostname(h.as_ptr().cast(), h.len()) as i64
             }
             "unshare" => libc::unshare(num(rest, 1, libc::CLONE_NEWUTS as i64) as i32) as i64,
-            "mknod" => libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) as i64,
+            "mknod" => {
+                libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) as i64
+            }
             "mount" => {
                 let t = cstr("tmpfs");
                 libc::mount(t.as_ptr(), path.as_ptr(), t.as_ptr(), 0, std::ptr::null()) as i64
@@ -244,15 +311,25 @@ fn syscall(rest: &[String]) -> i32 {
             "kill" => libc::kill(num(rest, 1, 1) as i32, num(rest, 2, 0) as i32) as i64,
             "setuid" => libc::setuid(num(rest, 1, 0) as u32) as i64,
             "personality" => libc::personality(num(rest, 1, 0xffff_ffff) as libc::c_ulong) as i64,
-            "socket" => libc::socket(num(rest, 1, libc::AF_INET as i64) as i32, libc::SOCK_STREAM, 0) as i64,
+            "socket" => libc::socket(
+                num(rest, 1, libc::AF_INET as i64) as i32,
+                libc::SOCK_STREAM,
+                0,
+            ) as i64,
             _ => {
-                emit(&format!("{{\"syscall\":{},\"error\":\"unknown syscall\"}}", json_str(name)));
+                emit(&format!(
+                    "{{\"syscall\":{},\"error\":\"unknown syscall\"}}",
+                    json_str(name)
+                ));
                 return 2;
             }
         }
     };
     let e = if ret < 0 { errno() } else { 0 };
-    emit(&format!("{{\"syscall\":{},\"ret\":{ret},\"errno\":{e}}}", json_str(name)));
+    emit(&format!(
+        "{{\"syscall\":{},\"ret\":{ret},\"errno\":{e}}}",
+        json_str(name)
+    ));
     0
 }
 
@@ -276,7 +353,12 @@ fn read(rest: &[String]) -> i32 {
 
 fn write(rest: &[String]) -> i32 {
     let res = std::fs::write(arg(rest, 0, ""), arg(rest, 1, "polis-probe\n"));
-    emit(&format!("{{\"errno\":{}}}", res.err().map(|e| e.raw_os_error().unwrap_or(-1)).unwrap_or(0)));
+    emit(&format!(
+        "{{\"errno\":{}}}",
+        res.err()
+            .map(|e| e.raw_os_error().unwrap_or(-1))
+            .unwrap_or(0)
+    ));
     0
 }
 
@@ -299,7 +381,9 @@ fn stat(rest: &[String]) -> i32 {
         libc::S_IFSOCK => "socket",
         _ => "other",
     };
-    let target = std::fs::read_link(arg(rest, 0, "")).map(|p| p.display().to_string()).unwrap_or_default();
+    let target = std::fs::read_link(arg(rest, 0, ""))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     emit(&format!(
         "{{\"errno\":0,\"type\":\"{kind}\",\"mode\":{},\"uid\":{},\"gid\":{},\"major\":{},\"minor\":{},\"size\":{},\"target\":{}}}",
         st.st_mode & 0o7777,
