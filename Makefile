@@ -84,10 +84,11 @@ demo: install-deps $(RUNTIME_BUILD)
 test: install-deps build probe cargo-test lint
 
 # POLIS_PROBE is passed only when `probe` made the binary (the recipe is
-# expanded after the prerequisites ran).
+# expanded after the prerequisites ran). --no-fail-fast: every test binary
+# runs and reports, and the exit status is still non-zero on any failure.
 cargo-test: build probe
 	POLIS_RUNC=$(POLIS_RUNC_BIN) $(if $(wildcard $(PROBE_BIN)),POLIS_PROBE=$(PROBE_BIN)) \
-		$(CARGO) test --release --workspace -- --test-threads=2
+		$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=2
 
 lint:
 	$(CARGO) fmt --all -- --check
