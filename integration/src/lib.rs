@@ -780,27 +780,33 @@ impl Container<'_> {
         cgroup::processes_in(&self.cgroups_path())
     }
 
-    /// Asserts the runtime left nothing behind for this ID: no state, no cgroup, no process.
+    /// Asserts the runtime left nothing behind for this ID: no state, no cgroup, no process. Reports every leftover
+    /// at once.
     #[track_caller]
     pub fn assert_gone(&self) {
-        let st = self.state();
-        assert!(
-            !st.success(),
-            "state of {} still succeeds after it should be gone: {st}",
-            self.id
-        );
-        self.rt.assert_no_state();
-        let dirs = self.cgroup_dirs();
-        assert!(
-            dirs.is_empty(),
-            "cgroup dirs left for {}: {dirs:?}",
-            self.id
-        );
+        let mut problems = Vec::new();
         let procs = self.processes();
+        if !procs.is_empty() {
+            problems.push(format!("processes left in its cgroup: {procs:?}"));
+        }
+        let dirs = self.cgroup_dirs();
+        if !dirs.is_empty() {
+            problems.push(format!("cgroup dirs left: {dirs:?}"));
+        }
+        let st = self.state();
+        if st.success() {
+            problems.push(format!("`state` still succeeds: {}", st.stdout.trim()));
+        }
+        let entries = self.rt.state_entries();
+        if !entries.is_empty() {
+            problems.push(format!("state left under --root: {entries:?}"));
+        }
         assert!(
-            procs.is_empty(),
-            "processes left in the cgroup of {}: {procs:?}",
-            self.id
+            problems.is_empty(),
+            "{} left container {} behind:\n  {}",
+            self.rt.name,
+            self.id,
+            problems.join("\n  ")
         );
     }
 }
