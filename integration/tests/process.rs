@@ -450,3 +450,47 @@ conformance_test!(
         assert!(out.stderr.contains("hello-stderr"), "{out}");
     }
 );
+
+conformance_test!(
+    /// config.md#linux-process: "ioPriority (object, OPTIONAL) configures the I/O priority settings for the
+    /// container's processes" with "class (string, REQUIRED)" and "priority (int, REQUIRED)".
+    io_priority,
+    runc_lacks = "runc 1.1.5 predates runtime-spec 1.2 process.ioPriority",
+    |rt| {
+        let mut b = Bundle::new();
+        b.set("/process/ioPriority", json!({"class": "IOPRIO_CLASS_BE", "priority": 6}));
+        b.probe(&["syscall", "ioprio_get"]);
+        // IOPRIO_CLASS_BE is 2; the kernel reports class << 13 | level.
+        assert_eq!(probe_json(rt, &b)["ret"], (2 << 13) | 6);
+    }
+);
+
+conformance_test!(
+    /// config.md#linux-process: "scheduler (object, OPTIONAL) is an object describing the scheduler properties for
+    /// the process", "policy (string, REQUIRED)" (SCHED_BATCH).
+    scheduler_policy,
+    runc_lacks = "runc 1.1.5 predates runtime-spec 1.2 process.scheduler",
+    |rt| {
+        let mut b = Bundle::new();
+        b.set("/process/scheduler", json!({"policy": "SCHED_BATCH"}));
+        b.probe(&["syscall", "sched_getscheduler"]);
+        assert_eq!(probe_json(rt, &b)["ret"], libc::SCHED_BATCH);
+    }
+);
+
+conformance_test!(
+    /// config-linux.md#personality: "domain (string, REQUIRED) the execution domain" (LINUX32: uname reports a
+    /// 32-bit machine).
+    personality_linux32,
+    runc_lacks = "runc 1.1.5 predates linux.personality",
+    |rt| {
+        let mut b = Bundle::new();
+        b.set("/linux/personality", json!({"domain": "LINUX32"}));
+        b.sh("uname -m; polis-probe syscall personality 4294967295");
+        let c = rt.container();
+        let out = c.run(&b);
+        out.ok();
+        assert_eq!(out.stdout.lines().next(), Some("i686"), "{out}");
+        assert_eq!(out.json()["ret"].as_i64().map(|p| p & 0xff), Some(0x0008) /* PER_LINUX32 */, "{out}");
+    }
+);

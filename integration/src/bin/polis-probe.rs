@@ -311,6 +311,9 @@ fn syscall(rest: &[String]) -> i32 {
             "kill" => libc::kill(num(rest, 1, 1) as i32, num(rest, 2, 0) as i32) as i64,
             "setuid" => libc::setuid(num(rest, 1, 0) as u32) as i64,
             "personality" => libc::personality(num(rest, 1, 0xffff_ffff) as libc::c_ulong) as i64,
+            // ioprio_get(IOPRIO_WHO_PROCESS, self): class << 13 | level
+            "ioprio_get" => libc::syscall(libc::SYS_ioprio_get, 1, 0),
+            "sched_getscheduler" => libc::sched_getscheduler(0) as i64,
             "socket" => libc::socket(
                 num(rest, 1, libc::AF_INET as i64) as i32,
                 libc::SOCK_STREAM,
