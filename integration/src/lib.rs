@@ -1287,6 +1287,108 @@ impl Drop for NetNs {
     }
 }
 
+/// A unix socket for `--console-socket`: the runtime connects and sends the pty master with SCM_RIGHTS (runc's
+/// contract for `process.terminal: true`). A thread accepts the connection and then reads the master until the
+/// terminal closes, so a process that writes more than the pty buffer never blocks.
+pub struct ConsoleSocket {
+    pub path: PathBuf,
+    handle: Option<std::thread::JoinHandle<Result<Vec<u8>, String>>>,
+}
+
+impl ConsoleSocket {
+    pub fn new(dir: &Path) -> ConsoleSocket {
+        let path = dir.join(format!(
+            "console-{}.sock",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind console socket");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking console socket");
+        let handle = std::thread::spawn(move || {
+            let deadline = Instant::now() + COMMAND_TIMEOUT;
+            let stream = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break s,
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(e) => {
+                        return Err(format!("no runtime connected to the console socket: {e}"));
+                    }
+                }
+            };
+            let master = recv_fd(&stream).map_err(|e| format!("receive pty master: {e}"))?;
+            let mut file = fs::File::from(master);
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match std::io::Read::read(&mut file, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => data.extend_from_slice(&buf[..n]),
+                    // EIO: every slave descriptor is closed (the process exited).
+                    Err(_) => break,
+                }
+                if Instant::now() > deadline {
+                    break;
+                }
+            }
+            Ok(data)
+        });
+        ConsoleSocket {
+            path,
+            handle: Some(handle),
+        }
+    }
+
+    /// Everything the container wrote to its terminal, once the terminal closed.
+    #[track_caller]
+    pub fn output(mut self) -> String {
+        let h = self.handle.take().expect("console output taken twice");
+        let data = h
+            .join()
+            .expect("console thread")
+            .unwrap_or_else(|e| panic!("{e}"));
+        String::from_utf8_lossy(&data).into_owned()
+    }
+}
+
+/// Receives one file descriptor sent with SCM_RIGHTS on `stream`.
+fn recv_fd(stream: &std::os::unix::net::UnixStream) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    stream.set_nonblocking(false)?;
+    let mut data = [0u8; 4096];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // u64 storage keeps the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 16];
+    // SAFETY: msghdr points at buffers that outlive the call; CMSG_* only walk inside `control`.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        if libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(std::io::Error::other("no SCM_RIGHTS message"));
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+        Ok(std::os::fd::OwnedFd::from_raw_fd(fd))
+    }
+}
+
 /// Parses a hex capability mask from /proc/PID/status (`CapEff` etc.).
 pub fn cap_mask(hex: &str) -> u64 {
     u64::from_str_radix(hex.trim(), 16)

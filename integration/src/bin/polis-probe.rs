@@ -9,6 +9,7 @@
 //! - `read PATH`, `write PATH [DATA]`, `stat PATH`: file access and the errno it got
 //! - `sleep SECS`, `exit CODE`
 //! - `signal-wait`: print `{"ready":true}`, wait for a signal, print its number
+//! - `tty`: whether stdin/stdout/stderr are terminals, and the terminal's size
 
 use std::ffi::CString;
 use std::fmt::Write as _;
@@ -38,6 +39,10 @@ fn main() {
         }
         "exit" => rest.first().and_then(|s| s.parse().ok()).unwrap_or(0),
         "signal-wait" => signal_wait(),
+        "tty" => {
+            emit(&tty());
+            0
+        }
         _ => {
             eprintln!(
                 "usage: polis-probe report|args|syscall NAME|read PATH|write PATH|stat PATH|sleep SECS|exit CODE|signal-wait"
@@ -249,6 +254,23 @@ fn report() -> String {
     let _ = write!(o, ",\"tty\":[{},{},{}]", i == 1, out == 1, e == 1);
     o.push('}');
     o
+}
+
+fn tty() -> String {
+    // SAFETY: isatty and TIOCGWINSZ only inspect descriptor 0; ws is a valid out-pointer.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        let rc = libc::ioctl(0, libc::TIOCGWINSZ, &mut ws);
+        format!(
+            "{{\"tty\":[{},{},{}],\"winsize\":[{},{}],\"winsize_errno\":{}}}",
+            libc::isatty(0) == 1,
+            libc::isatty(1) == 1,
+            libc::isatty(2) == 1,
+            ws.ws_row,
+            ws.ws_col,
+            if rc == 0 { 0 } else { errno() }
+        )
+    }
 }
 
 fn arg<'a>(rest: &'a [String], i: usize, default: &'a str) -> &'a str {
