@@ -240,3 +240,66 @@ conformance_test!(
         assert!(thawed == "THAWED" || thawed == "0", "freezer: {thawed}");
     }
 );
+
+conformance_test!(
+    /// config-linux.md#memory: "disableOOMKiller (bool, OPTIONAL) - disables the OOM killer for out of memory
+    /// conditions" (cgroup v1 memory.oom_control).
+    memory_disable_oom_killer,
+    |rt| {
+        if mode() == Mode::Unified {
+            eprintln!("notice: disableOOMKiller is a cgroup v1 setting; host is cgroup v2");
+            return;
+        }
+        let mut b = Bundle::new();
+        let c = running_with(rt, &mut b, json!({"memory": {"limit": 67108864, "disableOOMKiller": true}}));
+        let ctl = read("memory", &c.cgroups_path(), "memory.oom_control", "");
+        assert!(ctl.lines().any(|l| l == "oom_kill_disable 1"), "{ctl}");
+    }
+);
+
+conformance_test!(
+    /// config-linux.md#pids: a limit of -1 (or 0) means unlimited: pids.max is "max".
+    pids_limit_unlimited,
+    |rt| {
+        let mut b = Bundle::new();
+        let c = running_with(rt, &mut b, json!({"pids": {"limit": -1}}));
+        assert_eq!(read("pids", &c.cgroups_path(), "pids.max", "pids.max"), "max");
+    }
+);
+
+conformance_test!(
+    /// config-linux.md#block-io: "throttleReadBpsDevice, throttleWriteBpsDevice (array of objects, OPTIONAL) -
+    /// specify the list of devices which will be bandwidth rate limited": major, minor and rate reach the cgroup.
+    blkio_throttle_bps,
+    |rt| {
+        let dev = std::fs::read_dir("/sys/block")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("dev")).ok())
+            .map(|d| d.trim().to_string())
+            .find(|d| !d.starts_with("7:") && !d.starts_with("1:"));
+        let Some(dev) = dev else {
+            return missing_peer::<()>("a block device in /sys/block").unwrap_or_default();
+        };
+        let (major, minor) = dev.split_once(':').unwrap();
+        let (major, minor): (u64, u64) = (major.parse().unwrap(), minor.parse().unwrap());
+        let mut b = Bundle::new();
+        let c = running_with(
+            rt,
+            &mut b,
+            json!({"blockIO": {
+                "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1048576}],
+                "throttleWriteBpsDevice": [{"major": major, "minor": minor, "rate": 2097152}]
+            }}),
+        );
+        if mode() == Mode::Unified {
+            let io = read("io", &c.cgroups_path(), "", "io.max");
+            assert!(io.contains(&format!("{major}:{minor} rbps=1048576 wbps=2097152")), "{io}");
+        } else {
+            let r = read("blkio", &c.cgroups_path(), "blkio.throttle.read_bps_device", "");
+            let w = read("blkio", &c.cgroups_path(), "blkio.throttle.write_bps_device", "");
+            assert_eq!(r, format!("{major}:{minor} 1048576"));
+            assert_eq!(w, format!("{major}:{minor} 2097152"));
+        }
+    }
+);

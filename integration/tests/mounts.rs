@@ -351,3 +351,33 @@ conformance_test!(
         assert!(after <= before, "host mount table grew from {before} to {after} lines");
     }
 );
+
+conformance_test!(
+    /// config.md#mounts (Linux mount options): "rro" makes a recursive bind read-only all the way down, submounts
+    /// included (mount_setattr with AT_RECURSIVE).
+    rro_recursive_readonly,
+    |rt| {
+        let host = host_dir();
+        let sub = host.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let st = std::process::Command::new("mount").args(["-t", "tmpfs", "polis-rro"]).arg(&sub).status().unwrap();
+        assert!(st.success());
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            }
+        }
+        let _guard = Unmount(sub.clone());
+        let mut b = Bundle::new();
+        b.push("/mounts", json!({"destination": "/mnt/r", "type": "bind", "source": host.path(), "options": ["rbind", "rro"]}));
+        b.sh("polis-probe write /mnt/r/top; polis-probe write /mnt/r/sub/inner");
+        let c = rt.container();
+        let out = c.run(&b);
+        out.ok();
+        let lines: Vec<Value> = out.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        assert_eq!(lines[0]["errno"], libc::EROFS, "{out}");
+        assert_eq!(lines[1]["errno"], libc::EROFS, "submount stayed writable: {out}");
+        assert!(!sub.join("inner").exists());
+    }
+);

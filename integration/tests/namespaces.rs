@@ -185,3 +185,16 @@ conformance_test!(
         assert_eq!(out.json()["content"], "in rootfs");
     }
 );
+
+conformance_test!(
+    /// config-linux.md#namespaces: "time the container will be able to have its own clock" — a new time namespace
+    /// differs from the host's.
+    new_time_namespace,
+    runc_lacks = "runc 1.1.5 predates runtime-spec 1.2 time namespaces",
+    |rt| {
+        let mut b = Bundle::new();
+        b.with_namespace("time", None);
+        let ns = namespaces(rt, &mut b);
+        assert_ne!(ns["time"].as_str(), Some(host_namespace("time").as_str()), "{ns}");
+    }
+);

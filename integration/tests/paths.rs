@@ -175,3 +175,28 @@ conformance_test!(
         assert!(m.options.iter().any(|o| o == "ro"), "{m:?}");
     }
 );
+
+conformance_test!(
+    /// config.md#root: "path (string, REQUIRED) Specifies the path to the root filesystem for the container. The
+    /// value is either an absolute path or a relative path to the bundle." (absolute)
+    root_path_absolute,
+    |rt| {
+        let mut b = Bundle::new();
+        std::fs::write(b.rootfs().join("marker"), "absolute root").unwrap();
+        b.set("/root/path", json!(b.rootfs()));
+        b.probe(&["read", "/marker"]);
+        assert_eq!(probe(rt, &b)["content"], "absolute root");
+    }
+);
+
+conformance_test!(
+    /// config-linux.md#readonly-paths: a read-only path that does not exist in the rootfs is not an error and is
+    /// not created.
+    readonly_missing_path_ignored,
+    |rt| {
+        let mut b = Bundle::new();
+        b.push("/linux/readonlyPaths", json!("/does/not/exist"));
+        b.probe(&["stat", "/does/not/exist"]);
+        assert_eq!(probe(rt, &b)["errno"], libc::ENOENT);
+    }
+);

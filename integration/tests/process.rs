@@ -494,3 +494,29 @@ conformance_test!(
         assert_eq!(out.json()["ret"].as_i64().map(|p| p & 0xff), Some(0x0008) /* PER_LINUX32 */, "{out}");
     }
 );
+
+conformance_test!(
+    /// runc contract (Docker and podman rely on it): when `env` has no HOME, the runtime sets HOME from the user's
+    /// /etc/passwd entry in the rootfs.
+    home_from_passwd,
+    |rt| {
+        let mut b = Bundle::new();
+        b.set("/process/env", json!(["PATH=/bin"]));
+        b.set("/process/user", json!({"uid": 1000, "gid": 1000}));
+        let v = report(rt, &mut b);
+        assert!(v["env"].as_array().unwrap().contains(&json!("HOME=/home/polis")), "{v}");
+    }
+);
+
+conformance_test!(
+    /// config.md#process: an explicit HOME in `env` is kept as given.
+    home_explicit_kept,
+    |rt| {
+        let mut b = Bundle::new();
+        b.set("/process/env", json!(["PATH=/bin", "HOME=/custom"]));
+        b.set("/process/user", json!({"uid": 1000, "gid": 1000}));
+        let v = report(rt, &mut b);
+        let homes: Vec<&Value> = v["env"].as_array().unwrap().iter().filter(|e| e.as_str().is_some_and(|s| s.starts_with("HOME="))).collect();
+        assert_eq!(homes, vec![&json!("HOME=/custom")], "{v}");
+    }
+);
