@@ -95,10 +95,14 @@ conformance_test!(
     handled_signal_keeps_running,
     |rt| {
         let mut b = Bundle::new();
-        b.sh("trap 'echo got-usr1' USR1; i=0; while [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done");
+        b.sh("trap 'echo got-usr1' USR1; echo ready; i=0; while [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done");
         let c = rt.container();
         c.create_running(&b);
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+        while !c.output().contains("ready") {
+            assert!(std::time::Instant::now() < deadline, "trap never installed: {:?}", c.output());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         c.kill("USR1").ok();
         std::thread::sleep(std::time::Duration::from_millis(500));
         assert_eq!(c.status(), "running");
