@@ -303,3 +303,26 @@ conformance_test!(
         }
     }
 );
+
+conformance_test!(
+    /// config.md#mounts with config-linux.md#control-groups: with the default `cgroup` mount (`ro`), the
+    /// container's root cannot raise its own memory limit by writing its cgroup files; the host keeps the limit.
+    limits_not_writable_from_container,
+    |rt| {
+        if mode() == Mode::Unified {
+            eprintln!("notice: this test writes the cgroup v1 memory controller; host is cgroup v2");
+            return;
+        }
+        let mut b = Bundle::new();
+        b.set("/linux/resources/memory", json!({"limit": 67108864}));
+        b.probe(&["write", "/sys/fs/cgroup/memory/memory.limit_in_bytes", "134217728"]);
+        let c = rt.container();
+        b.write_config(Some(&c.cgroups_path()));
+        c.create(&b).ok();
+        c.start().ok();
+        c.wait_stopped();
+        let v = c.wait_output_json();
+        assert_ne!(v["errno"], 0, "the container rewrote its memory limit: {v}");
+        assert_eq!(read("memory", &c.cgroups_path(), "memory.limit_in_bytes", "memory.max"), "67108864");
+    }
+);
