@@ -10,6 +10,7 @@
 //! - `sleep SECS`, `exit CODE`
 //! - `signal-wait`: print `{"ready":true}`, wait for a signal, print its number
 //! - `tty`: whether stdin/stdout/stderr are terminals, and the terminal's size
+//! - `fds`: the open file descriptors (other than the one reading /proc/self/fd) and what they point at
 
 use std::ffi::CString;
 use std::fmt::Write as _;
@@ -41,6 +42,10 @@ fn main() {
         "signal-wait" => signal_wait(),
         "tty" => {
             emit(&tty());
+            0
+        }
+        "fds" => {
+            emit(&fds());
             0
         }
         _ => {
@@ -254,6 +259,29 @@ fn report() -> String {
     let _ = write!(o, ",\"tty\":[{},{},{}]", i == 1, out == 1, e == 1);
     o.push('}');
     o
+}
+
+fn fds() -> String {
+    // Collect the names first: read_dir holds a descriptor of its own while iterating.
+    let names: Vec<String> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(d) => d
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) => return format!("{{\"errno\":{}}}", e.raw_os_error().unwrap_or(-1)),
+    };
+    let mut entries = Vec::new();
+    for n in names {
+        // The read_dir descriptor is closed by now, so its link no longer resolves.
+        if let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{n}")) {
+            entries.push(format!(
+                "{}:{}",
+                json_str(&n),
+                json_str(&target.display().to_string())
+            ));
+        }
+    }
+    format!("{{\"fds\":{{{}}}}}", entries.join(","))
 }
 
 fn tty() -> String {
