@@ -257,3 +257,26 @@ conformance_test!(
         c.wait_stopped();
     }
 );
+
+conformance_test!(
+    /// runc contract: a foreground `run` forwards the signals it receives to the container's process (Ctrl-C,
+    /// `kill <run pid>`).
+    run_forwards_signals,
+    |rt| {
+        let mut b = Bundle::new();
+        b.probe(&["signal-wait"]);
+        let c = rt.container();
+        let (mut child, stdout) = c.spawn_run(&b);
+        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+        while !std::fs::read_to_string(&stdout).unwrap_or_default().contains("ready") {
+            assert!(std::time::Instant::now() < deadline, "container never got ready");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: signalling the `run` process this test spawned.
+        unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+        let status = child.wait().unwrap();
+        let out = std::fs::read_to_string(&stdout).unwrap();
+        assert_eq!(parse_last_json(&out).map(|v| v["signal"].clone()), Some(json!(libc::SIGUSR1)), "{out}");
+        assert_eq!(status.code(), Some(0), "{out}");
+    }
+);

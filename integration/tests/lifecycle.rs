@@ -334,3 +334,24 @@ conformance_test!(
         c.assert_gone();
     }
 );
+
+conformance_test!(
+    /// runtime.md#state: "bundle (string, REQUIRED) is the absolute path to the container's bundle directory" —
+    /// also when create was given a relative path.
+    state_bundle_absolute_from_relative,
+    |rt| {
+        let mut b = Bundle::new();
+        b.probe(&["sleep", "30"]);
+        let c = rt.container();
+        b.write_config(Some(&c.cgroups_path()));
+        let parent = b.path().parent().unwrap().to_path_buf();
+        let name = b.path().file_name().unwrap().to_str().unwrap().to_string();
+        let mut cmd = rt.command(&["create", "--bundle", &name, &c.id]);
+        cmd.current_dir(&parent);
+        run_command(cmd, &rt.scratch(), COMMAND_TIMEOUT).ok();
+        let st = c.state_json();
+        let bundle = st["bundle"].as_str().unwrap_or_default();
+        assert!(bundle.starts_with('/'), "bundle not absolute: {st}");
+        assert_eq!(std::fs::canonicalize(bundle).ok(), std::fs::canonicalize(b.path()).ok());
+    }
+);

@@ -520,3 +520,56 @@ conformance_test!(
         assert_eq!(homes, vec![&json!("HOME=/custom")], "{v}");
     }
 );
+
+/// Runs `cmd` with `input` on stdin and returns (exit code, stdout).
+fn with_stdin(mut cmd: std::process::Command, input: &str) -> (Option<i32>, String) {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+conformance_test!(
+    /// runc contract (`echo x | runc run ...`): with `terminal: false` the process's stdin is the caller's.
+    run_stdin_passthrough,
+    |rt| {
+        let mut b = Bundle::new();
+        b.args(&["cat"]);
+        let c = rt.container();
+        b.write_config(Some(&c.cgroups_path()));
+        let mut cmd = rt.command(&["run", "--bundle"]);
+        cmd.arg(b.path()).arg(&c.id);
+        let (code, out) = with_stdin(cmd, "line one\nline two\n");
+        assert_eq!(code, Some(0));
+        assert_eq!(out, "line one\nline two\n");
+    }
+);
+
+conformance_test!(
+    /// runc contract (`kubectl exec -i`, `ctr tasks exec`): exec passes the caller's stdin to the new process.
+    exec_stdin_passthrough,
+    |rt| {
+        let mut b = Bundle::new();
+        b.probe(&["sleep", "60"]);
+        let c = rt.container();
+        c.create_running(&b);
+        let cmd = rt.command(&["exec", &c.id, "sh", "-c", "wc -l"]);
+        let (code, out) = with_stdin(cmd, "a\nb\nc\n");
+        assert_eq!(code, Some(0));
+        assert_eq!(out.trim(), "3");
+    }
+);
