@@ -1,15 +1,16 @@
 //! `create`: build a container from a bundle and leave it in the "created" state.
 
 use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp, Spec};
 
 use crate::cgroups::{manager_for, resolve_cgroup_path};
 use crate::error::{Error, Result};
-use crate::executor::PolisExecutor;
+use crate::executor::{PolisExecutor, grant_seccomp_caps};
 use crate::id::validate_container_id;
 use crate::store::{ContainerMeta, Store, process_start_time};
 use libcgroups::common::CgroupManager;
@@ -35,6 +36,8 @@ pub struct CheckedBundle {
     pub spec: Spec,
     pub raw: serde_json::Value,
     pub rootfs: PathBuf,
+    /// Whether `raw` differs from the user's config.json.
+    pub rewritten: bool,
 }
 
 /// Reads and checks a bundle's config.json, with errors that name the problem.
@@ -53,10 +56,16 @@ pub fn check_bundle(bundle: &Path) -> Result<CheckedBundle> {
         reason,
     };
     let data = fs::read(&config_path).map_err(|e| config_err(format!("cannot read: {e}")))?;
-    let raw: serde_json::Value =
+    let mut raw: serde_json::Value =
         serde_json::from_slice(&data).map_err(|e| config_err(format!("malformed JSON: {e}")))?;
-    let spec: Spec = serde_json::from_value(raw.clone())
-        .map_err(|e| config_err(format!("does not match the runtime spec: {e}")))?;
+    let rewritten = drop_unknown_capabilities(&mut raw);
+    let spec: Spec = serde_path_to_error::deserialize(&raw).map_err(|e| {
+        config_err(format!(
+            "does not match the runtime spec at {}: {}",
+            e.path(),
+            e.inner()
+        ))
+    })?;
     let version = spec.version();
     if !version.starts_with("1.") {
         return Err(config_err(format!(
@@ -76,8 +85,37 @@ pub fn check_bundle(bundle: &Path) -> Result<CheckedBundle> {
             process.cwd()
         )));
     }
-    if spec.linux().is_none() {
+    let Some(linux) = spec.linux() else {
         return Err(config_err("linux is missing".into()));
+    };
+    // config-linux.md#namespaces: "If a namespace type is specified more than once ... the
+    // runtime MUST generate an error."
+    let mut seen = std::collections::HashSet::new();
+    for ns in linux.namespaces().iter().flatten() {
+        if !seen.insert(ns.typ()) {
+            return Err(config_err(format!(
+                "namespace type {:?} is listed more than once in linux.namespaces",
+                ns.typ()
+            )));
+        }
+    }
+    for mount in spec.mounts().iter().flatten() {
+        let is_bind = mount.typ().as_deref() == Some("bind")
+            || mount
+                .options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind");
+        if let (true, Some(source)) = (is_bind, mount.source()) {
+            let source = bundle.join(source);
+            if fs::symlink_metadata(&source).is_err() {
+                return Err(config_err(format!(
+                    "source {} of the bind mount on {} does not exist",
+                    source.display(),
+                    mount.destination().display()
+                )));
+            }
+        }
     }
     let root = spec
         .root()
@@ -97,32 +135,97 @@ pub fn check_bundle(bundle: &Path) -> Result<CheckedBundle> {
         spec,
         raw,
         rootfs,
+        rewritten,
     })
 }
 
-fn shadow_dir(store: &Store, id: &str) -> PathBuf {
-    store.root().join(".bundles").join(id)
+/// runtime-spec config.md#linux-process: a capability that cannot be mapped to the kernel "MUST
+/// be logged as a warning", and runtimes "SHOULD NOT fail" for it. Unknown names are warned about
+/// and left out. Returns whether anything was removed.
+fn drop_unknown_capabilities(raw: &mut serde_json::Value) -> bool {
+    let Some(caps) = raw
+        .pointer_mut("/process/capabilities")
+        .and_then(|c| c.as_object_mut())
+    else {
+        return false;
+    };
+    let mut removed = false;
+    for (set, names) in caps.iter_mut() {
+        let Some(names) = names.as_array_mut() else {
+            continue;
+        };
+        names.retain(|name| {
+            let known =
+                serde_json::from_value::<oci_spec::runtime::Capability>(name.clone()).is_ok();
+            if !known {
+                tracing::warn!("unknown capability {name} in process.capabilities.{set}: ignored");
+                removed = true;
+            }
+            known
+        });
+    }
+    removed
 }
 
-/// Removes what `create` keeps outside the container directory.
-pub fn remove_shadow_bundle(store: &Store, id: &str) {
-    let _ = fs::remove_dir_all(shadow_dir(store, id));
+/// What libcontainer is given, where it differs from the user's config.json.
+struct LibcontainerConfig {
+    raw: serde_json::Value,
+    /// Seccomp profile the executor loads right before execve.
+    seccomp: Option<LinuxSeccomp>,
+    /// Capabilities to end with, when CAP_SYS_ADMIN was granted to load the profile.
+    final_caps: Option<LinuxCapabilities>,
+    /// Whether `raw` differs from the user's config.json.
+    rewritten: bool,
 }
 
-/// Writes the config.json libcontainer will read: the user's, with the cgroup path resolved and
-/// the rootfs made absolute. libcontainer reads config.json from a directory only, so the copy
-/// lives in `<root>/.bundles/<id>/`; the state keeps the user's bundle.
-fn write_resolved_config(
+fn libcontainer_config(checked: &CheckedBundle, cgroup_path: &Path) -> Result<LibcontainerConfig> {
+    let mut raw = checked.raw.clone();
+    let given_path = checked
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_deref());
+    let mut rewritten = checked.rewritten || given_path != Some(cgroup_path);
+    raw["linux"]["cgroupsPath"] = serde_json::Value::String(cgroup_path.to_string_lossy().into());
+    let seccomp = checked
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().clone())
+        .filter(|s| !libcontainer::seccomp::is_notify(s));
+    let mut final_caps = None;
+    if seccomp.is_some() {
+        rewritten = true;
+        if let Some(linux) = raw["linux"].as_object_mut() {
+            linux.remove("seccomp");
+        }
+        let mut process = checked.spec.process().clone().unwrap_or_default();
+        final_caps = grant_seccomp_caps(&mut process);
+        if final_caps.is_some() {
+            raw["process"]["capabilities"] = serde_json::to_value(process.capabilities())
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+        }
+    }
+    Ok(LibcontainerConfig {
+        raw,
+        seccomp,
+        final_caps,
+        rewritten,
+    })
+}
+
+/// Writes the config.json libcontainer reads, when it differs from the user's. libcontainer
+/// reads config.json from a directory only, so the copy lives in the container's private
+/// directory, with the rootfs made absolute; the state keeps the user's bundle.
+fn write_libcontainer_bundle(
     store: &Store,
     id: &str,
     checked: &CheckedBundle,
-    cgroup_path: &Path,
+    config: &LibcontainerConfig,
 ) -> Result<PathBuf> {
-    let dir = shadow_dir(store, id);
-    fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-    let mut raw = checked.raw.clone();
+    let dir = store.private_dir(id);
+    let mut raw = config.raw.clone();
     raw["root"]["path"] = serde_json::Value::String(checked.rootfs.to_string_lossy().into());
-    raw["linux"]["cgroupsPath"] = serde_json::Value::String(cgroup_path.to_string_lossy().into());
     let data = serde_json::to_vec(&raw).map_err(|e| Error::Invalid(e.to_string()))?;
     let path = dir.join("config.json");
     fs::write(&path, data).map_err(|e| Error::io("write", &path, e))?;
@@ -135,50 +238,69 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<i32> {
     validate_container_id(&opts.id)?;
     let checked = check_bundle(&opts.bundle)?;
     let id = opts.id.as_str();
-    let _lock = store.lock(id, true)?;
     if store.container_dir(id).exists() {
         return Err(Error::AlreadyExists { id: id.into() });
     }
-    let linux = checked.spec.linux().as_ref();
-    let given_path = linux.and_then(|l| l.cgroups_path().as_deref());
-    let cgroup_path = resolve_cgroup_path(given_path, id, opts.systemd_cgroup)?;
-    let lib_bundle = if given_path == Some(cgroup_path.as_path()) {
-        None
-    } else {
-        Some(write_resolved_config(store, id, &checked, &cgroup_path)?)
-    };
-    let result = build(
-        store,
-        opts,
-        lib_bundle.as_deref().unwrap_or(&checked.bundle),
-    );
-    let pid = match result {
-        Ok(pid) => pid,
+    let _lock = store.lock_new(id)?;
+    if store.container_dir(id).exists() {
+        return Err(Error::AlreadyExists { id: id.into() });
+    }
+    let given_path = checked
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_deref());
+    let cgroup_path = match resolve_cgroup_path(given_path, id, opts.systemd_cgroup) {
+        Ok(p) => p,
         Err(err) => {
-            clean_up_failed_create(store, id, &cgroup_path);
+            store.remove_lock(id);
             return Err(err);
         }
     };
-    let meta = ContainerMeta {
-        bundle: checked.bundle.clone(),
-        rootfs: checked.rootfs.clone(),
-        init_start_time: process_start_time(pid),
-        cgroup_path,
-        translated_config: lib_bundle.map(|d| d.join("config.json")),
-    };
-    if let Err(err) = record_created(store, id, &meta) {
-        clean_up_failed_create(store, id, &meta.cgroup_path);
-        return Err(err);
+    let result = libcontainer_config(&checked, &cgroup_path).and_then(|config| {
+        let exec_fifo = make_exec_fifo(store, id)?;
+        let lib_bundle = if config.rewritten {
+            Some(write_libcontainer_bundle(store, id, &checked, &config)?)
+        } else {
+            None
+        };
+        let executor = PolisExecutor::for_init(
+            (!opts.no_new_keyring).then(|| id.to_string()),
+            config.seccomp,
+            config.final_caps,
+            exec_fifo.as_raw_fd(),
+        );
+        let pid = build(
+            store,
+            opts,
+            lib_bundle.as_deref().unwrap_or(&checked.bundle),
+            executor,
+        )?;
+        let meta = ContainerMeta {
+            bundle: checked.bundle.clone(),
+            rootfs: checked.rootfs.clone(),
+            init_start_time: process_start_time(pid),
+            cgroup_path: cgroup_path.clone(),
+        };
+        record_created(store, id, &meta, &checked.raw)?;
+        Ok(pid)
+    });
+    if result.is_err() {
+        clean_up_failed_create(store, id, &cgroup_path);
     }
-    Ok(pid)
+    result
 }
 
-fn build(store: &Store, opts: &CreateOptions, lib_bundle: &Path) -> Result<i32> {
+fn build(
+    store: &Store,
+    opts: &CreateOptions,
+    lib_bundle: &Path,
+    executor: PolisExecutor,
+) -> Result<i32> {
     let id = opts.id.as_str();
     let lib = |e| Error::lib("create", id, e);
-    let keyring = (!opts.no_new_keyring).then(|| id.to_string());
     let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_executor(PolisExecutor::for_init(keyring))
+        .with_executor(executor)
         .with_root_path(store.root())
         .map_err(lib)?
         .with_pid_file(opts.pid_file.as_ref())
@@ -197,14 +319,22 @@ fn build(store: &Store, opts: &CreateOptions, lib_bundle: &Path) -> Result<i32> 
         .ok_or_else(|| Error::Invalid(format!("container {id} has no init process after create")))
 }
 
-/// Puts the user's bundle back into state.json and records polis-runc's own facts.
-fn record_created(store: &Store, id: &str, meta: &ContainerMeta) -> Result<()> {
+/// Puts the user's bundle back into state.json and records polis-runc's own facts, with the
+/// config the container was created from (`exec` builds its processes from it).
+fn record_created(
+    store: &Store,
+    id: &str,
+    meta: &ContainerMeta,
+    created_from: &serde_json::Value,
+) -> Result<()> {
     let mut loaded = store.load(id)?;
     loaded.container.state.bundle = meta.bundle.clone();
     loaded
         .container
         .save()
         .map_err(|e| Error::lib("save state of", id, e))?;
+    store.save_created_config(id, created_from)?;
+    crate::hooks::take_lifecycle_hooks_from_libcontainer(&store.container_dir(id), id)?;
     store.save_meta(id, meta)
 }
 
@@ -214,5 +344,23 @@ fn clean_up_failed_create(store: &Store, id: &str, cgroup_path: &Path) {
         let _ = manager.remove();
     }
     let _ = fs::remove_dir_all(store.container_dir(id));
-    remove_shadow_bundle(store, id);
+    store.remove_private(id);
+}
+
+/// Makes the exec FIFO in the container's private directory, and opens it for the init process
+/// to inherit (read and write, so opening never blocks).
+fn make_exec_fifo(store: &Store, id: &str) -> Result<OwnedFd> {
+    let dir = store.private_dir(id);
+    fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    let path = store.exec_fifo(id);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| Error::sys("make the exec FIFO", e))?;
+    let fd = nix::fcntl::open(
+        &path,
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open the exec FIFO", e))?;
+    // SAFETY: `open` returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

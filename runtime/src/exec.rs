@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use libcontainer::container::ContainerStatus;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
-use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities, Process, Spec};
+use oci_spec::runtime::{Capabilities, Capability, Process, Spec};
 
 use crate::error::{Error, Result};
-use crate::executor::PolisExecutor;
+use crate::executor::{PolisExecutor, grant_seccomp_caps};
 use crate::store::{Store, status_name};
 
 #[derive(Debug, Clone, Default)]
@@ -88,8 +88,7 @@ fn add_caps(process: &mut Process, names: &[String]) -> Result<()> {
         } else {
             format!("CAP_{}", name.to_ascii_uppercase())
         };
-        let cap: Capability = canonical
-            .parse()
+        let cap: Capability = serde_json::from_value(serde_json::Value::String(canonical))
             .map_err(|_| Error::Invalid(format!("unknown capability {name:?}")))?;
         extra.insert(cap);
     }
@@ -163,49 +162,28 @@ fn build_process(opts: &ExecOptions, spec: &Spec, rootfs: &Path) -> Result<Proce
     Ok(process)
 }
 
-/// Grants CAP_SYS_ADMIN and CAP_SETPCAP for loading seccomp without no_new_privileges; returns
-/// the capabilities to end with.
-fn grant_seccomp_caps(process: &mut Process) -> Option<LinuxCapabilities> {
-    if process.no_new_privileges() == Some(true) {
-        return None;
-    }
-    let final_caps = process.capabilities().clone().unwrap_or_default();
-    let mut granted = final_caps.clone();
-    let add = |set: &Option<Capabilities>| {
-        let mut s = set.clone().unwrap_or_default();
-        s.insert(Capability::SysAdmin);
-        s.insert(Capability::Setpcap);
-        Some(s)
-    };
-    granted.set_bounding(add(granted.bounding()));
-    granted.set_effective(add(granted.effective()));
-    granted.set_permitted(add(granted.permitted()));
-    process.set_capabilities(Some(granted));
-    Some(final_caps)
-}
-
 /// Starts the process; returns its PID (a child of this process, for waiting).
 pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<i32> {
     let id = opts.id.as_str();
-    let loaded = store.load(id)?;
+    // Exclusive: libcontainer's exec handshake breaks when two execs run at once, and a created
+    // container is shown to it as running for the duration (see below).
+    let _lock = store.lock(id, true)?;
+    let mut loaded = store.load(id)?;
     let status = loaded.container.status();
-    if status != ContainerStatus::Running {
+    if !matches!(status, ContainerStatus::Running | ContainerStatus::Created) {
         return Err(Error::WrongStatus {
             id: id.into(),
             op: "exec",
             status: status_name(status).into(),
-            wanted: "a running container",
+            wanted: "a created or running container",
         });
     }
-    let config_path = loaded
-        .meta
-        .translated_config
-        .clone()
-        .unwrap_or_else(|| loaded.container.bundle().join("config.json"));
-    let spec = Spec::load(&config_path).map_err(|e| Error::Config {
-        path: config_path.clone(),
-        reason: e.to_string(),
-    })?;
+    // runc runs processes in created containers too; libcontainer 0.7 accepts only running ones.
+    let created = status == ContainerStatus::Created;
+    if created {
+        save_status(&mut loaded, ContainerStatus::Running)?;
+    }
+    let spec = store.load_created_config(id)?;
     let mut process = build_process(opts, &spec, &loaded.meta.rootfs)?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
     let final_caps = seccomp
@@ -234,7 +212,19 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<i32> {
             .map_err(lib)
     })();
     let _ = fs::remove_file(&process_path);
+    if created {
+        save_status(&mut loaded, ContainerStatus::Created)?;
+    }
     Ok(result?.as_raw())
+}
+
+fn save_status(loaded: &mut crate::store::LoadedContainer, status: ContainerStatus) -> Result<()> {
+    let id = loaded.container.id().to_string();
+    loaded
+        .container
+        .set_status(status)
+        .save()
+        .map_err(|e| Error::lib("save state of", &id, e))
 }
 
 #[cfg(test)]

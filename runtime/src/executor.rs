@@ -4,20 +4,25 @@
 //! adds what libcontainer 0.7 leaves out:
 //! - the signal mask polis-runc blocked (to never lose a child's exit) is cleared, so the
 //!   program starts with the mask a fresh process has;
-//! - for `exec`, the container's seccomp profile is installed (libcontainer drops `linux.seccomp`
-//!   for processes joining a container). Without no_new_privileges the kernel requires
-//!   CAP_SYS_ADMIN for that, so `exec` asks libcontainer for CAP_SYS_ADMIN and CAP_SETPCAP on top
-//!   of the requested capabilities, and they are dropped here right after the filter is loaded,
-//!   in the order runc uses (seccomp first, then the final capabilities).
+//! - the seccomp profile is loaded here, as the very last step before execve, for `create` and
+//!   `exec` alike. libcontainer 0.7 drops `linux.seccomp` for processes joining a container, and
+//!   for the init process it loads the filter before its own last steps (which an allowlist
+//!   profile then breaks) and, with `noNewPrivileges: false`, after dropping CAP_SYS_ADMIN, which
+//!   the kernel then refuses. Without no_new_privileges the kernel requires CAP_SYS_ADMIN to load
+//!   a filter, so polis-runc asks libcontainer for CAP_SYS_ADMIN and CAP_SETPCAP on top of the
+//!   requested capabilities, and they are dropped here right after the filter is loaded, in the
+//!   order runc uses (seccomp first, then the final capabilities). Profiles that notify a
+//!   listener (SCMP_ACT_NOTIFY) stay with libcontainer, which owns the listener handshake.
 
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, CapsHashSet};
 use libcontainer::capabilities::CapabilityExt;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
-use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp, Spec};
+use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities, LinuxSeccomp, Process, Spec};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -29,13 +34,23 @@ pub struct PolisExecutor {
     final_caps: Option<LinuxCapabilities>,
     /// Name of a new session keyring to join (runc does this unless --no-new-keyring).
     session_keyring: Option<String>,
+    /// Write end of the container's exec FIFO: one byte there tells `start` that the init process
+    /// got past its startContainer hooks and is about to execute the user's program.
+    exec_fifo: Option<RawFd>,
 }
 
 impl PolisExecutor {
-    pub fn for_init(session_keyring: Option<String>) -> Self {
+    pub fn for_init(
+        session_keyring: Option<String>,
+        seccomp: Option<LinuxSeccomp>,
+        final_caps: Option<LinuxCapabilities>,
+        exec_fifo: RawFd,
+    ) -> Self {
         PolisExecutor {
+            seccomp,
+            final_caps,
             session_keyring,
-            ..Self::default()
+            exec_fifo: Some(exec_fifo),
         }
     }
 
@@ -44,8 +59,30 @@ impl PolisExecutor {
             seccomp,
             final_caps,
             session_keyring: None,
+            exec_fifo: None,
         }
     }
+}
+
+/// Grants CAP_SYS_ADMIN and CAP_SETPCAP so the executor can load seccomp without
+/// no_new_privileges; returns the capabilities to end with (`None` when nothing was granted).
+pub fn grant_seccomp_caps(process: &mut Process) -> Option<LinuxCapabilities> {
+    if process.no_new_privileges() == Some(true) {
+        return None;
+    }
+    let final_caps = process.capabilities().clone().unwrap_or_default();
+    let mut granted = final_caps.clone();
+    let add = |set: &Option<Capabilities>| {
+        let mut s = set.clone().unwrap_or_default();
+        s.insert(Capability::SysAdmin);
+        s.insert(Capability::Setpcap);
+        Some(s)
+    };
+    granted.set_bounding(add(granted.bounding()));
+    granted.set_effective(add(granted.effective()));
+    granted.set_permitted(add(granted.permitted()));
+    process.set_capabilities(Some(granted));
+    Some(final_caps)
 }
 
 fn fail(msg: String) -> ExecutorError {
@@ -66,10 +103,17 @@ fn apply_final_caps(c: &LinuxCapabilities) -> Result<(), ExecutorError> {
                 .map_err(|e| fail(format!("drop {cap} from bounding set: {e}")))?;
         }
     }
+    // Lower the effective set before the permitted one: the kernel refuses a permitted set
+    // that no longer covers the effective set.
+    let permitted = to_set(c.permitted());
+    let effective: CapsHashSet = to_set(c.effective())
+        .intersection(&permitted)
+        .copied()
+        .collect();
     let sets = [
         (CapSet::Inheritable, to_set(c.inheritable())),
-        (CapSet::Permitted, to_set(c.permitted())),
-        (CapSet::Effective, to_set(c.effective())),
+        (CapSet::Effective, effective),
+        (CapSet::Permitted, permitted),
     ];
     for (set, value) in sets {
         caps::set(None, set, &value).map_err(|e| fail(format!("set {set:?} capabilities: {e}")))?;
@@ -120,6 +164,9 @@ impl Executor for PolisExecutor {
         let name = &args[0];
         match find_program(name, &process_env_path(spec)) {
             Some(path) if is_executable_file(&path) => Ok(()),
+            Some(path) if !path.exists() => Err(ExecutorValidationError::ArgValidationError(
+                format!("exec: {name:?}: no such file or directory"),
+            )),
             Some(path) => Err(ExecutorValidationError::ArgValidationError(format!(
                 "exec: {:?}: {} is not an executable file",
                 name,
@@ -140,6 +187,11 @@ impl Executor for PolisExecutor {
             .ok_or(ExecutorError::InvalidArg)?;
         if let Some(name) = &self.session_keyring {
             join_session_keyring(name);
+        }
+        set_console_size(spec);
+        if let Some(fd) = self.exec_fifo {
+            // SAFETY: writing one byte from a static buffer to a descriptor inherited from create.
+            unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
         }
         if let Some(seccomp) = &self.seccomp {
             libcontainer::seccomp::initialize_seccomp(seccomp)
@@ -178,4 +230,23 @@ fn join_session_keyring(name: &str) {
             libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr());
         }
     }
+}
+
+/// runtime-spec config.md#process: consoleSize sets the terminal's size. At this point the
+/// process's stdin is the pseudo-terminal, when there is one.
+fn set_console_size(spec: &Spec) {
+    let Some(process) = spec.process() else {
+        return;
+    };
+    let (Some(true), Some(size)) = (process.terminal(), process.console_size()) else {
+        return;
+    };
+    let ws = libc::winsize {
+        ws_row: size.height() as u16,
+        ws_col: size.width() as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct that outlives the call.
+    unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &ws) };
 }

@@ -11,7 +11,7 @@ pub fn features() -> Value {
         .collect();
     json!({
         "ociVersionMin": "1.0.0",
-        "ociVersionMax": oci_spec::runtime::VERSION,
+        "ociVersionMax": crate::OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": [
             "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec",

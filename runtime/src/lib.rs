@@ -10,6 +10,7 @@ pub mod exec;
 pub mod executor;
 pub mod features;
 pub mod foreground;
+pub mod hooks;
 pub mod id;
 pub mod lifecycle;
 pub mod logging;
@@ -18,3 +19,6 @@ pub mod spec_default;
 pub mod store;
 
 pub use error::{Error, Result};
+
+/// The runtime-spec version polis-runc implements, reported in `state`, `spec` and `features`.
+pub const OCI_VERSION: &str = "1.2.1";

@@ -1,6 +1,8 @@
 //! The runtime-spec operations on an existing container: state, start, kill, delete, and runc's
 //! pause and resume.
 
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use libcgroups::common::{CgroupManager, FreezerState};
@@ -10,9 +12,9 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use crate::cgroups::{manager_for, pids};
-use crate::create::remove_shadow_bundle;
 use crate::error::{Error, Result};
-use crate::store::{LoadedContainer, Store, status_name};
+use crate::hooks::run_hooks_warning_on_failure;
+use crate::store::{LoadedContainer, Store, live_status, status_name};
 
 /// The state as runc prints it (`runc state`, `runc list --format json`).
 #[derive(Debug, Serialize)]
@@ -44,7 +46,7 @@ impl StateReport {
             .map(|u| u.name)
             .unwrap_or_default();
         StateReport {
-            oci_version: oci_spec::runtime::VERSION.to_string(),
+            oci_version: crate::OCI_VERSION.to_string(),
             id: state.id.clone(),
             pid,
             status: status_name(status).to_string(),
@@ -80,10 +82,63 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
     if loaded.container.status() != ContainerStatus::Created {
         return Err(status_error(&loaded, "start", "a created container"));
     }
+    let config = store.load_created_config(id)?;
+    // Open the FIFO before the init process may write to it: a FIFO nobody holds open drops
+    // what was written.
+    let path = store.exec_fifo(id);
+    let fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| Error::io("open exec FIFO", &path, e))?;
+    let _ = std::fs::remove_file(&path);
     loaded
         .container
         .start()
-        .map_err(|e| Error::lib("start", id, e))
+        .map_err(|e| Error::lib("start", id, e))?;
+    wait_for_exec(&fifo, &loaded)?;
+    let hooks = config.hooks().as_ref();
+    run_hooks_warning_on_failure(
+        "poststart",
+        hooks.and_then(|h| h.poststart().as_ref()),
+        &loaded.container.state,
+    );
+    Ok(())
+}
+
+/// Waits until the init process is about to execute the user's program (it writes a byte to the
+/// exec FIFO) or has died trying: runtime-spec config.md#createcontainer-hooks, a failing
+/// startContainer hook "MUST generate an error" from `start`.
+fn wait_for_exec(fifo: &std::fs::File, loaded: &LoadedContainer) -> Result<()> {
+    let id = loaded.container.id();
+    let mut buf = [0u8; 1];
+    loop {
+        let mut fds = [nix::poll::PollFd::new(
+            fifo.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16));
+        match nix::unistd::read(fifo.as_raw_fd(), &mut buf) {
+            Ok(1..) => return Ok(()),
+            // Every writer is gone without a word: the init process died.
+            Ok(0) => break,
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("read exec FIFO", e)),
+        }
+        if live_status(&loaded.container.state, loaded.meta.init_start_time)
+            == ContainerStatus::Stopped
+        {
+            // It may have written just before exiting.
+            if matches!(nix::unistd::read(fifo.as_raw_fd(), &mut buf), Ok(1..)) {
+                return Ok(());
+            }
+            break;
+        }
+    }
+    Err(Error::Invalid(format!(
+        "container {id}: its init process exited before running the program \
+         (a startContainer hook or the process setup failed)"
+    )))
 }
 
 /// Parses a signal as runc does: `9`, `KILL` or `SIGKILL`.
@@ -143,7 +198,11 @@ pub fn kill_container(store: &Store, id: &str, signal: Signal, all: bool) -> Res
 
 /// runtime-spec: `delete` removes a stopped container (any container with `force`).
 pub fn delete_container(store: &Store, id: &str, force: bool) -> Result<()> {
-    let _lock = store.lock(id, true)?;
+    let _lock = match store.lock(id, true) {
+        Ok(lock) => Some(lock),
+        Err(Error::NotExist { .. }) => None,
+        Err(e) => return Err(e),
+    };
     let mut loaded = match store.load(id) {
         Ok(l) => l,
         Err(Error::NotExist { .. }) => {
@@ -151,8 +210,7 @@ pub fn delete_container(store: &Store, id: &str, force: bool) -> Result<()> {
             let dir = store.container_dir(id);
             let existed = dir.exists();
             let _ = std::fs::remove_dir_all(&dir);
-            remove_shadow_bundle(store, id);
-            store.remove_lock(id);
+            store.remove_private(id);
             return if existed || force {
                 Ok(())
             } else {
@@ -170,12 +228,19 @@ pub fn delete_container(store: &Store, id: &str, force: bool) -> Result<()> {
             wanted: "a stopped container (or --force)",
         });
     }
+    let config = store.load_created_config(id).ok();
     loaded
         .container
         .delete(force)
         .map_err(|e| Error::lib("delete", id, e))?;
-    remove_shadow_bundle(store, id);
-    store.remove_lock(id);
+    let hooks = config.as_ref().and_then(|c| c.hooks().as_ref());
+    loaded.container.set_status(ContainerStatus::Stopped);
+    run_hooks_warning_on_failure(
+        "poststop",
+        hooks.and_then(|h| h.poststop().as_ref()),
+        &loaded.container.state,
+    );
+    store.remove_private(id);
     Ok(())
 }
 

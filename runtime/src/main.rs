@@ -81,7 +81,7 @@ fn main() -> ExitCode {
     match commands::dispatch(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            let msg = format!("{err:#}");
+            let msg = error_chain(&err);
             if log_to_file {
                 // containerd and conmon read the last error line of the log file.
                 tracing::error!("{msg}");
@@ -90,4 +90,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, skipping a cause its parent already quotes
+/// (libcontainer's errors repeat their sources in their own messages).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg
 }

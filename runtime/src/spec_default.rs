@@ -14,7 +14,7 @@ pub fn default_spec(args: &[String]) -> Value {
         args.to_vec()
     };
     json!({
-        "ociVersion": oci_spec::runtime::VERSION,
+        "ociVersion": crate::OCI_VERSION,
         "process": {
             "terminal": false,
             "user": { "uid": 0, "gid": 0 },

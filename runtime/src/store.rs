@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::id::validate_container_id;
 
 const META_FILE: &str = "polis.json";
+const CREATED_CONFIG_FILE: &str = "polis-config.json";
 const LOCK_DIR: &str = ".locks";
+const PRIVATE_DIR: &str = ".polis";
 
 /// What polis-runc records about a container in addition to libcontainer's state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -32,9 +34,6 @@ pub struct ContainerMeta {
     pub init_start_time: Option<u64>,
     /// The cgroup path as resolved at create time (after systemd-style translation).
     pub cgroup_path: PathBuf,
-    /// Whether libcontainer was handed a translated copy of config.json.
-    #[serde(default)]
-    pub translated_config: Option<PathBuf>,
 }
 
 /// The state root directory.
@@ -76,19 +75,32 @@ impl Store {
         self.root.join(id)
     }
 
-    /// Takes the container's lock, exclusive for commands that change it.
+    /// Takes a new container's lock for `create`, making its lock file.
+    pub fn lock_new(&self, id: &str) -> Result<ContainerLock> {
+        self.lock_file(id, true, true)
+    }
+
+    /// Takes an existing container's lock, exclusive for commands that change it.
+    /// A container without a lock file does not exist (create makes it, delete removes it).
     pub fn lock(&self, id: &str, exclusive: bool) -> Result<ContainerLock> {
+        self.lock_file(id, exclusive, false)
+    }
+
+    fn lock_file(&self, id: &str, exclusive: bool, create: bool) -> Result<ContainerLock> {
         validate_container_id(id)?;
         let path = self.root.join(LOCK_DIR).join(id);
         let file = OpenOptions::new()
-            .create(true)
+            .create(create)
             .truncate(false)
             .read(true)
             .write(true)
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
-            .map_err(|e| Error::io("open lock file", &path, e))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::NotExist { id: id.to_string() },
+                _ => Error::io("open lock file", &path, e),
+            })?;
         // A POSIX record lock, not flock: it belongs to this process only, so the container's
         // init process (forked while the lock is held, and alive until `start`) never holds it.
         let lock = libc::flock {
@@ -114,6 +126,23 @@ impl Store {
             }
         }
         Ok(ContainerLock { _file: file })
+    }
+
+    /// polis-runc's own directory for a container, outside the one libcontainer owns: the
+    /// config.json libcontainer reads when it differs from the user's, and the exec FIFO.
+    pub fn private_dir(&self, id: &str) -> PathBuf {
+        self.root.join(PRIVATE_DIR).join(id)
+    }
+
+    pub fn exec_fifo(&self, id: &str) -> PathBuf {
+        self.private_dir(id).join("exec.fifo")
+    }
+
+    /// Removes the private directory and the lock file of a deleted container. Call while
+    /// holding its lock.
+    pub fn remove_private(&self, id: &str) {
+        let _ = fs::remove_dir_all(self.private_dir(id));
+        self.remove_lock(id);
     }
 
     /// Removes the lock file of a deleted container. Call while holding its lock.
@@ -152,6 +181,22 @@ impl Store {
         let status = live_status(&container.state, meta.init_start_time);
         container.set_status(status);
         Ok(LoadedContainer { container, meta })
+    }
+
+    /// Saves the config.json the container was created from.
+    pub fn save_created_config(&self, id: &str, config: &serde_json::Value) -> Result<()> {
+        let data = serde_json::to_vec(config).map_err(|e| Error::Invalid(e.to_string()))?;
+        write_atomic(&self.container_dir(id).join(CREATED_CONFIG_FILE), &data)
+    }
+
+    /// The config.json the container was created from.
+    pub fn load_created_config(&self, id: &str) -> Result<oci_spec::runtime::Spec> {
+        let path = self.container_dir(id).join(CREATED_CONFIG_FILE);
+        let data = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        serde_json::from_slice(&data).map_err(|e| Error::Config {
+            path,
+            reason: e.to_string(),
+        })
     }
 
     pub fn save_meta(&self, id: &str, meta: &ContainerMeta) -> Result<()> {
