@@ -129,3 +129,36 @@ conformance_test!(
         c.assert_gone();
     }
 );
+
+conformance_test!(
+    /// runtime.md#delete: "Deleting a container MUST delete the resources that were created during the create
+    /// step." Without a PID namespace, a process the init left behind lives on in the container's cgroup after the
+    /// init exits; delete must kill it and remove the cgroup.
+    delete_kills_leftovers_without_pid_namespace,
+    |rt| {
+        let mut b = Bundle::new();
+        b.without_namespace("pid");
+        b.sh("/bin/polis-probe sleep 60 & echo started");
+        let c = rt.container();
+        c.create(&b).ok();
+        c.start().ok();
+        c.wait_stopped();
+        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+        while c.processes().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the background process never appeared");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let left = c.processes();
+        c.delete().ok();
+        for pid in &left {
+            for _ in 0..100 {
+                if !process_alive(*pid) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            assert!(!process_alive(*pid), "process {pid} survived delete");
+        }
+        c.assert_gone();
+    }
+);

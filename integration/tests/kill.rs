@@ -280,3 +280,37 @@ conformance_test!(
         assert_eq!(status.code(), Some(0), "{out}");
     }
 );
+
+conformance_test!(
+    /// runtime.md#kill: "When the process in the container is stopped, irrespective of it being as a result of a
+    /// kill operation or any other reason, the status property of this container MUST be stopped." (killed from the
+    /// host, not through the runtime)
+    external_kill_gives_stopped,
+    |rt| {
+        let mut b = Bundle::new();
+        b.probe(&["sleep", "60"]);
+        let c = rt.container();
+        c.create_running(&b);
+        // SAFETY: the container's own init process, started by this test.
+        unsafe { libc::kill(c.pid(), libc::SIGKILL) };
+        c.wait_stopped();
+        c.delete().ok();
+        c.assert_gone();
+    }
+);
+
+conformance_test!(
+    /// runtime.md#start: a container whose init was killed before start cannot be started (it is stopped), and the
+    /// program never runs.
+    start_after_kill_of_created_fails,
+    |rt| {
+        let mut b = Bundle::new();
+        b.sh("echo ran > /ran");
+        let c = rt.container();
+        c.create(&b).ok();
+        c.kill("KILL").ok();
+        c.wait_stopped();
+        c.start().fails();
+        assert!(!b.rootfs().join("ran").exists());
+    }
+);
