@@ -200,3 +200,54 @@ conformance_test!(
         assert_eq!(v["errno"], libc::EPERM, "{v}");
     }
 );
+
+conformance_test!(
+    /// config-linux.md#seccomp: "SCMP_ACT_KILL_PROCESS" kills the whole process (SIGSYS; `run` exits 128+31).
+    action_kill_process,
+    |rt| {
+        let mut b = Bundle::new();
+        b.set(
+            "/linux/seccomp",
+            allow_all_but(json!([{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"}])),
+        );
+        b.probe(&["syscall", "mkdir", "/tmp/blocked"]);
+        let out = rt.container().run(&b);
+        assert_eq!(out.code, Some(128 + libc::SIGSYS), "{out}");
+        assert!(!b.rootfs().join("tmp/blocked").exists());
+    }
+);
+
+conformance_test!(
+    /// config-linux.md#seccomp: "SCMP_ACT_LOG" lets the call through (and logs it): mkdir succeeds.
+    action_log_allows,
+    |rt| {
+        let mut b = Bundle::new();
+        b.set("/linux/seccomp", allow_all_but(json!([{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_LOG"}])));
+        b.probe(&["syscall", "mkdir", "/tmp/logged"]);
+        let out = rt.container().run(&b);
+        out.ok();
+        assert_eq!(out.json()["errno"], 0, "{out}");
+        assert!(b.rootfs().join("tmp/logged").is_dir());
+    }
+);
+
+conformance_test!(
+    /// config-linux.md#seccomp: "architectures (array of strings, OPTIONAL) the architecture used for system calls":
+    /// a profile listing the native and compatible architectures applies its rules to native calls.
+    several_architectures,
+    |rt| {
+        let mut b = Bundle::new();
+        b.set(
+            "/linux/seccomp",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 30}]
+            }),
+        );
+        b.probe(&["syscall", "mkdir", "/tmp/blocked"]);
+        let out = rt.container().run(&b);
+        out.ok();
+        assert_eq!(out.json()["errno"], 30, "{out}");
+    }
+);
