@@ -326,3 +326,32 @@ conformance_test!(
         assert_eq!(read("memory", &c.cgroups_path(), "memory.limit_in_bytes", "memory.max"), "67108864");
     }
 );
+
+conformance_test!(
+    /// runc contract (go-runc `Update`, used by containerd's shim): `update --resources -` reads LinuxResources
+    /// JSON from stdin and applies it.
+    update_resources_from_stdin,
+    |rt| {
+        use std::io::Write as _;
+        let mut b = Bundle::new();
+        let c = running_with(rt, &mut b, json!({"memory": {"limit": 67108864}, "pids": {"limit": 32}}));
+        let mut child = rt
+            .command(&["update", "--resources", "-", &c.id])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let resources = json!({"memory": {"limit": 134217728}, "pids": {"limit": 48}, "cpu": {"quota": 20000, "period": 100000}});
+        child.stdin.take().unwrap().write_all(resources.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "update failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(read("memory", &c.cgroups_path(), "memory.limit_in_bytes", "memory.max"), "134217728");
+        assert_eq!(read("pids", &c.cgroups_path(), "pids.max", "pids.max"), "48");
+        if mode() == Mode::Unified {
+            assert_eq!(read("cpu", &c.cgroups_path(), "", "cpu.max"), "20000 100000");
+        } else {
+            assert_eq!(read("cpu", &c.cgroups_path(), "cpu.cfs_quota_us", ""), "20000");
+        }
+    }
+);
