@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::{Value, json};
 
-/// Default deadline for one runtime command.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Deadline for one runtime command and for a wait on a container state. Healthy commands take well under a second
+/// even on a loaded 2-core machine; a short deadline keeps a hung runtime from stalling the suite for hours.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Parent of every test container's cgroup, so that leftovers are easy to find: `/sys/fs/cgroup/*/polis-test/`.
 pub const CGROUP_PARENT: &str = "polis-test";
@@ -712,6 +713,13 @@ impl Container<'_> {
             if st["status"] == want {
                 return;
             }
+            // A stopped container never becomes anything else: fail now instead of at the deadline.
+            assert!(
+                st["status"] != "stopped",
+                "container {} stopped instead of reaching {want}: {st}; its stdout: {:?}",
+                self.id,
+                self.output()
+            );
             assert!(
                 Instant::now() < deadline,
                 "container {} never reached {want}: {st}",
