@@ -108,6 +108,29 @@ pub fn manager_for(id: &str, cgroup_path: &Path) -> Result<AnyCgroupManager> {
     })
 }
 
+/// config-linux.md#memory `disableOOMKiller`, which libcgroups 0.7 is never asked to apply
+/// (cgroup v1 `memory.oom_control`; cgroup v2 has no such switch). Touches the host's cgroups.
+pub fn apply_disable_oom_killer_on_host(
+    id: &str,
+    cgroup_path: &Path,
+    resources: Option<&oci_spec::runtime::LinuxResources>,
+) -> Result<()> {
+    let disable = resources
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.disable_oom_killer())
+        .unwrap_or(false);
+    if !disable || matches!(host_setup()?, CgroupSetup::Unified) {
+        return Ok(());
+    }
+    let file = Path::new("/sys/fs/cgroup/memory")
+        .join(cgroup_path.strip_prefix("/").unwrap_or(cgroup_path))
+        .join("memory.oom_control");
+    std::fs::write(&file, "1").map_err(|e| Error::Cgroup {
+        id: id.to_string(),
+        reason: format!("disable the OOM killer in {}: {e}", file.display()),
+    })
+}
+
 pub fn pids(id: &str, cgroup_path: &Path) -> Result<Vec<i32>> {
     let manager = manager_for(id, cgroup_path)?;
     let pids = manager.get_all_pids().map_err(|e| Error::Cgroup {

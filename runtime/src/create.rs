@@ -9,8 +9,9 @@ use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp, Spec};
 
 use crate::cgroups::{manager_for, resolve_cgroup_path};
+use crate::container_mounts::MountFixups;
 use crate::error::{Error, Result};
-use crate::executor::{PolisExecutor, grant_seccomp_caps};
+use crate::executor::{PolisExecutor, grant_executor_caps};
 use crate::id::validate_container_id;
 use crate::store::{ContainerMeta, Store, process_start_time};
 use libcgroups::common::CgroupManager;
@@ -172,7 +173,7 @@ struct LibcontainerConfig {
     raw: serde_json::Value,
     /// Seccomp profile the executor loads right before execve.
     seccomp: Option<LinuxSeccomp>,
-    /// Capabilities to end with, when CAP_SYS_ADMIN was granted to load the profile.
+    /// Capabilities to end with, when CAP_SYS_ADMIN was granted to the executor.
     final_caps: Option<LinuxCapabilities>,
     /// Whether `raw` differs from the user's config.json.
     rewritten: bool,
@@ -193,18 +194,20 @@ fn libcontainer_config(checked: &CheckedBundle, cgroup_path: &Path) -> Result<Li
         .as_ref()
         .and_then(|l| l.seccomp().clone())
         .filter(|s| !libcontainer::seccomp::is_notify(s));
-    let mut final_caps = None;
     if seccomp.is_some() {
         rewritten = true;
         if let Some(linux) = raw["linux"].as_object_mut() {
             linux.remove("seccomp");
         }
-        let mut process = checked.spec.process().clone().unwrap_or_default();
-        final_caps = grant_seccomp_caps(&mut process);
-        if final_caps.is_some() {
-            raw["process"]["capabilities"] = serde_json::to_value(process.capabilities())
-                .map_err(|e| Error::Invalid(e.to_string()))?;
-        }
+    }
+    let mut process = checked.spec.process().clone().unwrap_or_default();
+    let nnp = process.no_new_privileges() == Some(true);
+    let mut final_caps = None;
+    if seccomp.is_some() && !nnp {
+        rewritten = true;
+        final_caps = grant_executor_caps(&mut process);
+        raw["process"]["capabilities"] = serde_json::to_value(process.capabilities())
+            .map_err(|e| Error::Invalid(e.to_string()))?;
     }
     Ok(LibcontainerConfig {
         raw,
@@ -259,6 +262,13 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<i32> {
     };
     let result = libcontainer_config(&checked, &cgroup_path).and_then(|config| {
         let exec_fifo = make_exec_fifo(store, id)?;
+        let linux = checked.spec.linux().as_ref();
+        let ranges = |m: Option<&Vec<_>>| m.map_or(0, |m| m.len());
+        if linux.is_some_and(|l| {
+            ranges(l.uid_mappings().as_ref()) > 1 || ranges(l.gid_mappings().as_ref()) > 1
+        }) {
+            crate::idmap::install_map_helpers(&store.private_dir(id))?;
+        }
         let lib_bundle = if config.rewritten {
             Some(write_libcontainer_bundle(store, id, &checked, &config)?)
         } else {
@@ -275,6 +285,18 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<i32> {
             opts,
             lib_bundle.as_deref().unwrap_or(&checked.bundle),
             executor,
+        )?;
+        MountFixups::from_spec(&checked.spec)
+            .apply_to_container(pid)
+            .map_err(|reason| Error::Invalid(format!("container {id}: {reason}")))?;
+        crate::cgroups::apply_disable_oom_killer_on_host(
+            id,
+            &cgroup_path,
+            checked
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref()),
         )?;
         let meta = ContainerMeta {
             bundle: checked.bundle.clone(),

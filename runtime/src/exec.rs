@@ -16,7 +16,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::{Capabilities, Capability, Process, Spec};
 
 use crate::error::{Error, Result};
-use crate::executor::{PolisExecutor, grant_seccomp_caps};
+use crate::executor::{PolisExecutor, grant_executor_caps};
 use crate::store::{Store, status_name};
 
 #[derive(Debug, Clone, Default)]
@@ -188,7 +188,7 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<i32> {
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
     let final_caps = seccomp
         .as_ref()
-        .and_then(|_| grant_seccomp_caps(&mut process));
+        .and_then(|_| grant_executor_caps(&mut process));
     let process_path = loaded
         .container
         .root

@@ -65,12 +65,11 @@ impl PolisExecutor {
 }
 
 /// Grants CAP_SYS_ADMIN and CAP_SETPCAP so the executor can load seccomp without
-/// no_new_privileges; returns the capabilities to end with (`None` when nothing was granted).
-pub fn grant_seccomp_caps(process: &mut Process) -> Option<LinuxCapabilities> {
-    if process.no_new_privileges() == Some(true) {
-        return None;
-    }
-    let final_caps = process.capabilities().clone().unwrap_or_default();
+/// no_new_privileges; returns the capabilities to end with.
+pub fn grant_executor_caps(process: &mut Process) -> Option<LinuxCapabilities> {
+    // Without a capabilities object libcontainer leaves the process all of root's: nothing to
+    // grant, nothing to drop.
+    let final_caps = process.capabilities().clone()?;
     let mut granted = final_caps.clone();
     let add = |set: &Option<Capabilities>| {
         let mut s = set.clone().unwrap_or_default();
@@ -119,9 +118,10 @@ fn apply_final_caps(c: &LinuxCapabilities) -> Result<(), ExecutorError> {
         caps::set(None, set, &value).map_err(|e| fail(format!("set {set:?} capabilities: {e}")))?;
     }
     caps::clear(None, CapSet::Ambient).map_err(|e| fail(format!("clear ambient: {e}")))?;
+    // The kernel raises an ambient capability only if it is permitted and inheritable; others
+    // are skipped, as libcontainer does when it sets the capabilities itself.
     for cap in to_set(c.ambient()) {
-        caps::raise(None, CapSet::Ambient, cap)
-            .map_err(|e| fail(format!("raise ambient {cap}: {e}")))?;
+        let _ = caps::raise(None, CapSet::Ambient, cap);
     }
     Ok(())
 }

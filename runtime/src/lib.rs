@@ -3,6 +3,7 @@
 //! The library holds the operations; `main.rs` parses runc's command line and calls them.
 
 pub mod cgroups;
+pub mod container_mounts;
 pub mod create;
 pub mod error;
 pub mod events;
@@ -12,6 +13,7 @@ pub mod features;
 pub mod foreground;
 pub mod hooks;
 pub mod id;
+pub mod idmap;
 pub mod lifecycle;
 pub mod logging;
 pub mod seal;

@@ -66,9 +66,11 @@ fn level_name(level: &Level) -> &'static str {
 impl<S: Subscriber> Layer<S> for LogrusLayer {
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _ctx: Context<'_, S>) -> bool {
         // libcontainer logs and then returns every error; the returned error is reported once by
-        // main. Its own lines are only wanted with --debug.
+        // main. Its other lines are only wanted with --debug. Its errors are kept: in the
+        // container's init process, a failure before execve has no other way out.
         let ours = metadata.target().starts_with("polis");
-        *metadata.level() <= self.max_level && (ours || self.debug)
+        let level = *metadata.level();
+        level <= self.max_level && (ours || self.debug || level == Level::ERROR)
     }
 
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {

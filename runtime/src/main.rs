@@ -72,6 +72,19 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(file) = args
+        .first()
+        .and_then(|a| polis_runc::idmap::invoked_as_map_helper(a))
+    {
+        return match polis_runc::idmap::write_mappings(file, &args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("polis-runc: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     let log_to_file = cli.log.is_some();
     if let Err(err) = init_logging(cli.log.as_deref(), cli.log_format, cli.debug) {

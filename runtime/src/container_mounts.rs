@@ -1,0 +1,180 @@
+//! Mount settings libcontainer 0.7 leaves out, applied by `create` once the container's rootfs
+//! is ready and before its program runs, from a child process that joins the container's mount
+//! namespace (no capability is lent to the container for this):
+//! - config.md#mounts: a `cgroup` mount with the `ro` option is read-only, and so is every
+//!   controller mounted below it (libcontainer mounts cgroup v1 controllers writable);
+//! - config.md#mounts: propagation options (`shared`, `rslave`, `private`, ...) of bind mounts.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MsFlags, mount};
+use oci_spec::runtime::Spec;
+
+/// What the executor must fix in the container's mounts.
+#[derive(Debug, Clone, Default)]
+pub struct MountFixups {
+    /// Destinations of read-only cgroup mounts.
+    pub read_only_cgroups: Vec<PathBuf>,
+    /// Bind mounts with their propagation flags.
+    pub propagation: Vec<(PathBuf, MsFlags)>,
+}
+
+fn propagation_flag(option: &str) -> Option<MsFlags> {
+    Some(match option {
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        _ => return None,
+    })
+}
+
+impl MountFixups {
+    pub fn from_spec(spec: &Spec) -> Self {
+        let mut fixups = MountFixups::default();
+        for m in spec.mounts().iter().flatten() {
+            let options: Vec<&str> = m.options().iter().flatten().map(String::as_str).collect();
+            let typ = m.typ().as_deref().unwrap_or_default();
+            if typ == "cgroup" && options.contains(&"ro") {
+                fixups.read_only_cgroups.push(m.destination().clone());
+            }
+            let is_bind = typ == "bind" || options.iter().any(|o| *o == "bind" || *o == "rbind");
+            if is_bind {
+                for flag in options.iter().filter_map(|o| propagation_flag(o)) {
+                    fixups.propagation.push((m.destination().clone(), flag));
+                }
+            }
+        }
+        fixups
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read_only_cgroups.is_empty() && self.propagation.is_empty()
+    }
+
+    /// Applies the fixups to the mount namespace of process `pid` (the container's init).
+    pub fn apply_to_container(&self, pid: i32) -> Result<(), String> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        // Read through the host's /proc: inside, /proc belongs to the container's PID namespace.
+        let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+            .map_err(|e| format!("read mountinfo of {pid}: {e}"))?;
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+            .map_err(|e| format!("open mount namespace of {pid}: {e}"))?;
+        // SAFETY: polis-runc is single-threaded here; the child only makes syscalls and exits.
+        match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+            nix::unistd::ForkResult::Child => {
+                let ok = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS)
+                    .map_err(|e| format!("join mount namespace: {e}"))
+                    .and_then(|()| self.apply_in_namespace(&mountinfo));
+                if let Err(e) = &ok {
+                    eprintln!("polis-runc: container mounts: {e}");
+                }
+                // SAFETY: leaving the forked child without running the parent's destructors.
+                unsafe { libc::_exit(i32::from(ok.is_err())) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                match nix::sys::wait::waitpid(child, None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+                    other => Err(format!("applying mount settings failed: {other:?}")),
+                }
+            }
+        }
+    }
+
+    /// Applies the fixups in the current mount namespace, given its mountinfo.
+    fn apply_in_namespace(&self, mountinfo: &str) -> Result<(), String> {
+        for (dest, flag) in &self.propagation {
+            mount(None::<&str>, dest, None::<&str>, *flag, None::<&str>)
+                .map_err(|e| format!("set propagation of {}: {e}", dest.display()))?;
+        }
+        for dest in &self.read_only_cgroups {
+            for (point, flags) in mounts_at_or_below(mountinfo, dest) {
+                if flags.contains(MsFlags::MS_RDONLY) {
+                    continue;
+                }
+                mount(
+                    None::<&str>,
+                    point.as_path(),
+                    None::<&str>,
+                    flags | MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT | MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|e| format!("remount {} read-only: {e}", point.display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Mount points at or below `dest`, with their per-mount flags, from mountinfo text.
+fn mounts_at_or_below(mountinfo: &str, dest: &Path) -> Vec<(PathBuf, MsFlags)> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let point = PathBuf::from(fields.get(4)?);
+            if !point.starts_with(dest) {
+                return None;
+            }
+            let mut flags = MsFlags::empty();
+            for opt in fields.get(5)?.split(',') {
+                flags |= match opt {
+                    "ro" => MsFlags::MS_RDONLY,
+                    "nosuid" => MsFlags::MS_NOSUID,
+                    "nodev" => MsFlags::MS_NODEV,
+                    "noexec" => MsFlags::MS_NOEXEC,
+                    "noatime" => MsFlags::MS_NOATIME,
+                    "nodiratime" => MsFlags::MS_NODIRATIME,
+                    "relatime" => MsFlags::MS_RELATIME,
+                    "strictatime" => MsFlags::MS_STRICTATIME,
+                    _ => MsFlags::empty(),
+                };
+            }
+            Some((point, flags))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup_controllers_below_the_mount() {
+        let info = "30 29 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec - tmpfs tmpfs rw\n\
+                    31 30 0:27 / /sys/fs/cgroup/cpu rw,nosuid,nodev,noexec,relatime - cgroup cgroup rw,cpu\n\
+                    32 29 0:28 / /proc rw - proc proc rw\n";
+        let found = mounts_at_or_below(info, Path::new("/sys/fs/cgroup"));
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[1].0, PathBuf::from("/sys/fs/cgroup/cpu"));
+        assert!(
+            found[1]
+                .1
+                .contains(MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME)
+        );
+    }
+
+    #[test]
+    fn propagation_options_become_flags() {
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.2.0",
+            "mounts": [
+                {"destination": "/mnt", "type": "bind", "source": "/tmp", "options": ["rbind", "rshared"]},
+                {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro"]}
+            ]
+        }))
+        .unwrap();
+        let f = MountFixups::from_spec(&spec);
+        assert_eq!(
+            f.propagation,
+            vec![(PathBuf::from("/mnt"), MsFlags::MS_SHARED | MsFlags::MS_REC)]
+        );
+        assert_eq!(f.read_only_cgroups, vec![PathBuf::from("/sys/fs/cgroup")]);
+    }
+}
