@@ -241,6 +241,19 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<i32> {
     validate_container_id(&opts.id)?;
     let checked = check_bundle(&opts.bundle)?;
     let id = opts.id.as_str();
+    let terminal = checked
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    if terminal && opts.console_socket.is_none() {
+        return Err(Error::Invalid(
+            "process.terminal is true but no --console-socket was given: polis-runc does not \
+             allocate and proxy a terminal itself yet"
+                .into(),
+        ));
+    }
     if store.container_dir(id).exists() {
         return Err(Error::AlreadyExists { id: id.into() });
     }

@@ -180,21 +180,35 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<i32> {
     }
     // runc runs processes in created containers too; libcontainer 0.7 accepts only running ones.
     let created = status == ContainerStatus::Created;
-    if created {
-        save_status(&mut loaded, ContainerStatus::Running)?;
-    }
     let spec = store.load_created_config(id)?;
     let mut process = build_process(opts, &spec, &loaded.meta.rootfs)?;
-    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-    let final_caps = seccomp
+    if process.terminal() == Some(true) && opts.console_socket.is_none() {
+        return Err(Error::Invalid(
+            "a terminal was asked for but no --console-socket was given: polis-runc does not \
+             allocate and proxy a terminal itself yet"
+                .into(),
+        ));
+    }
+    // Profiles that notify a listener stay with libcontainer, which owns that handshake.
+    let seccomp = spec
+        .linux()
         .as_ref()
-        .and_then(|_| grant_executor_caps(&mut process));
+        .and_then(|l| l.seccomp().clone())
+        .filter(|s| !libcontainer::seccomp::is_notify(s));
+    let final_caps = if seccomp.is_some() && process.no_new_privileges() != Some(true) {
+        grant_executor_caps(&mut process)
+    } else {
+        None
+    };
     let process_path = loaded
         .container
         .root
         .join(format!("exec-{}.json", std::process::id()));
     let data = serde_json::to_vec(&process).map_err(|e| Error::Invalid(e.to_string()))?;
     crate::store::write_atomic(&process_path, &data)?;
+    if created {
+        save_status(&mut loaded, ContainerStatus::Running)?;
+    }
     let lib = |e| Error::lib("exec in", id, e);
     let result = (|| {
         ContainerBuilder::new(id.to_string(), SyscallType::default())
