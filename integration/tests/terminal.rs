@@ -117,3 +117,22 @@ conformance_test!(
         assert_eq!(v["tty"], json!([true, true, true]), "{v}");
     }
 );
+
+/// runc's `run` allocates and proxies a terminal itself when `terminal` is true and no `--console-socket` is given.
+/// polis-runc does not yet: its foreground `run` must say so and fail, leaving nothing behind, rather than run the
+/// process without the terminal it asked for (a setting is never silently ignored).
+#[test]
+fn foreground_run_with_terminal_is_refused_by_polis() {
+    let Some(rt) = Runtime::polis("run-terminal-without-console-socket") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    b.set("/process/terminal", json!(true));
+    b.args(&["/bin/true"]);
+    let c = rt.container();
+    let out = c.run(&b);
+    out.fails();
+    out.stderr_mentions("--console-socket");
+    c.assert_gone();
+    rt.assert_no_state();
+}
