@@ -167,10 +167,6 @@ impl Store {
         Ok(ids)
     }
 
-    pub fn exists(&self, id: &str) -> bool {
-        self.container_dir(id).join("state.json").exists()
-    }
-
     /// Loads a container and refreshes its status from the live process.
     pub fn load(&self, id: &str) -> Result<LoadedContainer> {
         validate_container_id(id)?;
