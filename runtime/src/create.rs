@@ -334,24 +334,45 @@ fn build(
 ) -> Result<i32> {
     let id = opts.id.as_str();
     let lib = |e| Error::lib("create", id, e);
-    let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_executor(executor)
-        .with_root_path(store.root())
-        .map_err(lib)?
-        .with_pid_file(opts.pid_file.as_ref())
-        .map_err(lib)?
-        .with_console_socket(opts.console_socket.as_ref())
-        .with_preserved_fds(opts.preserve_fds)
-        .as_init(lib_bundle)
-        .with_systemd(false)
-        .with_detach(opts.detach)
-        .with_no_pivot(opts.no_pivot)
-        .build()
-        .map_err(lib)?;
+    let container = container_builder(
+        store,
+        id,
+        executor,
+        opts.pid_file.as_ref(),
+        opts.console_socket.as_ref(),
+        opts.preserve_fds,
+    )
+    .map_err(lib)?
+    .as_init(lib_bundle)
+    .with_systemd(false)
+    .with_detach(opts.detach)
+    .with_no_pivot(opts.no_pivot)
+    .build()
+    .map_err(lib)?;
     container
         .pid()
         .map(|p| p.as_raw())
         .ok_or_else(|| Error::Invalid(format!("container {id} has no init process after create")))
+}
+
+/// libcontainer's builder with what `create`, `run` and `exec` share: the state root, the
+/// executor, the PID file, the console socket and the descriptors to pass.
+pub(crate) fn container_builder(
+    store: &Store,
+    id: &str,
+    executor: PolisExecutor,
+    pid_file: Option<&PathBuf>,
+    console_socket: Option<&PathBuf>,
+    preserve_fds: i32,
+) -> std::result::Result<ContainerBuilder, libcontainer::error::LibcontainerError> {
+    Ok(
+        ContainerBuilder::new(id.to_string(), SyscallType::default())
+            .with_executor(executor)
+            .with_root_path(store.root())?
+            .with_pid_file(pid_file)?
+            .with_console_socket(console_socket)
+            .with_preserved_fds(preserve_fds),
+    )
 }
 
 /// Puts the user's bundle back into state.json and records polis-runc's own facts, with the

@@ -11,10 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::ContainerStatus;
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::{Capabilities, Capability, Process, Spec};
 
+use crate::create::container_builder;
 use crate::error::{Error, Result};
 use crate::executor::{PolisExecutor, grant_executor_caps};
 use crate::store::{Store, status_name};
@@ -210,21 +209,21 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<i32> {
         save_status(&mut loaded, ContainerStatus::Running)?;
     }
     let lib = |e| Error::lib("exec in", id, e);
-    let result = (|| {
-        ContainerBuilder::new(id.to_string(), SyscallType::default())
-            .with_executor(PolisExecutor::for_exec(seccomp, final_caps))
-            .with_root_path(store.root())
-            .map_err(lib)?
-            .with_pid_file(opts.pid_file.as_ref())
-            .map_err(lib)?
-            .with_console_socket(opts.console_socket.as_ref())
-            .with_preserved_fds(opts.preserve_fds)
-            .as_tenant()
+    let result = container_builder(
+        store,
+        id,
+        PolisExecutor::for_exec(seccomp, final_caps),
+        opts.pid_file.as_ref(),
+        opts.console_socket.as_ref(),
+        opts.preserve_fds,
+    )
+    .and_then(|b| {
+        b.as_tenant()
             .with_detach(opts.detach)
             .with_process(Some(&process_path))
             .build()
-            .map_err(lib)
-    })();
+    })
+    .map_err(lib);
     let _ = fs::remove_file(&process_path);
     if created {
         save_status(&mut loaded, ContainerStatus::Created)?;
