@@ -66,7 +66,8 @@ impl MountFixups {
             .map_err(|e| format!("read mountinfo of {pid}: {e}"))?;
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
             .map_err(|e| format!("open mount namespace of {pid}: {e}"))?;
-        // SAFETY: polis-runc is single-threaded here; the child only makes syscalls and exits.
+        // SAFETY: the only other thread, the cgroup migration primer (cgroups.rs), holds no lock
+        // (it makes nothing but system calls); the child only makes syscalls and exits.
         match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
             nix::unistd::ForkResult::Child => {
                 let ok = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS)

@@ -64,7 +64,8 @@ pub fn install_map_helpers(dir: &Path) -> Result<()> {
         std::os::unix::fs::symlink(&exe, &link).map_err(|e| Error::io("link", &link, e))?;
     }
     let path = std::env::var("PATH").unwrap_or_default();
-    // SAFETY: polis-runc is single-threaded here; nothing reads the environment concurrently.
+    // SAFETY: no other thread reads the environment: the only other one, the cgroup
+    // migration primer (cgroups.rs), makes nothing but system calls.
     unsafe { std::env::set_var("PATH", format!("{}:{path}", bin.display())) };
     Ok(())
 }

@@ -89,7 +89,9 @@ pub fn run(_cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
     } else {
         Some(block_signals()?)
     };
+    let primer = polis_runc::cgroups::MigrationLockPrimer::start();
     let pid = exec_process(store, &opts)?;
+    drop(primer);
     match blocked {
         None => Ok(0),
         Some(blocked) => Ok(wait_forwarding_signals(Pid::from_raw(pid), &blocked)? as u8),

@@ -29,7 +29,9 @@ pub fn run(cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
     } else {
         Some(block_signals()?)
     };
+    let primer = polis_runc::cgroups::MigrationLockPrimer::start();
     let pid = create_container(store, &args.flags.options(cli, args.detach))?;
+    drop(primer);
     if let Err(err) = start(store, id) {
         let _ = delete_container(store, id, true);
         return Err(err.into());
