@@ -315,3 +315,47 @@ conformance_test!(
         assert!(b.rootfs().join("ran").exists(), "user process did not complete");
     }
 );
+
+conformance_test!(
+    /// runtime.md#state: "bundle (string, REQUIRED) is the absolute path to the container's bundle directory",
+    /// and config.md#posix-platform-hooks passes that state to every hook. Checked with a seccomp profile, which
+    /// polis-runc hands to libcontainer through a rewritten copy of config.json: every hook must still see the
+    /// user's bundle, not the copy's directory.
+    every_hook_sees_the_users_bundle,
+    |rt| {
+        let mut b = Bundle::new();
+        b.set(
+            "/linux/seccomp",
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["swapon"], "action": "SCMP_ACT_ERRNO"}]}),
+        );
+        let host_cat = |kind: &str| {
+            let out = b.rootfs().join(format!("state-{kind}.json"));
+            json!([{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", out.display())]}])
+        };
+        let (prestart, create_runtime, create_container) =
+            (host_cat("prestart"), host_cat("createRuntime"), host_cat("createContainer"));
+        b.set("/hooks/prestart", prestart);
+        b.set("/hooks/createRuntime", create_runtime);
+        b.set("/hooks/createContainer", create_container);
+        b.set(
+            "/hooks/startContainer",
+            json!([{"path": "/bin/sh", "args": ["sh", "-c", "cat > /state-startContainer.json"]}]),
+        );
+        b.probe(&["sleep", "30"]);
+        let c = rt.container();
+        c.create(&b).ok();
+        c.start().ok();
+        for kind in ["prestart", "createRuntime", "createContainer", "startContainer"] {
+            let text = std::fs::read_to_string(b.rootfs().join(format!("state-{kind}.json")))
+                .unwrap_or_else(|e| panic!("{kind} hook wrote no state: {e}"));
+            let st: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{kind} state {text:?}: {e}"));
+            let bundle = st["bundle"].as_str().unwrap_or_default();
+            assert_eq!(
+                std::fs::canonicalize(bundle).ok(),
+                std::fs::canonicalize(b.path()).ok(),
+                "{kind} hook got {st}"
+            );
+            assert_eq!(st["id"], c.id.as_str(), "{kind} hook got {st}");
+        }
+    }
+);

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
-use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp, Spec};
+use oci_spec::runtime::{Hook, LinuxCapabilities, LinuxSeccomp, Spec};
 
 use crate::cgroups::{manager_for, resolve_cgroup_path};
 use crate::container_mounts::MountFixups;
 use crate::error::{Error, Result};
 use crate::executor::{PolisExecutor, grant_executor_caps};
+use crate::hooks::StartContainerHooks;
 use crate::id::validate_container_id;
 use crate::store::{ContainerMeta, Store, process_start_time};
 use libcgroups::common::CgroupManager;
@@ -177,6 +178,8 @@ struct LibcontainerConfig {
     final_caps: Option<LinuxCapabilities>,
     /// Whether `raw` differs from the user's config.json.
     rewritten: bool,
+    /// startContainer hooks, which the executor runs (hooks.rs).
+    start_container_hooks: Option<Vec<Hook>>,
 }
 
 fn libcontainer_config(checked: &CheckedBundle, cgroup_path: &Path) -> Result<LibcontainerConfig> {
@@ -209,11 +212,30 @@ fn libcontainer_config(checked: &CheckedBundle, cgroup_path: &Path) -> Result<Li
         raw["process"]["capabilities"] = serde_json::to_value(process.capabilities())
             .map_err(|e| Error::Invalid(e.to_string()))?;
     }
+    let mut start_container_hooks = None;
+    if let Some(hooks) = checked.spec.hooks() {
+        #[allow(deprecated)]
+        let before_start = [
+            hooks.prestart(),
+            hooks.create_runtime(),
+            hooks.create_container(),
+            hooks.start_container(),
+        ];
+        if before_start
+            .iter()
+            .any(|l| l.as_ref().is_some_and(|l| !l.is_empty()))
+        {
+            rewritten = true;
+            start_container_hooks =
+                crate::hooks::route_hooks_for_libcontainer(&mut raw, hooks, &checked.bundle)?;
+        }
+    }
     Ok(LibcontainerConfig {
         raw,
         seccomp,
         final_caps,
         rewritten,
+        start_container_hooks,
     })
 }
 
@@ -287,11 +309,20 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<i32> {
         } else {
             None
         };
+        let start_hooks = config
+            .start_container_hooks
+            .map(|hooks| StartContainerHooks {
+                hooks,
+                id: id.to_string(),
+                bundle: checked.bundle.clone(),
+                annotations: checked.spec.annotations().clone(),
+            });
         let executor = PolisExecutor::for_init(
             (!opts.no_new_keyring).then(|| id.to_string()),
             config.seccomp,
             config.final_caps,
             exec_fifo.as_raw_fd(),
+            start_hooks,
         );
         let pid = build(
             store,

@@ -18,6 +18,7 @@ use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
+use crate::hooks::StartContainerHooks;
 use caps::{CapSet, CapsHashSet};
 use libcontainer::capabilities::CapabilityExt;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
@@ -37,6 +38,8 @@ pub struct PolisExecutor {
     /// Write end of the container's exec FIFO: one byte there tells `start` that the init process
     /// got past its startContainer hooks and is about to execute the user's program.
     exec_fifo: Option<RawFd>,
+    /// startContainer hooks of the init process, run right before the user's program.
+    start_container_hooks: Option<StartContainerHooks>,
 }
 
 impl PolisExecutor {
@@ -45,12 +48,14 @@ impl PolisExecutor {
         seccomp: Option<LinuxSeccomp>,
         final_caps: Option<LinuxCapabilities>,
         exec_fifo: RawFd,
+        start_container_hooks: Option<StartContainerHooks>,
     ) -> Self {
         PolisExecutor {
             seccomp,
             final_caps,
             session_keyring,
             exec_fifo: Some(exec_fifo),
+            start_container_hooks,
         }
     }
 
@@ -60,6 +65,7 @@ impl PolisExecutor {
             final_caps,
             session_keyring: None,
             exec_fifo: None,
+            start_container_hooks: None,
         }
     }
 }
@@ -189,6 +195,9 @@ impl Executor for PolisExecutor {
             join_session_keyring(name);
         }
         set_console_size(spec);
+        if let Some(hooks) = &self.start_container_hooks {
+            hooks.run().map_err(|e| fail(e.to_string()))?;
+        }
         if let Some(fd) = self.exec_fifo {
             // SAFETY: writing one byte from a static buffer to a descriptor inherited from create.
             unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };

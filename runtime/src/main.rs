@@ -85,6 +85,14 @@ fn main() -> ExitCode {
             }
         };
     }
+    if args
+        .first()
+        .is_some_and(|a| polis_runc::hooks::invoked_as_trampoline(a))
+    {
+        let err = polis_runc::hooks::run_trampoline(&args[1..]);
+        eprintln!("polis-runc: {err}");
+        return ExitCode::from(127);
+    }
     let cli = Cli::parse();
     let log_to_file = cli.log.is_some();
     if let Err(err) = init_logging(cli.log.as_deref(), cli.log_format, cli.debug) {
