@@ -112,6 +112,84 @@ pub fn manager_for(id: &str, cgroup_path: &Path) -> Result<AnyCgroupManager> {
     })
 }
 
+/// Removes a container's cgroup from every hierarchy it was made in (host side).
+///
+/// libcgroups' managers find each v1 hierarchy through a hardened walk of /proc (about a dozen
+/// reads of mountinfo and /proc/self/cgroup, some 600 system calls): for a container that has
+/// stopped, one read of mountinfo and one rmdir per hierarchy do the same. Processes still in
+/// the cgroup (forked off and left behind) are killed and the removal retried, as libcgroups does.
+/// Hierarchies mounted below their root (inside a cgroup namespace) are left to libcgroups.
+pub fn remove_cgroup_on_host(id: &str, cgroup_path: &Path) -> Result<()> {
+    let err = |reason: String| Error::Cgroup {
+        id: id.to_string(),
+        reason,
+    };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| err(format!("read /proc/self/mountinfo: {e}")))?;
+    let relative = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
+    if relative.as_os_str().is_empty() || relative.components().any(|c| c.as_os_str() == "..") {
+        return Err(err(format!(
+            "refusing to remove cgroup {}",
+            cgroup_path.display()
+        )));
+    }
+    let Some(mount_points) = cgroup_mount_points(&mountinfo) else {
+        return manager_for(id, cgroup_path)?
+            .remove()
+            .map_err(|e| err(e.to_string()));
+    };
+    for point in mount_points {
+        let dir = point.join(relative);
+        remove_cgroup_dir(&dir).map_err(|e| err(format!("remove {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// The mount points of the cgroup (v1) and cgroup2 hierarchies, or None when one is mounted
+/// from below its root.
+fn cgroup_mount_points(mountinfo: &str) -> Option<Vec<PathBuf>> {
+    let mut points = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((fields, fs)) = line.split_once(" - ") else {
+            continue;
+        };
+        if !matches!(fs.split(' ').next(), Some("cgroup" | "cgroup2")) {
+            continue;
+        }
+        let fields: Vec<&str> = fields.split(' ').collect();
+        let (Some(root), Some(point)) = (fields.get(3), fields.get(4)) else {
+            continue;
+        };
+        if *root != "/" || point.contains('\\') {
+            return None;
+        }
+        points.push(PathBuf::from(point));
+    }
+    Some(points)
+}
+
+fn remove_cgroup_dir(dir: &Path) -> std::io::Result<()> {
+    let mut delay = std::time::Duration::from_millis(10);
+    for attempt in 0..5 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if attempt == 4 => return Err(e),
+            Err(_) => {}
+        }
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(std::time::Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 /// config-linux.md#memory `disableOOMKiller`, which libcgroups 0.7 is never asked to apply
 /// (cgroup v1 `memory.oom_control`; cgroup v2 has no such switch). Touches the host's cgroups.
 pub fn apply_disable_oom_killer_on_host(
@@ -292,6 +370,28 @@ fn own_cgroup_procs_file() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_mount_points_from_mountinfo() {
+        let info = "\
+25 30 0:22 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+32 25 0:27 / /sys/fs/cgroup ro shared:9 - tmpfs tmpfs ro,mode=755
+33 32 0:28 / /sys/fs/cgroup/unified rw shared:10 - cgroup2 cgroup2 rw
+36 32 0:31 / /sys/fs/cgroup/cpu,cpuacct rw shared:14 - cgroup cgroup rw,cpu,cpuacct
+37 32 0:32 / /sys/fs/cgroup/pids rw shared:15 - cgroup cgroup rw,pids
+";
+        assert_eq!(
+            cgroup_mount_points(info).unwrap(),
+            [
+                "/sys/fs/cgroup/unified",
+                "/sys/fs/cgroup/cpu,cpuacct",
+                "/sys/fs/cgroup/pids"
+            ]
+            .map(PathBuf::from)
+        );
+        let nested = "40 32 0:33 /user.slice /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        assert!(cgroup_mount_points(nested).is_none());
+    }
 
     #[test]
     fn slices_expand_like_systemd() {

@@ -229,10 +229,23 @@ pub fn delete_container(store: &Store, id: &str, force: bool) -> Result<()> {
         });
     }
     let config = store.load_created_config(id).ok();
-    loaded
-        .container
-        .delete(force)
-        .map_err(|e| Error::lib("delete", id, e))?;
+    let state = &loaded.container.state;
+    let plain_stopped = status == ContainerStatus::Stopped
+        && !loaded.meta.cgroup_path.as_os_str().is_empty()
+        && state.intel_rdt_dir.is_none()
+        && state.intel_rdt_monitoring_dir.is_none()
+        && state.clean_up_intel_rdt_subdirectory != Some(true);
+    if plain_stopped {
+        // What libcontainer's delete does for a stopped container, without its cgroup manager.
+        crate::cgroups::remove_cgroup_on_host(id, &loaded.meta.cgroup_path)?;
+        let dir = store.container_dir(id);
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
+    } else {
+        loaded
+            .container
+            .delete(force)
+            .map_err(|e| Error::lib("delete", id, e))?;
+    }
     let hooks = config.as_ref().and_then(|c| c.hooks().as_ref());
     loaded.container.set_status(ContainerStatus::Stopped);
     run_hooks_warning_on_failure(
