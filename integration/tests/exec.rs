@@ -265,3 +265,42 @@ conformance_test!(
         assert_eq!(out.code, Some(5), "{out}");
     }
 );
+
+conformance_test!(
+    /// runc contract (`runc exec` joins the container's cgroups), and config-linux.md#cgroups-path: "If the value
+    /// is not specified, the runtime MAY define the default cgroups path" — the default is the container's, and a
+    /// process started by exec must land in that same cgroup, not one of its own. Checked with a config.json that
+    /// has no cgroupsPath, as `runc spec` writes it: the exec'd process shares every v1 controller's (or the v2)
+    /// cgroup with the init process.
+    exec_joins_the_default_cgroup,
+    |rt| {
+        let c = rt.container();
+        let mut b = Bundle::new();
+        b.probe(&["sleep", "60"]);
+        b.write_config(None);
+        let bundle = b.path().to_str().unwrap().to_string();
+        rt.cmd(&["create", "--bundle", &bundle, &c.id]).ok();
+        c.start().ok();
+        let pid_file = rt.scratch().join(format!("{}-exec.pid", c.id));
+        let pid_arg = pid_file.to_str().unwrap().to_string();
+        let exec = c.exec_with(&["--detach", "--pid-file", &pid_arg], &["/bin/polis-probe", "sleep", "60"]);
+        let cgroups_of = |pid: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.contains("name=") && !l.starts_with("0::") || cgroup::mode() == cgroup::Mode::Unified)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let exec_pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        let (init, joined) = (cgroups_of(&c.pid().to_string()), cgroups_of(exec_pid.trim()));
+        c.delete_force().ok();
+        // Whatever cgroup a faulty exec made for itself (libcontainer's default is ":youki:<id>").
+        for dir in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir(dir.path().join(format!(":youki:{}", c.id)));
+        }
+        exec.ok();
+        assert!(!init.is_empty(), "no cgroups for init");
+        assert_eq!(init, joined, "exec'd process {exec_pid} is in other cgroups than the init process");
+    }
+);

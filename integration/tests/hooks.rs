@@ -328,15 +328,15 @@ conformance_test!(
             "/linux/seccomp",
             json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["swapon"], "action": "SCMP_ACT_ERRNO"}]}),
         );
+        let rootfs = b.rootfs();
         let host_cat = |kind: &str| {
-            let out = b.rootfs().join(format!("state-{kind}.json"));
+            let out = rootfs.join(format!("state-{kind}.json"));
             json!([{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", out.display())]}])
         };
-        let (prestart, create_runtime, create_container) =
-            (host_cat("prestart"), host_cat("createRuntime"), host_cat("createContainer"));
-        b.set("/hooks/prestart", prestart);
-        b.set("/hooks/createRuntime", create_runtime);
-        b.set("/hooks/createContainer", create_container);
+        for kind in ["prestart", "createRuntime", "createContainer", "poststart", "poststop"] {
+            let hook = host_cat(kind);
+            b.set(&format!("/hooks/{kind}"), hook);
+        }
         b.set(
             "/hooks/startContainer",
             json!([{"path": "/bin/sh", "args": ["sh", "-c", "cat > /state-startContainer.json"]}]),
@@ -345,7 +345,8 @@ conformance_test!(
         let c = rt.container();
         c.create(&b).ok();
         c.start().ok();
-        for kind in ["prestart", "createRuntime", "createContainer", "startContainer"] {
+        c.delete_force().ok();
+        for kind in ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"] {
             let text = std::fs::read_to_string(b.rootfs().join(format!("state-{kind}.json")))
                 .unwrap_or_else(|e| panic!("{kind} hook wrote no state: {e}"));
             let st: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{kind} state {text:?}: {e}"));

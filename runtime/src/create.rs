@@ -406,20 +406,16 @@ pub(crate) fn container_builder(
     )
 }
 
-/// Puts the user's bundle back into state.json and records polis-runc's own facts, with the
-/// config the container was created from (`exec` builds its processes from it).
+/// Records polis-runc's own facts (the user's bundle among them), with the config the container
+/// was created from (`exec` builds its processes from it). libcontainer's state.json keeps the
+/// bundle libcontainer read: `exec` loads the container's config.json from there, and only the
+/// rewritten copy has the resolved cgroupsPath.
 fn record_created(
     store: &Store,
     id: &str,
     meta: &ContainerMeta,
     created_from: &serde_json::Value,
 ) -> Result<()> {
-    let mut loaded = store.load(id)?;
-    loaded.container.state.bundle = meta.bundle.clone();
-    loaded
-        .container
-        .save()
-        .map_err(|e| Error::lib("save state of", id, e))?;
     store.save_created_config(id, created_from)?;
     crate::hooks::take_lifecycle_hooks_from_libcontainer(&store.container_dir(id), id)?;
     store.save_meta(id, meta)

@@ -101,7 +101,7 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
     run_hooks_warning_on_failure(
         "poststart",
         hooks.and_then(|h| h.poststart().as_ref()),
-        &loaded.container.state,
+        &loaded.hook_state(),
     );
     Ok(())
 }
@@ -251,7 +251,7 @@ pub fn delete_container(store: &Store, id: &str, force: bool) -> Result<()> {
     run_hooks_warning_on_failure(
         "poststop",
         hooks.and_then(|h| h.poststop().as_ref()),
-        &loaded.container.state,
+        &loaded.hook_state(),
     );
     store.remove_private(id);
     Ok(())

@@ -55,6 +55,17 @@ pub struct LoadedContainer {
     pub meta: ContainerMeta,
 }
 
+impl LoadedContainer {
+    /// The state hooks get: libcontainer's, with the user's bundle (runtime.md#state).
+    pub fn hook_state(&self) -> libcontainer::container::State {
+        let mut state = self.container.state.clone();
+        if !self.meta.bundle.as_os_str().is_empty() {
+            state.bundle = self.meta.bundle.clone();
+        }
+        state
+    }
+}
+
 impl Store {
     /// Opens the state root, creating it (mode 0700) when missing.
     pub fn open(root: &Path) -> Result<Self> {
