@@ -1364,6 +1364,91 @@ impl ConsoleSocket {
     }
 }
 
+/// What a command printed on a terminal it was given as stdin, stdout and stderr, and how it exited.
+pub struct TerminalSession {
+    pub output: String,
+    pub code: Option<i32>,
+}
+
+/// Runs `cmd` on a new pseudo-terminal of `rows` x `cols` (as a person at a shell would), typing `input` into it,
+/// and collects everything written to the terminal until the command exits. Killed after [`COMMAND_TIMEOUT`].
+pub fn run_on_terminal(mut cmd: Command, rows: u16, cols: u16, input: &str) -> TerminalSession {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two descriptors into the integers and reads the winsize.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty returned two new descriptors that nothing else owns.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let stdio = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup terminal"));
+    cmd.stdin(stdio(&slave))
+        .stdout(stdio(&slave))
+        .stderr(stdio(&slave));
+    let mut child = cmd.spawn().expect("spawn the command on a terminal");
+    // The master reports EIO only once no slave descriptor is left: the Command holds copies too.
+    drop(cmd);
+    drop(slave);
+    let mut writer = fs::File::from(master.try_clone().expect("dup master"));
+    std::io::Write::write_all(&mut writer, input.as_bytes()).expect("type into the terminal");
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let reader = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let mut file = fs::File::from(master);
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Ends with EIO once the command and everything it started closed the terminal, or at the deadline
+        // when something it left behind still holds it.
+        while Instant::now() < deadline {
+            let mut pfd = libc::pollfd {
+                fd: file.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll reads and writes one pollfd that outlives the call.
+            if unsafe { libc::poll(&mut pfd, 1, 100) } < 1 {
+                continue;
+            }
+            match std::io::Read::read(&mut file, &mut buf) {
+                Ok(n @ 1..) => data.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        data
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => break None,
+        }
+    };
+    drop(writer);
+    let data = reader.join().expect("terminal reader");
+    TerminalSession {
+        output: String::from_utf8_lossy(&data).into_owned(),
+        code: status.and_then(|s| s.code()),
+    }
+}
+
 /// Receives one file descriptor sent with SCM_RIGHTS on `stream`.
 fn recv_fd(stream: &std::os::unix::net::UnixStream) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd};

@@ -118,21 +118,59 @@ conformance_test!(
     }
 );
 
-/// runc's `run` allocates and proxies a terminal itself when `terminal` is true and no `--console-socket` is given.
-/// polis-runc does not yet: its foreground `run` must say so and fail, leaving nothing behind, rather than run the
-/// process without the terminal it asked for (a setting is never silently ignored).
-#[test]
-fn foreground_run_with_terminal_is_refused_by_polis() {
-    let Some(rt) = Runtime::polis("run-terminal-without-console-socket") else {
-        return;
-    };
-    let mut b = Bundle::new();
-    b.set("/process/terminal", json!(true));
-    b.args(&["/bin/true"]);
-    let c = rt.container();
-    let out = c.run(&b);
-    out.fails();
-    out.stderr_mentions("--console-socket");
-    c.assert_gone();
-    rt.assert_no_state();
-}
+conformance_test!(
+    /// runc contract: `run` without `--detach` and without `--console-socket` allocates the terminal of a
+    /// `terminal: true` process itself and proxies it to its own stdin and stdout, as a person at a shell expects:
+    /// the process has a tty of the caller's size, what is typed reaches it, and its exit code is returned.
+    run_proxies_its_own_terminal,
+    |rt| {
+        let mut b = Bundle::new();
+        b.set("/process/terminal", json!(true));
+        b.sh("tty; stty size; read line; echo got:$line; exit 3");
+        let c = rt.container();
+        b.write_config(Some(&c.cgroups_path()));
+        let mut cmd = rt.command(&["run", "--bundle"]);
+        cmd.arg(b.path()).arg(&c.id);
+        let session = run_on_terminal(cmd, 40, 100, "ping\n");
+        assert!(session.output.contains("/dev/pts/"), "{:?}", session.output);
+        assert!(session.output.contains("40 100"), "{:?}", session.output);
+        assert!(session.output.contains("got:ping"), "{:?}", session.output);
+        assert_eq!(session.code, Some(3), "{:?}", session.output);
+        c.assert_gone();
+    }
+);
+
+conformance_test!(
+    /// runc contract: `exec --tty` without `--detach` and `--console-socket` proxies the new process's terminal.
+    exec_proxies_its_own_terminal,
+    |rt| {
+        let mut b = Bundle::new();
+        b.probe(&["sleep", "60"]);
+        let c = rt.container();
+        c.create_running(&b);
+        let mut cmd = rt.command(&["exec", "--tty", &c.id, "sh", "-c", "tty; stty size; exit 4"]);
+        cmd.current_dir(rt.scratch());
+        let session = run_on_terminal(cmd, 20, 70, "");
+        assert!(session.output.contains("/dev/pts/"), "{:?}", session.output);
+        assert!(session.output.contains("20 70"), "{:?}", session.output);
+        assert_eq!(session.code, Some(4), "{:?}", session.output);
+    }
+);
+
+conformance_test!(
+    /// runc contract: `run --detach` of a `terminal: true` process needs `--console-socket` (the terminal has
+    /// nowhere else to go); without one it fails and leaves nothing behind.
+    detached_run_with_terminal_needs_console_socket,
+    |rt| {
+        let mut b = Bundle::new();
+        b.set("/process/terminal", json!(true));
+        b.args(&["/bin/true"]);
+        let c = rt.container();
+        let out = c.run_with(&b, &["--detach"]);
+        out.fails();
+        if rt.is_polis() {
+            out.stderr_mentions("--console-socket");
+        }
+        c.assert_gone();
+    }
+);

@@ -9,6 +9,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::{Hook, LinuxCapabilities, LinuxSeccomp, Spec};
 
 use crate::cgroups::{manager_for, resolve_cgroup_path};
+use crate::console::ConsoleListener;
 use crate::container_mounts::MountFixups;
 use crate::error::{Error, Result};
 use crate::executor::{PolisExecutor, grant_executor_caps};
@@ -257,9 +258,18 @@ fn write_libcontainer_bundle(
     Ok(dir)
 }
 
+/// A container just created.
+pub struct CreatedContainer {
+    /// The init process, a child of this process.
+    pub pid: i32,
+    /// The pty master of the init process, when polis-runc allocated its terminal (a `run` that
+    /// stays attached, with `process.terminal` and no `--console-socket`).
+    pub terminal: Option<OwnedFd>,
+}
+
 /// Creates the container: namespaces, cgroups, rootfs, and an init process waiting for `start`.
-/// Returns the init PID. On failure nothing is left behind.
-pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<i32> {
+/// On failure nothing is left behind.
+pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<CreatedContainer> {
     validate_container_id(&opts.id)?;
     let checked = check_bundle(&opts.bundle)?;
     let id = opts.id.as_str();
@@ -269,10 +279,13 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<i32> {
         .as_ref()
         .and_then(|p| p.terminal())
         .unwrap_or(false);
-    if terminal && opts.console_socket.is_none() {
+    // runc: a terminal without a console socket is proxied by the caller that stays attached;
+    // a detached container's terminal has nowhere to go.
+    let own_terminal = terminal && opts.console_socket.is_none();
+    if own_terminal && opts.detach {
         return Err(Error::Invalid(
-            "process.terminal is true but no --console-socket was given: polis-runc does not \
-             allocate and proxy a terminal itself yet"
+            "process.terminal is true but no --console-socket was given: the terminal of a \
+             detached container must go to a console socket"
                 .into(),
         ));
     }
@@ -324,12 +337,21 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<i32> {
             exec_fifo.as_raw_fd(),
             start_hooks,
         );
+        let listener = own_terminal
+            .then(|| ConsoleListener::bind(&store.private_dir(id), "console.sock"))
+            .transpose()?;
+        let console_socket = match &listener {
+            Some(l) => Some(l.path().to_path_buf()),
+            None => opts.console_socket.clone(),
+        };
         let pid = build(
             store,
             opts,
             lib_bundle.as_deref().unwrap_or(&checked.bundle),
             executor,
+            console_socket.as_ref(),
         )?;
+        let terminal = listener.map(|l| l.receive_master()).transpose()?;
         MountFixups::from_spec(&checked.spec)
             .apply_to_container(pid)
             .map_err(|reason| Error::Invalid(format!("container {id}: {reason}")))?;
@@ -349,7 +371,7 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<i32> {
             cgroup_path: cgroup_path.clone(),
         };
         record_created(store, id, &meta, &checked.raw)?;
-        Ok(pid)
+        Ok(CreatedContainer { pid, terminal })
     });
     if result.is_err() {
         clean_up_failed_create(store, id, &cgroup_path);
@@ -362,6 +384,7 @@ fn build(
     opts: &CreateOptions,
     lib_bundle: &Path,
     executor: PolisExecutor,
+    console_socket: Option<&PathBuf>,
 ) -> Result<i32> {
     let id = opts.id.as_str();
     let lib = |e| Error::lib("create", id, e);
@@ -370,13 +393,15 @@ fn build(
         id,
         executor,
         opts.pid_file.as_ref(),
-        opts.console_socket.as_ref(),
+        console_socket,
         opts.preserve_fds,
     )
     .map_err(lib)?
     .as_init(lib_bundle)
     .with_systemd(false)
-    .with_detach(opts.detach)
+    // libcontainer takes a console socket only from a detached caller; polis-runc's own
+    // (for a terminal it proxies) is one too.
+    .with_detach(opts.detach || console_socket.is_some())
     .with_no_pivot(opts.no_pivot)
     .build()
     .map_err(lib)?;

@@ -8,11 +8,13 @@
 //! profile.
 
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::ContainerStatus;
 use oci_spec::runtime::{Capabilities, Capability, Process, Spec};
 
+use crate::console::ConsoleListener;
 use crate::create::container_builder;
 use crate::error::{Error, Result};
 use crate::executor::{PolisExecutor, grant_executor_caps};
@@ -161,8 +163,8 @@ fn build_process(opts: &ExecOptions, spec: &Spec, rootfs: &Path) -> Result<Proce
     Ok(process)
 }
 
-/// Starts the process; returns its PID (a child of this process, for waiting).
-pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<i32> {
+/// Starts the process.
+pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<ExecedProcess> {
     let id = opts.id.as_str();
     // Exclusive: libcontainer's exec handshake breaks when two execs run at once, and a created
     // container is shown to it as running for the duration (see below).
@@ -181,13 +183,27 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<i32> {
     let created = status == ContainerStatus::Created;
     let spec = store.load_created_config(id)?;
     let mut process = build_process(opts, &spec, &loaded.meta.rootfs)?;
-    if process.terminal() == Some(true) && opts.console_socket.is_none() {
+    // As for `run`: polis-runc proxies the terminal of a process it stays attached to.
+    let own_terminal = process.terminal() == Some(true) && opts.console_socket.is_none();
+    if own_terminal && opts.detach {
         return Err(Error::Invalid(
-            "a terminal was asked for but no --console-socket was given: polis-runc does not \
-             allocate and proxy a terminal itself yet"
+            "--tty without --console-socket: the terminal of a detached process must go to a \
+             console socket"
                 .into(),
         ));
     }
+    let listener = own_terminal
+        .then(|| {
+            ConsoleListener::bind(
+                &store.private_dir(id),
+                &format!("exec-console-{}.sock", std::process::id()),
+            )
+        })
+        .transpose()?;
+    let console_socket = match &listener {
+        Some(l) => Some(l.path().to_path_buf()),
+        None => opts.console_socket.clone(),
+    };
     // Profiles that notify a listener stay with libcontainer, which owns that handshake.
     let seccomp = spec
         .linux()
@@ -214,12 +230,13 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<i32> {
         id,
         PolisExecutor::for_exec(seccomp, final_caps),
         opts.pid_file.as_ref(),
-        opts.console_socket.as_ref(),
+        console_socket.as_ref(),
         opts.preserve_fds,
     )
     .and_then(|b| {
         b.as_tenant()
-            .with_detach(opts.detach)
+            // libcontainer takes a console socket only from a detached caller.
+            .with_detach(opts.detach || console_socket.is_some())
             .with_process(Some(&process_path))
             .build()
     })
@@ -228,7 +245,18 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<i32> {
     if created {
         save_status(&mut loaded, ContainerStatus::Created)?;
     }
-    Ok(result?.as_raw())
+    let pid = result?.as_raw();
+    let terminal = listener.map(|l| l.receive_master()).transpose()?;
+    Ok(ExecedProcess { pid, terminal })
+}
+
+/// A process started by `exec`.
+pub struct ExecedProcess {
+    /// Its PID; a child of this process.
+    pub pid: i32,
+    /// Its pty master, when polis-runc allocated its terminal (`exec --tty` that stays attached,
+    /// without `--console-socket`).
+    pub terminal: Option<OwnedFd>,
 }
 
 fn save_status(loaded: &mut crate::store::LoadedContainer, status: ContainerStatus) -> Result<()> {

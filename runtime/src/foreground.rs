@@ -4,8 +4,14 @@
 //! SIGCHLD stays pending until `sigwait` takes it, and every child is reaped with WNOHANG in a
 //! loop. Other signals sent to polis-runc are forwarded to the container's process, as runc does.
 
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::termios::{self, SetArg, Termios};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -84,6 +90,145 @@ fn reap(pid: Pid) -> Result<Option<i32>> {
                 )));
             }
             Err(e) => return Err(Error::sys("wait for the container's process", e)),
+        }
+    }
+}
+
+/// Waits for `pid` as [`wait_forwarding_signals`] does, while proxying its terminal: what
+/// polis-runc reads on stdin goes to the pty master, and what the master gives goes to
+/// polis-runc's stdout, as runc's `run` and `exec` do without `--detach`. When stdin is a
+/// terminal it is put in raw mode (the container's pty does the line editing and echo) and
+/// restored on return, and its size is copied to the container's terminal at the start and on
+/// every SIGWINCH.
+pub fn wait_with_terminal(pid: Pid, blocked: &SigSet, master: OwnedFd) -> Result<i32> {
+    let signals = SignalFd::with_flags(blocked, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| Error::sys("watch signals", e))?;
+    let stdin = std::io::stdin();
+    let _raw = RawMode::enter(&stdin);
+    copy_window_size(&stdin, &master);
+    let mut to_master = std::fs::File::from(
+        master
+            .try_clone()
+            .map_err(|e| Error::Invalid(format!("duplicate the terminal: {e}")))?,
+    );
+    let mut master_open = true;
+    let mut stdin_open = true;
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(code) = reap(pid)? {
+            drain(&master, master_open, &mut buf);
+            return Ok(code);
+        }
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if master_open {
+            fds.push(PollFd::new(master.as_fd(), PollFlags::POLLIN));
+        }
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("wait for the terminal", e)),
+        }
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (signal_ready, master_ready) = (ready(0), master_open && ready(1));
+        let stdin_ready = stdin_open && ready(if master_open { 2 } else { 1 });
+        if master_ready {
+            master_open = copy_once(&master, &mut std::io::stdout(), &mut buf);
+        }
+        if stdin_ready {
+            stdin_open = copy_once(&stdin, &mut to_master, &mut buf);
+        }
+        if signal_ready {
+            while let Ok(Some(info)) = signals.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) | Ok(Signal::SIGPIPE) => {}
+                    Ok(Signal::SIGWINCH) => copy_window_size(&stdin, &master),
+                    Ok(other) => {
+                        let _ = kill(pid, other);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Copies what one read gives from `from` to `to`; false once `from` is finished (end of file, or
+/// EIO from a master whose every slave is closed).
+fn copy_once(from: &impl AsFd, to: &mut impl Write, buf: &mut [u8]) -> bool {
+    match nix::unistd::read(from.as_fd().as_raw_fd(), buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            // Output nobody reads (a closed stdout) is dropped; the process keeps running.
+            let _ = to.write_all(&buf[..n]).and_then(|()| to.flush());
+            true
+        }
+        Err(Errno::EINTR) | Err(Errno::EAGAIN) => true,
+        Err(_) => false,
+    }
+}
+
+/// Copies what is left on the terminal once the process has exited, without waiting for
+/// processes it left behind that still hold the terminal open.
+fn drain(master: &OwnedFd, open: bool, buf: &mut [u8]) {
+    if !open {
+        return;
+    }
+    let mut stdout = std::io::stdout();
+    loop {
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1..))
+            || !copy_once(master, &mut stdout, buf)
+        {
+            return;
+        }
+    }
+}
+
+fn copy_window_size(stdin: &std::io::Stdin, master: &OwnedFd) {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills, and TIOCSWINSZ reads, a winsize struct that outlives the calls.
+    unsafe {
+        if libc::ioctl(stdin.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// polis-runc's own terminal in raw mode, restored when dropped. Nothing happens when stdin is
+/// not a terminal.
+struct RawMode {
+    saved: Option<Termios>,
+}
+
+impl RawMode {
+    fn enter(stdin: &std::io::Stdin) -> RawMode {
+        let Ok(saved) = termios::tcgetattr(stdin) else {
+            return RawMode { saved: None };
+        };
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        if termios::tcsetattr(stdin, SetArg::TCSANOW, &raw).is_err() {
+            return RawMode { saved: None };
+        }
+        RawMode { saved: Some(saved) }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, saved);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! The library holds the operations; `main.rs` parses runc's command line and calls them.
 
 pub mod cgroups;
+pub mod console;
 pub mod container_mounts;
 pub mod create;
 pub mod error;

@@ -16,7 +16,7 @@ pub fn default_spec(args: &[String]) -> Value {
     json!({
         "ociVersion": crate::OCI_VERSION,
         "process": {
-            "terminal": false,
+            "terminal": true,
             "user": { "uid": 0, "gid": 0 },
             "args": args,
             "env": [

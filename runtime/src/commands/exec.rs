@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use nix::unistd::Pid;
 use polis_runc::exec::{ExecOptions, exec_process};
-use polis_runc::foreground::{block_signals, wait_forwarding_signals};
+use polis_runc::foreground::{block_signals, wait_forwarding_signals, wait_with_terminal};
 use polis_runc::store::Store;
 
 use crate::Cli;
@@ -90,10 +90,15 @@ pub fn run(_cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
         Some(block_signals()?)
     };
     let primer = polis_runc::cgroups::MigrationLockPrimer::start();
-    let pid = exec_process(store, &opts)?;
+    let process = exec_process(store, &opts)?;
     drop(primer);
-    match blocked {
-        None => Ok(0),
-        Some(blocked) => Ok(wait_forwarding_signals(Pid::from_raw(pid), &blocked)? as u8),
-    }
+    let Some(blocked) = blocked else {
+        return Ok(0);
+    };
+    let pid = Pid::from_raw(process.pid);
+    let code = match process.terminal {
+        Some(master) => wait_with_terminal(pid, &blocked, master)?,
+        None => wait_forwarding_signals(pid, &blocked)?,
+    };
+    Ok(code as u8)
 }

@@ -1,7 +1,7 @@
 use anyhow::Result;
 use nix::unistd::Pid;
 use polis_runc::create::create_container;
-use polis_runc::foreground::{block_signals, wait_forwarding_signals};
+use polis_runc::foreground::{block_signals, wait_forwarding_signals, wait_with_terminal};
 use polis_runc::lifecycle::{delete_container, start};
 use polis_runc::store::Store;
 
@@ -30,7 +30,7 @@ pub fn run(cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
         Some(block_signals()?)
     };
     let primer = polis_runc::cgroups::MigrationLockPrimer::start();
-    let pid = create_container(store, &args.flags.options(cli, args.detach))?;
+    let created = create_container(store, &args.flags.options(cli, args.detach))?;
     drop(primer);
     if let Err(err) = start(store, id) {
         let _ = delete_container(store, id, true);
@@ -39,7 +39,11 @@ pub fn run(cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
     let Some(blocked) = blocked else {
         return Ok(0);
     };
-    let code = wait_forwarding_signals(Pid::from_raw(pid), &blocked);
+    let pid = Pid::from_raw(created.pid);
+    let code = match created.terminal {
+        Some(master) => wait_with_terminal(pid, &blocked, master),
+        None => wait_forwarding_signals(pid, &blocked),
+    };
     if !args.keep {
         delete_container(store, id, true)?;
     }
