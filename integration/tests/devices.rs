@@ -250,3 +250,22 @@ conformance_test!(
         assert_eq!(out.json()["errno"], libc::EPERM, "{out}");
     }
 );
+
+conformance_test!(
+    /// config-linux.md#allowed-device-list on a cgroup v2 host, where the device cgroup is an eBPF program
+    /// (cgroup-v2.rst, "Device controller"): an allowed device passes (ENXIO from the missing driver), one the
+    /// rules deny or never allow fails with EPERM, and a later rule overrides an earlier one.
+    device_cgroup_on_cgroup_v2,
+    |rt| {
+        if !rt.use_cgroup2_view() {
+            return;
+        }
+        let allow = json!({"allow": true, "type": "c", "major": 240, "minor": 0, "access": "rwm"});
+        assert_eq!(open_mknod_dev(rt, json!([allow.clone()])), libc::ENXIO, "allowed device refused");
+        let deny = json!({"allow": false, "type": "c", "major": 240, "minor": 0, "access": "rwm"});
+        assert_eq!(open_mknod_dev(rt, json!([allow, deny])), libc::EPERM, "later deny ignored");
+        let write_only = json!({"allow": true, "type": "c", "major": 240, "minor": 0, "access": "w"});
+        assert_eq!(open_mknod_dev(rt, json!([write_only])), libc::EPERM, "read allowed by a w rule");
+        assert_eq!(open_mknod_dev(rt, json!([])), libc::EPERM, "a device no rule allows was opened");
+    }
+);

@@ -213,6 +213,21 @@ pub fn apply_disable_oom_killer_on_host(
     })
 }
 
+/// On a cgroup v2 host, attaches the container's device rules to its cgroup (device_filter.rs);
+/// cgroup v1 hosts have them from libcgroups. Touches the host's cgroups.
+pub fn apply_device_rules_on_host(
+    cgroup_path: &Path,
+    resources: Option<&oci_spec::runtime::LinuxResources>,
+) -> Result<()> {
+    if !matches!(host_setup()?, CgroupSetup::Unified) {
+        return Ok(());
+    }
+    let dir =
+        Path::new("/sys/fs/cgroup").join(cgroup_path.strip_prefix("/").unwrap_or(cgroup_path));
+    let rules = crate::device_filter::container_rules(resources);
+    crate::device_filter::attach_on_host(&dir, &crate::device_filter::program(&rules))
+}
+
 pub fn pids(id: &str, cgroup_path: &Path) -> Result<Vec<i32>> {
     let manager = manager_for(id, cgroup_path)?;
     let pids = manager.get_all_pids().map_err(|e| Error::Cgroup {

@@ -351,19 +351,17 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<CreatedCo
             executor,
             console_socket.as_ref(),
         )?;
+        let resources = checked
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref());
+        crate::cgroups::apply_device_rules_on_host(&cgroup_path, resources)?;
         let terminal = listener.map(|l| l.receive_master()).transpose()?;
         MountFixups::from_spec(&checked.spec)
             .apply_to_container(pid)
             .map_err(|reason| Error::Invalid(format!("container {id}: {reason}")))?;
-        crate::cgroups::apply_disable_oom_killer_on_host(
-            id,
-            &cgroup_path,
-            checked
-                .spec
-                .linux()
-                .as_ref()
-                .and_then(|l| l.resources().as_ref()),
-        )?;
+        crate::cgroups::apply_disable_oom_killer_on_host(id, &cgroup_path, resources)?;
         let meta = ContainerMeta {
             bundle: checked.bundle.clone(),
             rootfs: checked.rootfs.clone(),

@@ -6,6 +6,7 @@ pub mod cgroups;
 pub mod console;
 pub mod container_mounts;
 pub mod create;
+pub mod device_filter;
 pub mod error;
 pub mod events;
 pub mod exec;
