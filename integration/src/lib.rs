@@ -370,18 +370,7 @@ pub fn try_run_command(
         Err(e) => return Err(failed(format!("spawn failed: {e}"))),
     };
     let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(_) => break None,
-        }
-    };
+    let status = wait_until(&mut child, deadline);
     let output = Output {
         cmd: desc.clone(),
         code: status.and_then(|s| s.code()),
@@ -393,6 +382,25 @@ pub fn try_run_command(
         Ok(output)
     } else {
         Err(output)
+    }
+}
+
+/// Waits for `child` until `deadline`; kills it then (None).
+fn wait_until(
+    child: &mut std::process::Child,
+    deadline: Instant,
+) -> Option<std::process::ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st),
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => return None,
+        }
     }
 }
 
@@ -1468,18 +1476,7 @@ pub fn run_on_terminal(mut cmd: Command, rows: u16, cols: u16, input: &str) -> T
         }
         data
     });
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(_) => break None,
-        }
-    };
+    let status = wait_until(&mut child, deadline);
     drop(writer);
     let data = reader.join().expect("terminal reader");
     TerminalSession {

@@ -5,18 +5,26 @@
 
 use polis_integration::*;
 
+/// A running `sleep` container of `rt` seen as on a cgroup v2 host; None on a host without cgroup2.
+fn running_in_cgroup2_view(rt: &Runtime) -> Option<Container<'_>> {
+    if !rt.use_cgroup2_view() {
+        return None;
+    }
+    let mut b = Bundle::new();
+    b.probe(&["sleep", "60"]);
+    let c = rt.container();
+    c.create_running(&b);
+    Some(c)
+}
+
 conformance_test!(
     /// config-linux.md#cgroups-path: on cgroup v2 the container's processes are in the cgroup2 directory named by
     /// `cgroupsPath`; runtime.md#delete: delete removes it.
     v2_cgroup_holds_the_container,
     |rt| {
-        if !rt.use_cgroup2_view() {
+        let Some(c) = running_in_cgroup2_view(rt) else {
             return;
-        }
-        let mut b = Bundle::new();
-        b.probe(&["sleep", "60"]);
-        let c = rt.container();
-        c.create_running(&b);
+        };
         let dir = cgroup::v2_dir(&c.cgroups_path());
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
         let pid = c.pid();
@@ -30,13 +38,9 @@ conformance_test!(
     /// runc's `pause` and `resume` on cgroup v2 freeze and thaw the container's cgroup (cgroup.freeze).
     v2_pause_and_resume_freeze_the_cgroup,
     |rt| {
-        if !rt.use_cgroup2_view() {
+        let Some(c) = running_in_cgroup2_view(rt) else {
             return;
-        }
-        let mut b = Bundle::new();
-        b.probe(&["sleep", "60"]);
-        let c = rt.container();
-        c.create_running(&b);
+        };
         let freeze = cgroup::v2_dir(&c.cgroups_path()).join("cgroup.freeze");
         rt.cmd(&["pause", &c.id]).ok();
         let (paused, frozen) = (c.status(), std::fs::read_to_string(&freeze).unwrap_or_default());

@@ -213,6 +213,21 @@ pub fn apply_disable_oom_killer_on_host(
     })
 }
 
+/// On a cgroup v2 host, makes the parent directories of the container's cgroup. libcgroups 0.7
+/// checks that each exists and then creates it, so two containers created at once under a new
+/// parent race, and the loser fails with EEXIST ("failed to create dir"); `create_dir_all`
+/// accepts a directory that appears meanwhile. Touches the host's cgroups.
+pub fn make_parent_cgroups_on_host(cgroup_path: &Path) -> Result<()> {
+    if !matches!(host_setup()?, CgroupSetup::Unified) {
+        return Ok(());
+    }
+    let Some(parent) = cgroup_path.parent() else {
+        return Ok(());
+    };
+    let dir = Path::new("/sys/fs/cgroup").join(parent.strip_prefix("/").unwrap_or(parent));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create cgroup", &dir, e))
+}
+
 /// On a cgroup v2 host, attaches the container's device rules to its cgroup (device_filter.rs);
 /// cgroup v1 hosts have them from libcgroups. Touches the host's cgroups.
 pub fn apply_device_rules_on_host(

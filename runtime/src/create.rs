@@ -344,6 +344,7 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<CreatedCo
             Some(l) => Some(l.path().to_path_buf()),
             None => opts.console_socket.clone(),
         };
+        crate::cgroups::make_parent_cgroups_on_host(&cgroup_path)?;
         let pid = build(
             store,
             opts,
