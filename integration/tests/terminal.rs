@@ -118,25 +118,54 @@ conformance_test!(
     }
 );
 
+/// `run` of a `terminal: true` process on the caller's terminal of `rows` x `cols`, typing "ping": what the terminal
+/// showed and the exit code.
+fn run_on_own_terminal(rt: &Runtime, script: &str, rows: u16, cols: u16) -> TerminalSession {
+    let mut b = Bundle::new();
+    b.set("/process/terminal", json!(true));
+    b.sh(script);
+    let c = rt.container();
+    b.write_config(Some(&c.cgroups_path()));
+    let mut cmd = rt.command(&["run", "--bundle"]);
+    cmd.arg(b.path()).arg(&c.id);
+    let session = run_on_terminal(cmd, rows, cols, "ping\n");
+    c.assert_gone();
+    session
+}
+
+/// `exec --tty` of `script` into a running container, on the caller's terminal of `rows` x `cols`.
+fn exec_on_own_terminal(rt: &Runtime, script: &str, rows: u16, cols: u16) -> TerminalSession {
+    let mut b = Bundle::new();
+    b.probe(&["sleep", "60"]);
+    let c = rt.container();
+    c.create_running(&b);
+    let mut cmd = rt.command(&["exec", "--tty", &c.id, "sh", "-c", script]);
+    cmd.current_dir(rt.scratch());
+    run_on_terminal(cmd, rows, cols, "")
+}
+
 conformance_test!(
     /// runc contract: `run` without `--detach` and without `--console-socket` allocates the terminal of a
     /// `terminal: true` process itself and proxies it to its own stdin and stdout, as a person at a shell expects:
-    /// the process has a tty of the caller's size, what is typed reaches it, and its exit code is returned.
+    /// the process has a tty, what is typed reaches it, and its exit code is returned.
     run_proxies_its_own_terminal,
     |rt| {
-        let mut b = Bundle::new();
-        b.set("/process/terminal", json!(true));
-        b.sh("tty; stty size; read line; echo got:$line; exit 3");
-        let c = rt.container();
-        b.write_config(Some(&c.cgroups_path()));
-        let mut cmd = rt.command(&["run", "--bundle"]);
-        cmd.arg(b.path()).arg(&c.id);
-        let session = run_on_terminal(cmd, 40, 100, "ping\n");
+        let session = run_on_own_terminal(rt, "tty; read line; echo got:$line; exit 3", 40, 100);
         assert!(session.output.contains("/dev/pts/"), "{:?}", session.output);
-        assert!(session.output.contains("40 100"), "{:?}", session.output);
         assert!(session.output.contains("got:ping"), "{:?}", session.output);
         assert_eq!(session.code, Some(3), "{:?}", session.output);
-        c.assert_gone();
+    }
+);
+
+conformance_test!(
+    /// The proxied terminal has the caller's size from the start: a program that asks at once (`stty size`) gets
+    /// it, not 0x0.
+    run_terminal_has_the_callers_size,
+    runc_lacks = "runc 1.1.5 sizes the terminal after the process has started; `stty size` at once can see 0x0",
+    |rt| {
+        let session = run_on_own_terminal(rt, "stty size", 40, 100);
+        assert!(session.output.contains("40 100"), "{:?}", session.output);
+        assert_eq!(session.code, Some(0), "{:?}", session.output);
     }
 );
 
@@ -144,16 +173,20 @@ conformance_test!(
     /// runc contract: `exec --tty` without `--detach` and `--console-socket` proxies the new process's terminal.
     exec_proxies_its_own_terminal,
     |rt| {
-        let mut b = Bundle::new();
-        b.probe(&["sleep", "60"]);
-        let c = rt.container();
-        c.create_running(&b);
-        let mut cmd = rt.command(&["exec", "--tty", &c.id, "sh", "-c", "tty; stty size; exit 4"]);
-        cmd.current_dir(rt.scratch());
-        let session = run_on_terminal(cmd, 20, 70, "");
+        let session = exec_on_own_terminal(rt, "tty; exit 4", 20, 70);
         assert!(session.output.contains("/dev/pts/"), "{:?}", session.output);
-        assert!(session.output.contains("20 70"), "{:?}", session.output);
         assert_eq!(session.code, Some(4), "{:?}", session.output);
+    }
+);
+
+conformance_test!(
+    /// As for `run`: the exec'd process's terminal has the caller's size before the process runs.
+    exec_terminal_has_the_callers_size,
+    runc_lacks = "runc 1.1.5 sizes the terminal after the process has started; `stty size` at once can see 0x0",
+    |rt| {
+        let session = exec_on_own_terminal(rt, "stty size", 20, 70);
+        assert!(session.output.contains("20 70"), "{:?}", session.output);
+        assert_eq!(session.code, Some(0), "{:?}", session.output);
     }
 );
 

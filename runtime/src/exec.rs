@@ -185,6 +185,16 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<ExecedProcess> 
     let mut process = build_process(opts, &spec, &loaded.meta.rootfs)?;
     // As for `run`: polis-runc proxies the terminal of a process it stays attached to.
     let own_terminal = process.terminal() == Some(true) && opts.console_socket.is_none();
+    if own_terminal && let Some((rows, cols)) = crate::foreground::stdin_window_size() {
+        // The process starts as soon as it is set up: the size must be there before it runs,
+        // so the executor sets it (consoleSize) rather than polis-runc afterwards.
+        let size = oci_spec::runtime::BoxBuilder::default()
+            .height(u64::from(rows))
+            .width(u64::from(cols))
+            .build()
+            .map_err(|e| Error::Invalid(format!("console size: {e}")))?;
+        process.set_console_size(Some(size));
+    }
     if own_terminal && opts.detach {
         return Err(Error::Invalid(
             "--tty without --console-socket: the terminal of a detached process must go to a \

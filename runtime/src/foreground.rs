@@ -190,19 +190,38 @@ fn drain(master: &OwnedFd, open: bool, buf: &mut [u8]) {
     }
 }
 
-fn copy_window_size(stdin: &std::io::Stdin, master: &OwnedFd) {
+/// The size of the terminal on polis-runc's stdin, as (rows, columns); None when stdin is no
+/// terminal.
+pub fn stdin_window_size() -> Option<(u16, u16)> {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: TIOCGWINSZ fills, and TIOCSWINSZ reads, a winsize struct that outlives the calls.
-    unsafe {
-        if libc::ioctl(stdin.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0 {
-            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-        }
-    }
+    // SAFETY: TIOCGWINSZ fills a winsize struct that outlives the call.
+    let rc = unsafe { libc::ioctl(std::io::stdin().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Gives the container's terminal the size of the one on polis-runc's stdin. `run` calls this
+/// before `start`, so the program never sees the terminal without its size.
+pub fn size_terminal_like_stdin(master: &OwnedFd) {
+    copy_window_size(&std::io::stdin(), master);
+}
+
+fn copy_window_size(_stdin: &std::io::Stdin, master: &OwnedFd) {
+    let Some((rows, cols)) = stdin_window_size() else {
+        return;
+    };
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct that outlives the call.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
 }
 
 /// polis-runc's own terminal in raw mode, restored when dropped. Nothing happens when stdin is

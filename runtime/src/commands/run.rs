@@ -1,7 +1,9 @@
 use anyhow::Result;
 use nix::unistd::Pid;
 use polis_runc::create::create_container;
-use polis_runc::foreground::{block_signals, wait_forwarding_signals, wait_with_terminal};
+use polis_runc::foreground::{
+    block_signals, size_terminal_like_stdin, wait_forwarding_signals, wait_with_terminal,
+};
 use polis_runc::lifecycle::{delete_container, start};
 use polis_runc::store::Store;
 
@@ -32,6 +34,9 @@ pub fn run(cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
     let primer = polis_runc::cgroups::MigrationLockPrimer::start();
     let created = create_container(store, &args.flags.options(cli, args.detach))?;
     drop(primer);
+    if let Some(master) = &created.terminal {
+        size_terminal_like_stdin(master);
+    }
     if let Err(err) = start(store, id) {
         let _ = delete_container(store, id, true);
         return Err(err.into());
