@@ -98,14 +98,14 @@ fn reap(pid: Pid) -> Result<Option<i32>> {
 /// polis-runc reads on stdin goes to the pty master, and what the master gives goes to
 /// polis-runc's stdout, as runc's `run` and `exec` do without `--detach`. When stdin is a
 /// terminal it is put in raw mode (the container's pty does the line editing and echo) and
-/// restored on return, and its size is copied to the container's terminal at the start and on
-/// every SIGWINCH.
+/// restored on return, and its size is copied to the container's terminal on every SIGWINCH.
+/// The first size is the caller's to set before the process runs ([`size_terminal_like_stdin`],
+/// or `consoleSize` for `exec`).
 pub fn wait_with_terminal(pid: Pid, blocked: &SigSet, master: OwnedFd) -> Result<i32> {
     let signals = SignalFd::with_flags(blocked, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| Error::sys("watch signals", e))?;
     let stdin = std::io::stdin();
     let _raw = RawMode::enter(&stdin);
-    copy_window_size(&stdin, &master);
     let mut to_master = std::fs::File::from(
         master
             .try_clone()
@@ -147,7 +147,7 @@ pub fn wait_with_terminal(pid: Pid, blocked: &SigSet, master: OwnedFd) -> Result
             while let Ok(Some(info)) = signals.read_signal() {
                 match Signal::try_from(info.ssi_signo as i32) {
                     Ok(Signal::SIGCHLD) | Ok(Signal::SIGPIPE) => {}
-                    Ok(Signal::SIGWINCH) => copy_window_size(&stdin, &master),
+                    Ok(Signal::SIGWINCH) => size_terminal_like_stdin(&master),
                     Ok(other) => {
                         let _ = kill(pid, other);
                     }
@@ -207,10 +207,6 @@ pub fn stdin_window_size() -> Option<(u16, u16)> {
 /// Gives the container's terminal the size of the one on polis-runc's stdin. `run` calls this
 /// before `start`, so the program never sees the terminal without its size.
 pub fn size_terminal_like_stdin(master: &OwnedFd) {
-    copy_window_size(&std::io::stdin(), master);
-}
-
-fn copy_window_size(_stdin: &std::io::Stdin, master: &OwnedFd) {
     let Some((rows, cols)) = stdin_window_size() else {
         return;
     };
