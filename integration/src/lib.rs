@@ -1417,68 +1417,128 @@ pub struct TerminalSession {
     pub code: Option<i32>,
 }
 
-/// Runs `cmd` on a new pseudo-terminal of `rows` x `cols` (as a person at a shell would), typing `input` into it,
-/// and collects everything written to the terminal until the command exits. Killed after [`COMMAND_TIMEOUT`].
-pub fn run_on_terminal(mut cmd: Command, rows: u16, cols: u16, input: &str) -> TerminalSession {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let (mut master, mut slave) = (-1, -1);
+/// A change of a terminal's size in the middle of a session: once the output shows `after_output`, the terminal
+/// becomes `rows` x `cols` (as when a person resizes their window; the kernel sends SIGWINCH).
+pub struct Resize {
+    pub after_output: &'static str,
+    pub rows: u16,
+    pub cols: u16,
+}
+
+fn set_window_size(fd: &std::os::fd::OwnedFd, rows: u16, cols: u16) {
+    use std::os::fd::AsRawFd;
     let ws = libc::winsize {
         ws_row: rows,
         ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: openpty writes two descriptors into the integers and reads the winsize.
+    // SAFETY: TIOCSWINSZ reads a winsize struct that outlives the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    assert_eq!(
+        rc,
+        0,
+        "resize the terminal: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Runs `cmd` on a new pseudo-terminal of `rows` x `cols` (as a person at a shell would: the terminal is the
+/// controlling terminal of the command's own session), typing `input` into it, and collects everything written to
+/// the terminal until the command exits. Killed after [`COMMAND_TIMEOUT`].
+pub fn run_on_terminal(
+    mut cmd: Command,
+    rows: u16,
+    cols: u16,
+    input: &str,
+    resize: Option<Resize>,
+) -> TerminalSession {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into the integers.
     let rc = unsafe {
         libc::openpty(
             &mut master,
             &mut slave,
             std::ptr::null_mut(),
             std::ptr::null(),
-            &ws,
+            std::ptr::null(),
         )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: openpty returned two new descriptors that nothing else owns.
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    set_window_size(&master, rows, cols);
     let stdio = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup terminal"));
     cmd.stdin(stdio(&slave))
         .stdout(stdio(&slave))
         .stderr(stdio(&slave));
+    // SAFETY: between fork and exec the child only makes two async-signal-safe system calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().expect("spawn the command on a terminal");
     // The master reports EIO only once no slave descriptor is left: the Command holds copies too.
     drop(cmd);
     drop(slave);
     let mut writer = fs::File::from(master.try_clone().expect("dup master"));
     std::io::Write::write_all(&mut writer, input.as_bytes()).expect("type into the terminal");
+    let control = master.try_clone().expect("dup master");
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let reader = std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let mut file = fs::File::from(master);
-        let mut data = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Ends with EIO once the command and everything it started closed the terminal, or at the deadline
-        // when something it left behind still holds it.
-        while Instant::now() < deadline {
-            let mut pfd = libc::pollfd {
-                fd: file.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: poll reads and writes one pollfd that outlives the call.
-            if unsafe { libc::poll(&mut pfd, 1, 100) } < 1 {
-                continue;
+    let reader = {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let mut file = fs::File::from(master);
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once the command and everything it started closed the terminal, or at the deadline
+            // when something it left behind still holds it.
+            while Instant::now() < deadline {
+                let mut pfd = libc::pollfd {
+                    fd: file.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: poll reads and writes one pollfd that outlives the call.
+                if unsafe { libc::poll(&mut pfd, 1, 100) } < 1 {
+                    continue;
+                }
+                match std::io::Read::read(&mut file, &mut buf) {
+                    Ok(n @ 1..) => output
+                        .lock()
+                        .expect("output lock")
+                        .extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
             }
-            match std::io::Read::read(&mut file, &mut buf) {
-                Ok(n @ 1..) => data.extend_from_slice(&buf[..n]),
-                _ => break,
+        })
+    };
+    let mut resize = resize;
+    let status = loop {
+        if let Some(r) = &resize {
+            let seen = String::from_utf8_lossy(&output.lock().expect("output lock"))
+                .contains(r.after_output);
+            if seen {
+                set_window_size(&control, r.rows, r.cols);
+                resize = None;
             }
         }
-        data
-    });
-    let status = wait_until(&mut child, deadline);
+        match child.try_wait() {
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => break wait_until(&mut child, deadline),
+        }
+    };
     drop(writer);
-    let data = reader.join().expect("terminal reader");
+    drop(control);
+    reader.join().expect("terminal reader");
+    let data = output.lock().expect("output lock").clone();
     TerminalSession {
         output: String::from_utf8_lossy(&data).into_owned(),
         code: status.and_then(|s| s.code()),

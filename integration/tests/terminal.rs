@@ -120,7 +120,13 @@ conformance_test!(
 
 /// `run` of a `terminal: true` process on the caller's terminal of `rows` x `cols`, typing "ping": what the terminal
 /// showed and the exit code.
-fn run_on_own_terminal(rt: &Runtime, script: &str, rows: u16, cols: u16) -> TerminalSession {
+fn run_on_own_terminal(
+    rt: &Runtime,
+    script: &str,
+    rows: u16,
+    cols: u16,
+    resize: Option<Resize>,
+) -> TerminalSession {
     let mut b = Bundle::new();
     b.set("/process/terminal", json!(true));
     b.sh(script);
@@ -128,7 +134,7 @@ fn run_on_own_terminal(rt: &Runtime, script: &str, rows: u16, cols: u16) -> Term
     b.write_config(Some(&c.cgroups_path()));
     let mut cmd = rt.command(&["run", "--bundle"]);
     cmd.arg(b.path()).arg(&c.id);
-    let session = run_on_terminal(cmd, rows, cols, "ping\n");
+    let session = run_on_terminal(cmd, rows, cols, "ping\n", resize);
     c.assert_gone();
     session
 }
@@ -141,7 +147,7 @@ fn exec_on_own_terminal(rt: &Runtime, script: &str, rows: u16, cols: u16) -> Ter
     c.create_running(&b);
     let mut cmd = rt.command(&["exec", "--tty", &c.id, "sh", "-c", script]);
     cmd.current_dir(rt.scratch());
-    run_on_terminal(cmd, rows, cols, "")
+    run_on_terminal(cmd, rows, cols, "", None)
 }
 
 conformance_test!(
@@ -150,7 +156,7 @@ conformance_test!(
     /// the process has a tty, what is typed reaches it, and its exit code is returned.
     run_proxies_its_own_terminal,
     |rt| {
-        let session = run_on_own_terminal(rt, "tty; read line; echo got:$line; exit 3", 40, 100);
+        let session = run_on_own_terminal(rt, "tty; read line; echo got:$line; exit 3", 40, 100, None);
         assert!(session.output.contains("/dev/pts/"), "{:?}", session.output);
         assert!(session.output.contains("got:ping"), "{:?}", session.output);
         assert_eq!(session.code, Some(3), "{:?}", session.output);
@@ -163,8 +169,21 @@ conformance_test!(
     run_terminal_has_the_callers_size,
     runc_lacks = "runc 1.1.5 sizes the terminal after the process has started; `stty size` at once can see 0x0",
     |rt| {
-        let session = run_on_own_terminal(rt, "stty size", 40, 100);
+        let session = run_on_own_terminal(rt, "stty size", 40, 100, None);
         assert!(session.output.contains("40 100"), "{:?}", session.output);
+        assert_eq!(session.code, Some(0), "{:?}", session.output);
+    }
+);
+
+conformance_test!(
+    /// The proxied terminal follows the caller's: when the caller's terminal is resized (SIGWINCH), the process's
+    /// terminal takes the new size, as with runc.
+    run_terminal_follows_resizes,
+    |rt| {
+        let resize = Resize { after_output: "30 90", rows: 33, cols: 111 };
+        let session = run_on_own_terminal(rt, "stty size; sleep 2; stty size", 30, 90, Some(resize));
+        let sizes: Vec<&str> = session.output.lines().map(str::trim).filter(|l| l.contains(' ')).collect();
+        assert_eq!(sizes.last(), Some(&"33 111"), "{:?}", session.output);
         assert_eq!(session.code, Some(0), "{:?}", session.output);
     }
 );
