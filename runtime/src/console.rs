@@ -21,8 +21,48 @@ use crate::error::{Error, Result};
 /// sends it before it reports ready, so this only guards against a process that died.
 const MASTER_TIMEOUT_MS: u16 = 10_000;
 
+/// Where the pty master of a process goes: the caller's `--console-socket`, or, when polis-runc
+/// proxies the terminal itself, a listener of its own whose path libcontainer gets in its place.
+pub struct ConsoleTarget {
+    own: Option<ConsoleListener>,
+    path: Option<PathBuf>,
+}
+
+impl ConsoleTarget {
+    /// With `own_terminal`, listens on `<dir>/<name>`; otherwise passes `given` on.
+    pub fn new(
+        own_terminal: bool,
+        given: Option<&PathBuf>,
+        dir: &Path,
+        name: &str,
+    ) -> Result<Self> {
+        if !own_terminal {
+            return Ok(ConsoleTarget {
+                own: None,
+                path: given.cloned(),
+            });
+        }
+        let listener = ConsoleListener::bind(dir, name)?;
+        let path = Some(listener.path.clone());
+        Ok(ConsoleTarget {
+            own: Some(listener),
+            path,
+        })
+    }
+
+    /// The console socket to hand libcontainer.
+    pub fn path(&self) -> Option<&PathBuf> {
+        self.path.as_ref()
+    }
+
+    /// The pty master, when polis-runc listened for it itself.
+    pub fn receive_own_master(self) -> Result<Option<OwnedFd>> {
+        self.own.map(|l| l.receive_master()).transpose()
+    }
+}
+
 /// A socket that receives a pty master, as a `--console-socket` would.
-pub struct ConsoleListener {
+struct ConsoleListener {
     listener: UnixListener,
     path: PathBuf,
 }
@@ -30,7 +70,7 @@ pub struct ConsoleListener {
 impl ConsoleListener {
     /// Listens on `<dir>/<name>`. The socket is bound through `/proc/self/fd`, so a long state
     /// root or container ID never overflows the 108 bytes of a socket address.
-    pub fn bind(dir: &Path, name: &str) -> Result<Self> {
+    fn bind(dir: &Path, name: &str) -> Result<Self> {
         let path = dir.join(name);
         let dir_fd = std::fs::File::open(dir).map_err(|e| Error::io("open", dir, e))?;
         let short = format!("/proc/self/fd/{}/{name}", dir_fd.as_raw_fd());
@@ -39,13 +79,8 @@ impl ConsoleListener {
         Ok(ConsoleListener { listener, path })
     }
 
-    /// The path to give libcontainer as the console socket.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Takes the pty master the process sent over its connection.
-    pub fn receive_master(&self) -> Result<OwnedFd> {
+    fn receive_master(&self) -> Result<OwnedFd> {
         let fail = |what: &str| Error::Invalid(format!("receive the terminal: {what}"));
         let ready = |fd: std::os::fd::BorrowedFd<'_>| -> Result<()> {
             let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];

@@ -9,7 +9,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::{Hook, LinuxCapabilities, LinuxSeccomp, Spec};
 
 use crate::cgroups::{manager_for, resolve_cgroup_path};
-use crate::console::ConsoleListener;
+use crate::console::ConsoleTarget;
 use crate::container_mounts::MountFixups;
 use crate::error::{Error, Result};
 use crate::executor::{PolisExecutor, grant_executor_caps};
@@ -337,20 +337,19 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<CreatedCo
             exec_fifo.as_raw_fd(),
             start_hooks,
         );
-        let listener = own_terminal
-            .then(|| ConsoleListener::bind(&store.private_dir(id), "console.sock"))
-            .transpose()?;
-        let console_socket = match &listener {
-            Some(l) => Some(l.path().to_path_buf()),
-            None => opts.console_socket.clone(),
-        };
+        let console = ConsoleTarget::new(
+            own_terminal,
+            opts.console_socket.as_ref(),
+            &store.private_dir(id),
+            "console.sock",
+        )?;
         crate::cgroups::make_parent_cgroups_on_host(&cgroup_path)?;
         let pid = build(
             store,
             opts,
             lib_bundle.as_deref().unwrap_or(&checked.bundle),
             executor,
-            console_socket.as_ref(),
+            console.path(),
         )?;
         let resources = checked
             .spec
@@ -358,7 +357,7 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<CreatedCo
             .as_ref()
             .and_then(|l| l.resources().as_ref());
         crate::cgroups::apply_device_rules_on_host(&cgroup_path, resources)?;
-        let terminal = listener.map(|l| l.receive_master()).transpose()?;
+        let terminal = console.receive_own_master()?;
         MountFixups::from_spec(&checked.spec)
             .apply_to_container(pid)
             .map_err(|reason| Error::Invalid(format!("container {id}: {reason}")))?;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use libcontainer::container::ContainerStatus;
 use oci_spec::runtime::{Capabilities, Capability, Process, Spec};
 
-use crate::console::ConsoleListener;
+use crate::console::ConsoleTarget;
 use crate::create::container_builder;
 use crate::error::{Error, Result};
 use crate::executor::{PolisExecutor, grant_executor_caps};
@@ -202,18 +202,12 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<ExecedProcess> 
                 .into(),
         ));
     }
-    let listener = own_terminal
-        .then(|| {
-            ConsoleListener::bind(
-                &store.private_dir(id),
-                &format!("exec-console-{}.sock", std::process::id()),
-            )
-        })
-        .transpose()?;
-    let console_socket = match &listener {
-        Some(l) => Some(l.path().to_path_buf()),
-        None => opts.console_socket.clone(),
-    };
+    let console = ConsoleTarget::new(
+        own_terminal,
+        opts.console_socket.as_ref(),
+        &store.private_dir(id),
+        &format!("exec-console-{}.sock", std::process::id()),
+    )?;
     // Profiles that notify a listener stay with libcontainer, which owns that handshake.
     let seccomp = spec
         .linux()
@@ -240,13 +234,13 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<ExecedProcess> 
         id,
         PolisExecutor::for_exec(seccomp, final_caps),
         opts.pid_file.as_ref(),
-        console_socket.as_ref(),
+        console.path(),
         opts.preserve_fds,
     )
     .and_then(|b| {
         b.as_tenant()
             // libcontainer takes a console socket only from a detached caller.
-            .with_detach(opts.detach || console_socket.is_some())
+            .with_detach(opts.detach || console.path().is_some())
             .with_process(Some(&process_path))
             .build()
     })
@@ -256,7 +250,7 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<ExecedProcess> 
         save_status(&mut loaded, ContainerStatus::Created)?;
     }
     let pid = result?.as_raw();
-    let terminal = listener.map(|l| l.receive_master()).transpose()?;
+    let terminal = console.receive_own_master()?;
     Ok(ExecedProcess { pid, terminal })
 }
 
