@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod containerd;
 pub use serde_json::{Value, json};
 
 /// Deadline for one runtime command and for a wait on a container state. Healthy commands take well under a second
@@ -382,6 +383,19 @@ pub fn try_run_command(
         Ok(output)
     } else {
         Err(output)
+    }
+}
+
+/// Polls `done` every 50 ms until it holds; panics naming `what` after `limit`.
+#[track_caller]
+pub fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -1,0 +1,333 @@
+//! A private containerd for tests, and the busybox image they run: Debian's containerd 1.6 on its own socket, root
+//! and state directory under a temp dir, found and killed again by that dir's path. Shared by the client tests
+//! (containerd's Go runc shim with polis-runc) and the shim tests (containerd-shim-polis-v2).
+
+use crate::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CONTAINERD: &str = "/usr/bin/containerd";
+pub const CTR: &str = "/usr/bin/ctr";
+/// The busybox image every containerd test imports.
+pub const IMAGE: &str = "localhost/polis-busybox:latest";
+
+pub fn sha256_hex(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Writes `data` as a blob of an OCI layout and returns its descriptor fields (digest, size).
+pub fn put_blob(layout: &Path, data: &[u8]) -> (String, usize) {
+    let tmp = layout.join("blob.tmp");
+    std::fs::write(&tmp, data).unwrap();
+    let hex = sha256_hex(&tmp);
+    std::fs::rename(&tmp, layout.join("blobs/sha256").join(&hex)).unwrap();
+    (format!("sha256:{hex}"), data.len())
+}
+
+/// A busybox image built from the test rootfs: `layer.tar` (for `podman import`) and `image.tar`, an OCI archive
+/// (for `ctr images import --base-name localhost/polis-busybox`).
+pub struct Image {
+    pub layer_tar: PathBuf,
+    pub oci_archive: PathBuf,
+}
+
+pub fn build_image(dir: &Path) -> Image {
+    let rootfs = dir.join("rootfs");
+    make_rootfs(&rootfs);
+    let layer_tar = dir.join("layer.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&layer_tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar rootfs");
+    let layout = dir.join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let layer = std::fs::read(&layer_tar).unwrap();
+    let (layer_digest, layer_size) = put_blob(&layout, &layer);
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
+    });
+    let (config_digest, config_size) = put_blob(&layout, config.to_string().as_bytes());
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}]
+    });
+    let (manifest_digest, manifest_size) = put_blob(&layout, manifest.to_string().as_bytes());
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_size,
+            "platform": {"architecture": "amd64", "os": "linux"},
+            "annotations": {"org.opencontainers.image.ref.name": "latest"}
+        }]
+    });
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let oci_archive = dir.join("image.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&oci_archive)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar layout");
+    Image {
+        layer_tar,
+        oci_archive,
+    }
+}
+
+/// Unmounts everything mounted at or below `dir` (deepest first), for cleanup after a client that crashed.
+pub fn unmount_below(dir: &Path) {
+    let prefix = dir.display().to_string();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(|p| p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").arg("-l").arg(&p).status();
+    }
+}
+
+/// Kills every process whose command line mentions `marker` (a path unique to this test), e.g. shims and conmon.
+pub fn kill_processes_mentioning(marker: &str) {
+    let me = std::process::id() as i32;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(marker) {
+            // SAFETY: signalling a process this test started (its command line names this test's temp dir).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+pub fn run_with_timeout(cmd: Command, scratch: &Path, secs: u64) -> Output {
+    run_command(cmd, scratch, Duration::from_secs(secs))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// containerd
+
+/// A private containerd daemon (config v2, CRI disabled) under a temp dir; on drop the daemon and its shims are
+/// killed, everything under the dir is unmounted, and the dir removed.
+pub struct Containerd {
+    pub dir: tempfile::TempDir,
+    daemon: Option<std::process::Child>,
+}
+
+impl Containerd {
+    pub fn start() -> Containerd {
+        let dir = temp_dir("polis-it-containerd-");
+        let d = dir.path();
+        for sub in ["root", "state", "opt", "scratch"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "{sock}"
+
+[ttrpc]
+  address = "{ttrpc}"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+"#,
+            root = d.join("root").display(),
+            state = d.join("state").display(),
+            sock = d.join("containerd.sock").display(),
+            ttrpc = d.join("containerd.sock.ttrpc").display(),
+            opt = d.join("opt").display(),
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+        // containerd finds a runtime's shim binary on its PATH: put the workspace's build first.
+        let path = format!(
+            "{}:{}",
+            workspace_root().join("target/release").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let daemon = Command::new(CONTAINERD)
+            .env("PATH", path)
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let mut c = Containerd {
+            dir,
+            daemon: Some(daemon),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = c.ctr(&["version"]);
+            if out.success() {
+                break;
+            }
+            if let Some(d) = c.daemon.as_mut() {
+                if let Ok(Some(st)) = d.try_wait() {
+                    panic!("containerd exited with {st}: {}", c.log());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd never answered: {}",
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(CTR);
+        cmd.arg("--address")
+            .arg(self.dir.path().join("containerd.sock"))
+            .args(["--namespace", CGROUP_PARENT])
+            .args(args);
+        cmd
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        run_with_timeout(
+            self.ctr_command(args),
+            &self.dir.path().join("scratch"),
+            120,
+        )
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let scratch = self.dir.path().join("scratch");
+        let secs = Duration::from_secs(20);
+        // Never panic in Drop (a panic during a failing test's unwinding aborts the test binary).
+        let tasks = try_run_command(
+            self.ctr_command(&["tasks", "list", "--quiet"]),
+            &scratch,
+            secs,
+        )
+        .unwrap_or_else(|o| o);
+        for id in tasks.stdout.lines().filter(|l| !l.trim().is_empty()) {
+            let _ = try_run_command(
+                self.ctr_command(&["tasks", "kill", "--all", "--signal", "SIGKILL", id]),
+                &scratch,
+                secs,
+            );
+            let _ = try_run_command(
+                self.ctr_command(&["tasks", "delete", "--force", id]),
+                &scratch,
+                secs,
+            );
+        }
+        if let Some(mut d) = self.daemon.take() {
+            // SAFETY: signalling the daemon this test started.
+            unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = d.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        kill_processes_mentioning(&self.dir.path().display().to_string());
+        unmount_below(self.dir.path());
+        let _ = std::fs::remove_dir_all(self.dir.path().join("root"));
+    }
+}
+
+pub fn containerd_available() -> bool {
+    (Path::new(CONTAINERD).is_file() && Path::new(CTR).is_file())
+        || missing_peer::<()>("containerd and ctr (/usr/bin)").is_some()
+}
+
+/// `ctr run --rm` of the imported image with the test's runtime binary and a private runtime root.
+pub fn ctr_run(ctrd: &Containerd, rt: &Runtime, id: &str, args: &[&str]) -> Output {
+    let mut a = vec![
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.runc.v2",
+        "--runc-binary",
+        rt.path.to_str().unwrap(),
+        "--runc-root",
+    ];
+    let root = rt.root();
+    a.push(root.to_str().unwrap());
+    a.extend_from_slice(&[IMAGE, id]);
+    a.extend_from_slice(args);
+    ctrd.ctr(&a)
+}
+
+pub fn ctr_import(ctrd: &Containerd) {
+    let img = build_image(&ctrd.dir.path().join("image"));
+    ctrd.ctr(&[
+        "images",
+        "import",
+        "--base-name",
+        "localhost/polis-busybox",
+        img.oci_archive.to_str().unwrap(),
+    ])
+    .ok();
+    let list = ctrd.ctr(&["images", "list", "--quiet"]);
+    list.ok();
+    assert!(
+        list.stdout.lines().any(|l| l == IMAGE),
+        "image not imported: {list}"
+    );
+}

@@ -1,0 +1,449 @@
+//! containerd-shim-polis-v2 under a real containerd (Debian's 1.6, private socket, root and state): what a person
+//! sees through `ctr` with `--runtime io.containerd.polis.v2`. The protocol is containerd's shim v2
+//! (runtime/v2/README.md in containerd: the Task service, its events, and the `start`/`delete` subcommands).
+//!
+//! Each test starts its own containerd and imports the busybox image; on drop every task is killed and deleted,
+//! the daemon and its shims are killed, and everything mounted below the test's dir is unmounted.
+
+use polis_integration::containerd::*;
+use polis_integration::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const RUNTIME: &str = "io.containerd.polis.v2";
+
+fn shim_binary() -> std::path::PathBuf {
+    workspace_root().join("target/release/containerd-shim-polis-v2")
+}
+
+/// A containerd with the image imported, or None (a notice; a failure under CI) when a peer is missing.
+fn containerd_with_image() -> Option<Containerd> {
+    if !containerd_available() {
+        return None;
+    }
+    assert!(
+        shim_binary().is_file() && polis_runc_path().is_file(),
+        "{} or polis-runc is not built: run `make build`",
+        shim_binary().display()
+    );
+    let ctrd = Containerd::start();
+    ctr_import(&ctrd);
+    Some(ctrd)
+}
+
+fn unique_id(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+/// `ctr run --rm --runtime io.containerd.polis.v2 IMAGE ID ARGS...`
+fn shim_run(ctrd: &Containerd, id: &str, flags: &[&str], args: &[&str]) -> Output {
+    let mut a = vec!["run", "--rm", "--runtime", RUNTIME];
+    a.extend_from_slice(flags);
+    a.extend_from_slice(&[IMAGE, id]);
+    a.extend_from_slice(args);
+    ctrd.ctr(&a)
+}
+
+/// Starts a detached task running `sleep 300`.
+fn shim_run_detached(ctrd: &Containerd, id: &str) {
+    ctrd.ctr(&["run", "-d", "--runtime", RUNTIME, IMAGE, id, "sleep", "300"])
+        .ok();
+}
+
+/// The STATUS column of `ctr task ls` for `id`.
+fn task_status(ctrd: &Containerd, id: &str) -> String {
+    let out = ctrd.ctr(&["task", "ls"]);
+    out.ok();
+    out.stdout
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&id)).then(|| f.get(2).unwrap_or(&"").to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn task_pid(ctrd: &Containerd, id: &str) -> i32 {
+    let out = ctrd.ctr(&["task", "ls"]);
+    out.stdout
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&id)).then(|| f.get(1)?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no task {id}: {out}"))
+}
+
+fn shim_processes(ctrd: &Containerd) -> Vec<i32> {
+    let marker = ctrd.dir.path().display().to_string();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline =
+            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default())
+                .replace('\0', " ");
+        if cmdline.contains("containerd-shim-polis-v2") && cmdline.contains(&marker) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+/// User behaviour: `ctr run --rm` prints the container's stdout and stderr and returns its exit code
+/// (Task Create/Start/Wait/Delete; TaskExit carries the status).
+fn shim_run_prints_output_and_returns_the_exit_code() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let out = shim_run(
+        &ctrd,
+        &unique_id("out"),
+        &[],
+        &["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 7"],
+    );
+    assert_eq!(out.code, Some(7), "{out}\ncontainerd log:\n{}", ctrd.log());
+    assert_eq!(out.stdout.trim(), "to-stdout", "{out}");
+    assert!(out.stderr.contains("to-stderr"), "{out}");
+    assert!(
+        shim_processes(&ctrd).is_empty(),
+        "the shim outlived its only container"
+    );
+}
+
+#[test]
+/// User behaviour: stdin reaches the container, and the end of ctr's stdin (its fifo closed) is the container's EOF.
+fn shim_forwards_stdin_until_close() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let mut cmd = ctrd.ctr_command(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        &unique_id("stdin"),
+        "sh",
+        "-c",
+        "cat; echo done",
+    ]);
+    let input = ctrd.dir.path().join("input.txt");
+    std::fs::write(&input, "line one\nline two\n").unwrap();
+    cmd.stdin(std::fs::File::open(&input).unwrap());
+    let out = run_command_with_stdin(cmd, &ctrd.dir.path().join("scratch"));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout, "line one\nline two\ndone\n", "{out}");
+}
+
+/// Like [`run_command`], but keeps the stdin the command was given.
+fn run_command_with_stdin(mut cmd: Command, scratch: &Path) -> Output {
+    let out_path = scratch.join(format!("stdin-{}.out", std::process::id()));
+    let err_path = scratch.join(format!("stdin-{}.err", std::process::id()));
+    cmd.stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    let mut child = cmd.spawn().expect("spawn ctr");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ctr with stdin did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        cmd: format!("{cmd:?}"),
+        code: status.code(),
+        signal: None,
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+#[test]
+/// User behaviour: `ctr task exec` runs a process in the running container with its own output and exit code
+/// (Task Exec/Start/Wait/Delete with an exec_id; TaskExecAdded, TaskExecStarted).
+fn shim_exec_runs_in_the_container() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let id = unique_id("exec");
+    shim_run_detached(&ctrd, &id);
+    let out = ctrd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        &id,
+        "sh",
+        "-c",
+        "echo in-exec; exit 3",
+    ]);
+    assert_eq!(out.code, Some(3), "{out}\ncontainerd log:\n{}", ctrd.log());
+    assert_eq!(out.stdout.trim(), "in-exec", "{out}");
+    // The exec's process shares the container's PID namespace: it sees the init as PID 1.
+    let out = ctrd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e2",
+        &id,
+        "cat",
+        "/proc/1/cmdline",
+    ]);
+    out.ok();
+    assert!(out.stdout.starts_with("sleep"), "{out}");
+}
+
+#[test]
+/// Bad requests get clear errors and change nothing: an exec ID in use, a task that does not exist, starting a
+/// task twice.
+fn shim_refuses_bad_requests() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let id = unique_id("bad");
+    shim_run_detached(&ctrd, &id);
+    ctrd.ctr(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "dup",
+        &id,
+        "sleep",
+        "300",
+    ])
+    .ok();
+    let out = ctrd.ctr(&["task", "exec", "--exec-id", "dup", &id, "true"]);
+    out.fails().stderr_mentions("already exists");
+    ctrd.ctr(&["task", "start", &id])
+        .fails()
+        .stderr_mentions("already");
+    ctrd.ctr(&["task", "kill", "no-such-task"])
+        .fails()
+        .stderr_mentions("not found");
+    assert_eq!(
+        task_status(&ctrd, &id),
+        "RUNNING",
+        "a refused request changed the task"
+    );
+}
+
+#[test]
+/// User behaviour: `ctr task kill` signals the container; its exit status is 128+signal (SIGKILL: 137), reported
+/// by TaskExit and by `ctr task delete`.
+fn shim_kill_reports_the_signal_exit_status() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let id = unique_id("kill");
+    shim_run_detached(&ctrd, &id);
+    assert_eq!(task_status(&ctrd, &id), "RUNNING");
+    ctrd.ctr(&["task", "kill", "--signal", "SIGKILL", &id]).ok();
+    eventually("the task stops", Duration::from_secs(20), || {
+        task_status(&ctrd, &id) == "STOPPED"
+    });
+    let out = ctrd.ctr(&["task", "delete", &id]);
+    out.ok();
+    assert!(
+        out.stderr.contains("137"),
+        "ctr should report exit code 137: {out}"
+    );
+    ctrd.ctr(&["containers", "delete", &id]).ok();
+}
+
+#[test]
+/// User behaviour: `ctr task pause` freezes every process of the container (the freezer cgroup says FROZEN, the
+/// task says PAUSED) and `resume` thaws it (TaskPaused, TaskResumed).
+fn shim_pause_and_resume() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let id = unique_id("pause");
+    shim_run_detached(&ctrd, &id);
+    let pid = task_pid(&ctrd, &id);
+    ctrd.ctr(&["task", "pause", &id]).ok();
+    assert_eq!(task_status(&ctrd, &id), "PAUSED");
+    let state = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let stopped = state.lines().any(|l| {
+        l.starts_with("State:") && (l.contains("D") || l.contains("T") || l.contains("S"))
+    });
+    assert!(stopped, "paused init should not run: {state}");
+    let freezer = freezer_state(pid);
+    if let Some(f) = &freezer {
+        assert_eq!(f, "FROZEN", "freezer state of the paused container");
+    }
+    ctrd.ctr(&["task", "resume", &id]).ok();
+    assert_eq!(task_status(&ctrd, &id), "RUNNING");
+    if freezer.is_some() {
+        assert_eq!(freezer_state(pid).as_deref(), Some("THAWED"));
+    }
+}
+
+/// The v1 freezer state of `pid`'s cgroup, where a v1 freezer is mounted.
+fn freezer_state(pid: i32) -> Option<String> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = cgroups.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        ctrls
+            .split(',')
+            .any(|c| c == "freezer")
+            .then(|| path.to_string())
+    })?;
+    let file = Path::new("/sys/fs/cgroup/freezer")
+        .join(path.trim_start_matches('/'))
+        .join("freezer.state");
+    std::fs::read_to_string(file)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[test]
+/// User behaviour: `ctr task metrics` shows the container's cgroup statistics (Task Stats returns containerd's
+/// cgroups Metrics), and `ctr task ps` lists its processes with the exec's ID (Task Pids).
+fn shim_metrics_and_ps() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let id = unique_id("metrics");
+    shim_run_detached(&ctrd, &id);
+    ctrd.ctr(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "sleeper",
+        &id,
+        "sleep",
+        "300",
+    ])
+    .ok();
+    let out = ctrd.ctr(&["task", "metrics", &id]);
+    out.ok();
+    let value = |name: &str| -> Option<u64> {
+        out.stdout.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&name)).then(|| f.get(1)?.parse().ok())?
+        })
+    };
+    if cgroup::mode() != cgroup::Mode::Unified {
+        assert_eq!(value("pids.current"), Some(2), "{out}");
+        assert!(value("memory.usage_in_bytes").unwrap_or(0) > 0, "{out}");
+        assert!(value("cpuacct.usage").unwrap_or(0) > 0, "{out}");
+    } else {
+        assert_eq!(value("pids.current"), Some(2), "{out}");
+    }
+    let ps = ctrd.ctr(&["task", "ps", &id]);
+    ps.ok();
+    let rows: Vec<&str> = ps.stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "init and the exec: {ps}");
+    assert!(
+        rows.iter().any(|r| r.contains("sleeper")),
+        "the exec's ID in INFO: {ps}"
+    );
+}
+
+#[test]
+/// User behaviour: `ctr run -t` gives the container a terminal of the caller's size (console socket, ResizePty)
+/// and returns its exit code.
+fn shim_run_with_a_terminal() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let cmd = ctrd.ctr_command(&[
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        &unique_id("tty"),
+        "sh",
+        "-c",
+        "sleep 1; /bin/polis-probe tty; exit 5",
+    ]);
+    let session = run_on_terminal(cmd, 33, 111, "", None);
+    assert_eq!(session.code, Some(5), "{}", session.output);
+    let probe = parse_last_json(&session.output.replace('\r', ""))
+        .unwrap_or_else(|| panic!("{}", session.output));
+    assert_eq!(
+        probe["tty"],
+        json!([true, true, true]),
+        "{}",
+        session.output
+    );
+    assert_eq!(probe["winsize"], json!([33, 111]), "{}", session.output);
+}
+
+#[test]
+/// Reliability: when containerd kills a shim (SIGKILL), its cleanup (`containerd-shim-polis-v2 delete`) leaves no
+/// container process, runtime state, cgroup or mount behind.
+fn shim_killed_leaves_nothing_behind() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let id = unique_id("shimkill");
+    shim_run_detached(&ctrd, &id);
+    let pid = task_pid(&ctrd, &id);
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let shims = shim_processes(&ctrd);
+    assert_eq!(shims.len(), 1, "one shim for the task");
+    // SAFETY: killing the shim this test's containerd started.
+    unsafe { libc::kill(shims[0], libc::SIGKILL) };
+    eventually(
+        "the container's init is gone",
+        Duration::from_secs(30),
+        || !Path::new(&format!("/proc/{pid}")).exists(),
+    );
+    ctrd.ctr(&["task", "delete", &id]);
+    ctrd.ctr(&["containers", "delete", &id]).ok();
+    let state = Path::new("/run/containerd/polis-runc")
+        .join(CGROUP_PARENT)
+        .join(&id);
+    assert!(!state.exists(), "runtime state left: {}", state.display());
+    let bundle_mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&id))
+        .map(str::to_string)
+        .collect();
+    assert!(bundle_mounts.is_empty(), "mounts left: {bundle_mounts:?}");
+    for line in cgroups.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrls, path) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+        let ctrl = ctrls.split(',').next().unwrap_or_default();
+        if ctrl.is_empty() || ctrl.starts_with("name=") || !path.contains(&id) {
+            continue;
+        }
+        let dir = Path::new("/sys/fs/cgroup")
+            .join(ctrl)
+            .join(path.trim_start_matches('/'));
+        assert!(!dir.exists(), "cgroup left: {}", dir.display());
+    }
+}
+
+#[test]
+/// A container's stdio is its own: the shim's `start` prints nothing but the address, and a container that
+/// exits at once (before Start returns to ctr) still reports its exit code.
+fn shim_reports_an_immediate_exit() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    for n in 0..5 {
+        let out = shim_run(
+            &ctrd,
+            &unique_id(&format!("quick{n}")),
+            &[],
+            &["sh", "-c", "exit 42"],
+        );
+        assert_eq!(out.code, Some(42), "{out}");
+    }
+}

@@ -1,0 +1,155 @@
+//! The shim's own lifecycle as containerd drives it: `start` (spawn the serving shim, or reuse the one of the
+//! container's pod), serving the Task API, and `delete` (clean up after a shim that died).
+
+use crate::events::start_publisher;
+use crate::runc::{CommandIo, Runc};
+use crate::service::Service;
+use crate::settings::Settings;
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::{Message, MessageField};
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Config, Error, ExitSignal, Flags, StartOpts, api};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The annotation containerd's CRI puts on every container of a pod: one shim serves the whole pod.
+const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+/// What `delete` reports for a task whose shim died: killed (128 + SIGKILL), as containerd's runc shim does.
+const KILLED_EXIT_STATUS: u32 = 128 + 9;
+const MAX_ID_LEN: usize = 1024;
+
+/// Container and exec IDs become file names: refuse what could name another place.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the ID is empty".to_string());
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(format!("the ID is longer than {MAX_ID_LEN} bytes"));
+    }
+    if id == "." || id == ".." || id.contains('/') || id.contains('\0') {
+        return Err(format!("the ID {id:?} is not a valid name"));
+    }
+    Ok(())
+}
+
+/// Unmounts everything containerd's snapshot mounted at `<bundle>/rootfs` (deepest first, lazily at last).
+pub fn unmount_rootfs(bundle: &Path) {
+    let rootfs = bundle.join("rootfs");
+    if let Err(e) = containerd_shim::mount::umount_recursive(rootfs.to_str(), libc::MNT_DETACH) {
+        containerd_shim::warn!("unmount {}: {}", rootfs.display(), e);
+    }
+}
+
+pub struct PolisShim {
+    namespace: String,
+    id: String,
+    exit: Arc<ExitSignal>,
+}
+
+impl containerd_shim::Shim for PolisShim {
+    type T = Service;
+
+    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        PolisShim {
+            namespace: args.namespace.clone(),
+            id: args.id.clone(),
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
+        let grouping = sandbox_id(Path::new("config.json")).unwrap_or_else(|| opts.id.clone());
+        let (pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+        containerd_shim::util::write_address(&address)?;
+        // containerd sends the runtime options on stdin; only containerd.runc.v1.Options can name a shim cgroup.
+        let mut options = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut options);
+        if let Some(cgroup) = shim_cgroup(&options) {
+            containerd_shim::cgroup::add_task_to_cgroup(&cgroup, pid)?;
+        }
+        containerd_shim::cgroup::adjust_oom_score(pid)?;
+        Ok(address)
+    }
+
+    fn delete_shim(&mut self) -> Result<api::DeleteResponse, Error> {
+        let bundle =
+            std::env::current_dir().map_err(|e| Error::Other(format!("bundle directory: {e}")))?;
+        let settings =
+            Settings::load(&bundle, &self.namespace).map_err(|e| Error::Other(e.to_string()))?;
+        let runc = Runc::new(&settings, &bundle);
+        if let Err(e) = runc.run(
+            &["delete".into(), "--force".into(), self.id.clone().into()],
+            CommandIo::Captured,
+            None,
+        ) {
+            if !e.message().contains("does not exist") {
+                containerd_shim::warn!("delete {}: {}", self.id, e);
+            }
+        }
+        unmount_rootfs(&bundle);
+        Ok(api::DeleteResponse {
+            pid: 0,
+            exit_status: KILLED_EXIT_STATUS,
+            exited_at: MessageField::from_option(containerd_shim::util::timestamp().ok()),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> Service {
+        let events = start_publisher(publisher, self.namespace.clone());
+        Service::new(&self.namespace, events, Arc::clone(&self.exit))
+    }
+}
+
+/// The pod a container belongs to, from its bundle's config.json annotations.
+fn sandbox_id(config: &Path) -> Option<String> {
+    let data = std::fs::read(config).ok()?;
+    let spec: serde_json::Value = serde_json::from_slice(&data).ok()?;
+    spec.get("annotations")?
+        .get(SANDBOX_ID_ANNOTATION)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+fn shim_cgroup(options: &[u8]) -> Option<String> {
+    let any = Any::parse_from_bytes(options).ok()?;
+    if !any.type_url.ends_with("containerd.runc.v1.Options") {
+        return None;
+    }
+    let opts = api::Options::parse_from_bytes(&any.value).ok()?;
+    Some(opts.shim_cgroup).filter(|c| !c.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_could_name_another_path_are_refused() {
+        for bad in ["", ".", "..", "a/b", "../x"] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_id(&"a".repeat(MAX_ID_LEN + 1)).is_err());
+        assert!(check_id("web-1.exec_2").is_ok());
+    }
+
+    #[test]
+    fn containers_of_a_pod_group_by_sandbox_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(
+            &config,
+            r#"{"ociVersion":"1.2.0","annotations":{"io.kubernetes.cri.sandbox-id":"pod1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(sandbox_id(&config).as_deref(), Some("pod1"));
+        std::fs::write(&config, r#"{"ociVersion":"1.2.0"}"#).unwrap();
+        assert_eq!(sandbox_id(&config), None);
+    }
+}
