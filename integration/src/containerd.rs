@@ -186,7 +186,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             opt = d.join("opt").display(),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+        let mut c = Containerd { dir, daemon: None };
+        c.spawn_daemon();
+        c
+    }
+
+    /// Starts the daemon on this dir's config and waits until it answers.
+    fn spawn_daemon(&mut self) {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("containerd.log"))
+            .unwrap();
         // containerd finds a runtime's shim binary on its PATH: put the workspace's build first.
         let path = format!(
             "{}:{}",
@@ -202,29 +214,47 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .stderr(log)
             .spawn()
             .expect("start containerd");
-        let mut c = Containerd {
-            dir,
-            daemon: Some(daemon),
-        };
+        self.daemon = Some(daemon);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = c.ctr(&["version"]);
+            let out = self.ctr(&["version"]);
             if out.success() {
                 break;
             }
-            if let Some(d) = c.daemon.as_mut() {
+            if let Some(d) = self.daemon.as_mut() {
                 if let Ok(Some(st)) = d.try_wait() {
-                    panic!("containerd exited with {st}: {}", c.log());
+                    panic!("containerd exited with {st}: {}", self.log());
                 }
             }
             assert!(
                 Instant::now() < deadline,
                 "containerd never answered: {}",
-                c.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        c
+    }
+
+    /// Stops the daemon (SIGTERM; its shims and containers keep running) and starts it again.
+    pub fn restart(&mut self) {
+        self.stop_daemon();
+        self.spawn_daemon();
+    }
+
+    fn stop_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            // SAFETY: signalling the daemon this test started.
+            unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = d.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = d.kill();
+            let _ = d.wait();
+        }
     }
 
     pub fn log(&self) -> String {
@@ -272,19 +302,7 @@ impl Drop for Containerd {
                 secs,
             );
         }
-        if let Some(mut d) = self.daemon.take() {
-            // SAFETY: signalling the daemon this test started.
-            unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = d.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = d.kill();
-            let _ = d.wait();
-        }
+        self.stop_daemon();
         kill_processes_mentioning(&self.dir.path().display().to_string());
         unmount_below(self.dir.path());
         let _ = std::fs::remove_dir_all(self.dir.path().join("root"));

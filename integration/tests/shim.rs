@@ -447,3 +447,191 @@ fn shim_reports_an_immediate_exit() {
         assert_eq!(out.code, Some(42), "{out}");
     }
 }
+
+/// `ctr events` running in the background; `topics()` lists what it printed for `id`, in order.
+struct EventLog {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+impl EventLog {
+    fn start(ctrd: &Containerd) -> EventLog {
+        let file = ctrd
+            .dir
+            .path()
+            .join(format!("events-{}.txt", std::process::id()));
+        let mut cmd = ctrd.ctr_command(&["events"]);
+        cmd.stdout(std::fs::File::create(&file).unwrap())
+            .stderr(std::process::Stdio::null());
+        let child = cmd.spawn().expect("start ctr events");
+        // ctr subscribes asynchronously: give it a moment before the events it must see.
+        std::thread::sleep(Duration::from_millis(300));
+        EventLog { child, file }
+    }
+
+    /// The topics of the events that name container `id`, as `ctr events` printed them.
+    fn topics(&self, id: &str) -> Vec<String> {
+        let text =
+            String::from_utf8_lossy(&std::fs::read(&self.file).unwrap_or_default()).into_owned();
+        text.lines()
+            .filter(|l| l.contains(&format!("\"container_id\":\"{id}\"")))
+            .filter_map(|l| l.split_whitespace().nth(5).map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+/// The shim publishes the task events containerd expects, in order (shim v2 protocol, "Events"): create, start,
+/// exec-added, exec-started, the exec's exit, paused, resumed, the init's exit, delete.
+fn shim_publishes_task_events() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let events = EventLog::start(&ctrd);
+    let id = unique_id("events");
+    shim_run_detached(&ctrd, &id);
+    ctrd.ctr(&["task", "exec", "--exec-id", "e1", &id, "true"])
+        .ok();
+    ctrd.ctr(&["task", "pause", &id]).ok();
+    ctrd.ctr(&["task", "resume", &id]).ok();
+    ctrd.ctr(&["task", "kill", "--signal", "SIGKILL", &id]).ok();
+    eventually("the task stops", Duration::from_secs(20), || {
+        task_status(&ctrd, &id) == "STOPPED"
+    });
+    ctrd.ctr(&["task", "delete", &id]).ok();
+    let want = [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/exit",
+        "/tasks/delete",
+        "/tasks/paused",
+        "/tasks/resumed",
+        "/tasks/exit",
+        "/tasks/delete",
+    ];
+    eventually("every event arrives", Duration::from_secs(10), || {
+        events.topics(&id).len() >= want.len()
+    });
+    assert_eq!(events.topics(&id), want);
+}
+
+#[test]
+/// The kernel's OOM killer acting in the container's memory cgroup is published as /tasks/oom.
+fn shim_reports_oom_kills() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let events = EventLog::start(&ctrd);
+    let id = unique_id("oom");
+    // dd's 64 MiB buffer cannot fit under a 16 MiB limit (this machine has no swap to hide it).
+    let out = shim_run(
+        &ctrd,
+        &id,
+        &["--memory-limit", "16777216"],
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/dev/null bs=64M count=1; echo dd-status=$?",
+        ],
+    );
+    out.ok();
+    assert!(
+        out.stdout.contains("dd-status=137"),
+        "dd should be OOM-killed: {out}"
+    );
+    eventually("/tasks/oom arrives", Duration::from_secs(10), || {
+        events.topics(&id).iter().any(|t| t == "/tasks/oom")
+    });
+}
+
+#[test]
+/// Reliability: containerd restarted while a container runs: the container keeps running, stays manageable (exec,
+/// kill, delete), and its exit still reaches containerd.
+fn shim_survives_a_containerd_restart() {
+    let Some(mut ctrd) = containerd_with_image() else {
+        return;
+    };
+    let id = unique_id("restart");
+    shim_run_detached(&ctrd, &id);
+    let pid = task_pid(&ctrd, &id);
+    ctrd.restart();
+    assert_eq!(
+        task_status(&ctrd, &id),
+        "RUNNING",
+        "containerd log:\n{}",
+        ctrd.log()
+    );
+    assert_eq!(task_pid(&ctrd, &id), pid);
+    let out = ctrd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "after",
+        &id,
+        "echo",
+        "still-here",
+    ]);
+    out.ok();
+    assert_eq!(out.stdout.trim(), "still-here");
+    ctrd.ctr(&["task", "kill", "--signal", "SIGKILL", &id]).ok();
+    eventually("the task stops", Duration::from_secs(20), || {
+        task_status(&ctrd, &id) == "STOPPED"
+    });
+    let out = ctrd.ctr(&["task", "delete", &id]);
+    out.ok();
+    assert!(out.stderr.contains("137"), "{out}");
+    ctrd.ctr(&["containers", "delete", &id]).ok();
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+/// Reliability: 50 containers started in parallel through containerd each return their own exit code, and
+/// nothing is left afterwards: no task, no shim, no runtime state.
+fn shim_runs_fifty_containers_in_parallel() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let ctrd = &ctrd;
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..50)
+            .map(|n| {
+                scope.spawn(move || {
+                    let id = unique_id(&format!("par{n}"));
+                    let out = shim_run(
+                        ctrd,
+                        &id,
+                        &[],
+                        &["sh", "-c", &format!("echo run-{n}; exit {}", n + 1)],
+                    );
+                    (n, out)
+                })
+            })
+            .collect();
+        for run in runs {
+            let (n, out) = run.join().expect("a run thread panicked");
+            assert_eq!(out.code, Some(n + 1), "{out}");
+            assert_eq!(out.stdout.trim(), format!("run-{n}"), "{out}");
+        }
+    });
+    let tasks = ctrd.ctr(&["task", "ls", "-q"]);
+    assert!(tasks.stdout.trim().is_empty(), "tasks left: {tasks}");
+    assert!(shim_processes(ctrd).is_empty(), "shims left");
+    let root = Path::new("/run/containerd/polis-runc").join(CGROUP_PARENT);
+    let left: Vec<String> = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("par") && n.ends_with(&format!("-{}", std::process::id())))
+        .collect();
+    assert!(left.is_empty(), "runtime state left: {left:?}");
+}

@@ -5,6 +5,7 @@
 
 mod events;
 mod lifecycle;
+mod oom;
 mod process;
 mod runc;
 mod service;

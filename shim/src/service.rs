@@ -10,7 +10,7 @@ use crate::stdio::{self, Prepared, StdioPaths};
 use containerd_shim::api;
 use containerd_shim::monitor::{ExitEvent, Subject, Topic};
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
@@ -252,6 +252,20 @@ impl Service {
         match result {
             Ok(pid) => {
                 self.track(&container.init, pid, started);
+                let events = self.0.events.clone();
+                let id = container.id.clone();
+                let watched = crate::oom::watch(pid, move || {
+                    events.send(
+                        topics::TASK_OOM_EVENT_TOPIC,
+                        TaskOOM {
+                            container_id: id.clone(),
+                            ..Default::default()
+                        },
+                    )
+                });
+                if let Err(e) = watched {
+                    containerd_shim::warn!("no OOM events for container {}: {}", container.id, e);
+                }
                 Ok(container)
             }
             Err(e) => {

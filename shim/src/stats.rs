@@ -85,6 +85,21 @@ pub enum StatsError {
 ///
 /// Reads `/proc/<pid>/cgroup`, `/proc/self/mountinfo` and the container's cgroup files.
 pub fn container_metrics(pid: u32) -> Result<Any, StatsError> {
+    match locate_cgroup(pid)? {
+        ContainerCgroup::V2(dir) => encode_any(&read_cgroup_v2_metrics(&dir)?),
+        ContainerCgroup::V1(dirs) => encode_any(&read_cgroup_v1_metrics(&dirs)?),
+    }
+}
+
+/// Where a process's cgroup is: one directory on cgroup v2, one per controller on v1 and hybrid hosts.
+pub enum ContainerCgroup {
+    V2(PathBuf),
+    /// Controller name to directory.
+    V1(BTreeMap<String, PathBuf>),
+}
+
+/// Finds the cgroup of `pid` from `/proc/<pid>/cgroup` and `/proc/self/mountinfo`.
+pub fn locate_cgroup(pid: u32) -> Result<ContainerCgroup, StatsError> {
     let proc_cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .map_err(|source| StatsError::ReadProcCgroup { pid, source })?;
     let mountinfo =
@@ -107,12 +122,9 @@ pub fn container_metrics(pid: u32) -> Result<Any, StatsError> {
                     cgroup_path: membership.path.clone(),
                 }
             })?;
-            encode_any(&read_cgroup_v2_metrics(&dir)?)
+            Ok(ContainerCgroup::V2(dir))
         }
-        CgroupLayout::Legacy => {
-            let dirs = resolve_v1_dirs(&memberships, &mounts);
-            encode_any(&read_cgroup_v1_metrics(&dirs)?)
-        }
+        CgroupLayout::Legacy => Ok(ContainerCgroup::V1(resolve_v1_dirs(&memberships, &mounts))),
         CgroupLayout::Unmounted => Err(StatsError::NoCgroupMount {
             path: PathBuf::from(MOUNTINFO_PATH),
         }),
