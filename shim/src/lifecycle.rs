@@ -101,7 +101,9 @@ impl containerd_shim::Shim for PolisShim {
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Service {
-        let events = start_publisher(publisher, self.namespace.clone());
+        // Events go through our own connection (crate::events); this one is closed.
+        drop(publisher);
+        let events = start_publisher(self.namespace.clone());
         Service::new(&self.namespace, events, Arc::clone(&self.exit))
     }
 }

@@ -23,7 +23,7 @@ use std::path::{Component, Path, PathBuf};
 use containerd_shim::protos::cgroups::metrics as v1;
 use containerd_shim::protos::cgroups_v2::metrics as v2;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::{self, MessageField, MessageFull};
+use containerd_shim::protos::protobuf::{self, Message, MessageField};
 
 /// The mount table of the shim's own mount namespace.
 const MOUNTINFO_PATH: &str = "/proc/self/mountinfo";
@@ -86,8 +86,8 @@ pub enum StatsError {
 /// Reads `/proc/<pid>/cgroup`, `/proc/self/mountinfo` and the container's cgroup files.
 pub fn container_metrics(pid: u32) -> Result<Any, StatsError> {
     match locate_cgroup(pid)? {
-        ContainerCgroup::V2(dir) => encode_any(&read_cgroup_v2_metrics(&dir)?),
-        ContainerCgroup::V1(dirs) => encode_any(&read_cgroup_v1_metrics(&dirs)?),
+        ContainerCgroup::V2(dir) => encode_any(V2_METRICS, &read_cgroup_v2_metrics(&dir)?),
+        ContainerCgroup::V1(dirs) => encode_any(V1_METRICS, &read_cgroup_v1_metrics(&dirs)?),
     }
 }
 
@@ -131,10 +131,15 @@ pub fn locate_cgroup(pid: u32) -> Result<ContainerCgroup, StatsError> {
     }
 }
 
+/// The proto full names of the two Metrics messages, which containerd's typeurl uses as the type URL. Written out
+/// rather than asked of protobuf's reflection, which would build every descriptor of the file in memory.
+const V1_METRICS: &str = "io.containerd.cgroups.v1.Metrics";
+const V2_METRICS: &str = "io.containerd.cgroups.v2.Metrics";
+
 /// Wraps a message in an `Any` whose type URL is the bare proto full name, as containerd's
 /// `typeurl.MarshalAny` does.
-fn encode_any<M: MessageFull>(message: &M) -> Result<Any, StatsError> {
-    let type_url = M::descriptor().full_name().to_owned();
+fn encode_any<M: Message>(type_url: &str, message: &M) -> Result<Any, StatsError> {
+    let type_url = type_url.to_owned();
     let value = message
         .write_to_bytes()
         .map_err(|source| StatsError::Encode {
@@ -1022,9 +1027,15 @@ fn read_v2_hugetlb(dir: &Path) -> Result<Vec<v2::HugeTlbStat>, StatsError> {
 
 #[cfg(test)]
 mod tests {
-    use containerd_shim::protos::protobuf::Message;
+    use containerd_shim::protos::protobuf::MessageFull;
 
     use super::*;
+
+    #[test]
+    fn type_urls_match_the_protobuf_descriptors() {
+        assert_eq!(V1_METRICS, v1::Metrics::descriptor().full_name());
+        assert_eq!(V2_METRICS, v2::Metrics::descriptor().full_name());
+    }
 
     const HYBRID_PROC_CGROUP: &str = "\
 12:hugetlb:/polis/abc
