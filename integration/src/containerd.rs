@@ -42,6 +42,11 @@ pub struct Image {
 }
 
 pub fn build_image(dir: &Path) -> Image {
+    build_image_running(dir, &["/bin/sh"])
+}
+
+/// Like [`build_image`], with `cmd` as the image's Cmd.
+pub fn build_image_running(dir: &Path, cmd: &[&str]) -> Image {
     let rootfs = dir.join("rootfs");
     make_rootfs(&rootfs);
     let layer_tar = dir.join("layer.tar");
@@ -61,7 +66,7 @@ pub fn build_image(dir: &Path) -> Image {
     let config = json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]},
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd},
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
     });
     let (config_digest, config_size) = put_blob(&layout, config.to_string().as_bytes());
@@ -149,10 +154,37 @@ pub fn run_with_timeout(cmd: Command, scratch: &Path, secs: u64) -> Output {
 pub struct Containerd {
     pub dir: tempfile::TempDir,
     daemon: Option<std::process::Child>,
+    /// The containerd namespace `ctr` uses (CRI works in "k8s.io").
+    pub namespace: String,
+    /// A network namespace (/run/netns/NAME) the daemon runs in, for CRI pods' networks.
+    netns: Option<String>,
 }
 
 impl Containerd {
+    /// containerd without CRI, in the host's network namespace.
     pub fn start() -> Containerd {
+        Containerd::start_with(
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+            None,
+            CGROUP_PARENT,
+            |_| {},
+        )
+    }
+
+    /// containerd with its CRI plugin (`cri` is the `[plugins."io.containerd.grpc.v1.cri"]` part of the config,
+    /// `{dir}` in it replaced by the test dir), running in the network namespace `netns`, so the pods' bridge and
+    /// addresses never touch the host's network.
+    /// `prepare` writes what the config refers to into the test dir before the daemon starts.
+    pub fn start_cri_prepared(cri: &str, netns: &NetNs, prepare: impl FnOnce(&Path)) -> Containerd {
+        Containerd::start_with(cri, Some(netns.name.clone()), "k8s.io", prepare)
+    }
+
+    fn start_with(
+        extra: &str,
+        netns: Option<String>,
+        namespace: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> Containerd {
         let dir = temp_dir("polis-it-containerd-");
         let d = dir.path();
         for sub in ["root", "state", "opt", "scratch"] {
@@ -162,8 +194,7 @@ impl Containerd {
             r#"version = 2
 root = "{root}"
 state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
+{extra}
 [grpc]
   address = "{sock}"
 
@@ -184,11 +215,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             sock = d.join("containerd.sock").display(),
             ttrpc = d.join("containerd.sock.ttrpc").display(),
             opt = d.join("opt").display(),
+            extra = extra.replace("{dir}", &d.display().to_string()),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let mut c = Containerd { dir, daemon: None };
+        prepare(d);
+        let mut c = Containerd {
+            dir,
+            daemon: None,
+            namespace: namespace.to_string(),
+            netns,
+        };
         c.spawn_daemon();
         c
+    }
+
+    /// The gRPC socket (also CRI's).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
     }
 
     /// Starts the daemon on this dir's config and waits until it answers.
@@ -205,7 +248,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             workspace_root().join("target/release").display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let daemon = Command::new(CONTAINERD)
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(CONTAINERD);
+                c
+            }
+            None => Command::new(CONTAINERD),
+        };
+        let daemon = cmd
             .env("PATH", path)
             .arg("--config")
             .arg(d.join("config.toml"))
@@ -265,7 +316,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         let mut cmd = Command::new(CTR);
         cmd.arg("--address")
             .arg(self.dir.path().join("containerd.sock"))
-            .args(["--namespace", CGROUP_PARENT])
+            .args(["--namespace", &self.namespace])
             .args(args);
         cmd
     }
@@ -348,4 +399,121 @@ pub fn ctr_import(ctrd: &Containerd) {
         list.stdout.lines().any(|l| l == IMAGE),
         "image not imported: {list}"
     );
+}
+
+/// A network namespace of the test's own (`ip netns add`), with its loopback up; deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> NetNs {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("polis-{tag}-{}-{n}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name}");
+        let ns = NetNs { name };
+        let st = Command::new("ip")
+            .args(["-n", &ns.name, "link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "bring up lo in {}", ns.name);
+        ns
+    }
+
+    /// `cmd args...` run inside the namespace (network only; mounts are the host's).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg(program);
+        c
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+pub const REGISTRY: &str = "/usr/bin/docker-registry";
+
+/// Debian's docker-registry serving on 127.0.0.1:5000 inside `netns`, its storage under a temp dir.
+pub struct Registry {
+    dir: tempfile::TempDir,
+    daemon: Option<std::process::Child>,
+    netns: String,
+}
+
+impl Registry {
+    pub const ADDRESS: &'static str = "127.0.0.1:5000";
+
+    pub fn start(netns: &NetNs) -> Registry {
+        let dir = temp_dir("polis-it-registry-");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {}\n",
+            dir.path().join("storage").display(),
+            Registry::ADDRESS
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let daemon = netns
+            .command(REGISTRY)
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let r = Registry {
+            dir,
+            daemon: Some(daemon),
+            netns: netns.name.clone(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = netns
+                .command("bash")
+                .args(["-c", "exec 3<>/dev/tcp/127.0.0.1/5000"])
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if up {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the registry never answered");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        r
+    }
+
+    /// Pushes an OCI archive as `127.0.0.1:5000/NAME` (skopeo, plain HTTP).
+    pub fn push(&self, archive: &Path, name: &str) {
+        let scratch = self.dir.path();
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{}/{name}", Registry::ADDRESS));
+        run_command(cmd, scratch, Duration::from_secs(120)).ok();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
 }

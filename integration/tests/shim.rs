@@ -635,3 +635,18 @@ fn shim_runs_fifty_containers_in_parallel() {
         .collect();
     assert!(left.is_empty(), "runtime state left: {left:?}");
 }
+
+#[test]
+/// Checkpoint is not something polis-runc can do: the Task API's Checkpoint answers with a clear "not supported"
+/// error, and the task keeps running.
+fn shim_refuses_checkpoint_clearly() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let id = unique_id("ckpt");
+    shim_run_detached(&ctrd, &id);
+    ctrd.ctr(&["task", "checkpoint", &id])
+        .fails()
+        .stderr_mentions("not supported");
+    assert_eq!(task_status(&ctrd, &id), "RUNNING");
+}
