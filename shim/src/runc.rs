@@ -79,6 +79,9 @@ impl<'a> Runc<'a> {
         if self.settings.systemd_cgroup {
             cmd.arg("--systemd-cgroup");
         }
+        if self.settings.runtime_debug() {
+            cmd.arg("--debug");
+        }
         cmd.args(args);
         cmd
     }

@@ -204,6 +204,7 @@ impl Service {
         }
         let settings = Settings::from_options(&self.0.namespace, req.options.as_ref())
             .map_err(|e| rpc_error(Code::INVALID_ARGUMENT, e))?;
+        settings.apply_log_level();
         settings
             .save(&bundle)
             .map_err(|e| rpc_error(Code::INTERNAL, e))?;

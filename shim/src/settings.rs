@@ -162,6 +162,18 @@ impl Settings {
         Ok(())
     }
 
+    /// Sets the shim's log level (its log goes to containerd, which prints it with the shim's ID). A pod's shim
+    /// serves several containers: the last container's settings win.
+    pub fn apply_log_level(&self) {
+        let level = self.log_level.parse().unwrap_or(log::LevelFilter::Info);
+        log::set_max_level(level);
+    }
+
+    /// `--debug` for polis-runc when the shim logs at debug or trace level.
+    pub fn runtime_debug(&self) -> bool {
+        matches!(self.log_level.as_str(), "debug" | "trace")
+    }
+
     pub fn save(&self, bundle: &Path) -> Result<(), SettingsError> {
         let path = bundle.join(SAVED_SETTINGS);
         let json = serde_json::to_vec(self).map_err(|e| SettingsError::Save {
