@@ -78,6 +78,13 @@ impl containerd_shim::Shim for PolisShim {
         let settings =
             Settings::load(&bundle, &self.namespace).map_err(|e| Error::Other(e.to_string()))?;
         let runc = Runc::new(&settings, &bundle);
+        // containerd runs `delete` after every task, also after a clean Delete: when polis-runc has no state for
+        // the container any more there is nothing to delete, and one runtime start (about 5 ms) is saved.
+        let has_state = settings.root.join(&self.id).exists();
+        if !has_state {
+            unmount_rootfs(&bundle);
+            return Ok(killed_response());
+        }
         if let Err(e) = runc.run(
             &["delete".into(), "--force".into(), self.id.clone().into()],
             CommandIo::Captured,
@@ -88,12 +95,7 @@ impl containerd_shim::Shim for PolisShim {
             }
         }
         unmount_rootfs(&bundle);
-        Ok(api::DeleteResponse {
-            pid: 0,
-            exit_status: KILLED_EXIT_STATUS,
-            exited_at: MessageField::from_option(containerd_shim::util::timestamp().ok()),
-            ..Default::default()
-        })
+        Ok(killed_response())
     }
 
     fn wait(&mut self) {
@@ -105,6 +107,16 @@ impl containerd_shim::Shim for PolisShim {
         drop(publisher);
         let events = start_publisher(self.namespace.clone());
         Service::new(&self.namespace, events, Arc::clone(&self.exit))
+    }
+}
+
+/// What `delete` answers: the task is gone as if killed (128 + SIGKILL), as containerd's runc shim answers.
+fn killed_response() -> api::DeleteResponse {
+    api::DeleteResponse {
+        pid: 0,
+        exit_status: KILLED_EXIT_STATUS,
+        exited_at: MessageField::from_option(containerd_shim::util::timestamp().ok()),
+        ..Default::default()
     }
 }
 
