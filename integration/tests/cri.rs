@@ -218,10 +218,24 @@ async fn call<T>(
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(status)) => panic!("{what}: {status}\ncontainerd log:\n{}", ctrd.log()),
         Err(_) => panic!(
-            "{what}: no answer within 60 s\ncontainerd log:\n{}",
+            "{what}: no answer within 60 s\nprocesses:\n{}\ncontainerd log:\n{}",
+            runtime_processes(),
             ctrd.log()
         ),
     }
+}
+
+/// The shims, runtimes and containers running now, with what they wait in, for a hang's report.
+fn runtime_processes() -> String {
+    let out = std::process::Command::new("ps")
+        .args(["-eo", "pid,ppid,stat,wchan:24,args"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter(|l| l.contains("polis") || l.contains("containerd") || l.contains("sleep"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn shim_pids(ctrd: &Containerd) -> Vec<i32> {

@@ -75,6 +75,25 @@ fn task_pid(ctrd: &Containerd, id: &str) -> i32 {
         .unwrap_or_else(|| panic!("no task {id}: {out}"))
 }
 
+/// The socket of the shim that serves `id`: /run/containerd/s/sha256(<containerd address>/<namespace>/<id>), as
+/// containerd-shim derives it.
+fn shim_socket(ctrd: &Containerd, id: &str) -> std::path::PathBuf {
+    let key = format!("{}/{}/{id}", ctrd.socket().display(), ctrd.namespace);
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sha256sum");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), key.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let hex = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    Path::new("/run/containerd/s").join(hex)
+}
+
 fn shim_processes(ctrd: &Containerd) -> Vec<i32> {
     let marker = ctrd.dir.path().display().to_string();
     let mut pids = Vec::new();
@@ -99,9 +118,10 @@ fn shim_run_prints_output_and_returns_the_exit_code() {
     let Some(ctrd) = containerd_with_image() else {
         return;
     };
+    let id = unique_id("out");
     let out = shim_run(
         &ctrd,
-        &unique_id("out"),
+        &id,
         &[],
         &["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 7"],
     );
@@ -111,6 +131,12 @@ fn shim_run_prints_output_and_returns_the_exit_code() {
     assert!(
         shim_processes(&ctrd).is_empty(),
         "the shim outlived its only container"
+    );
+    let socket = shim_socket(&ctrd, &id);
+    assert!(
+        !socket.exists(),
+        "the shim left its socket {}",
+        socket.display()
     );
 }
 
@@ -405,6 +431,12 @@ fn shim_killed_leaves_nothing_behind() {
     );
     ctrd.ctr(&["task", "delete", &id]);
     ctrd.ctr(&["containers", "delete", &id]).ok();
+    let socket = shim_socket(&ctrd, &id);
+    assert!(
+        !socket.exists(),
+        "the dead shim's socket is left: {}",
+        socket.display()
+    );
     let state = Path::new("/run/containerd/polis-runc")
         .join(CGROUP_PARENT)
         .join(&id);

@@ -44,6 +44,10 @@ pub fn unmount_rootfs(bundle: &Path) {
 pub struct PolisShim {
     namespace: String,
     id: String,
+    /// The ttrpc socket this shim serves (`-socket`, `unix://PATH`), removed when it ends.
+    socket: String,
+    /// containerd's address (`-address`), from which the socket of a container's shim is derived.
+    containerd_address: String,
     exit: Arc<ExitSignal>,
 }
 
@@ -54,6 +58,8 @@ impl containerd_shim::Shim for PolisShim {
         PolisShim {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
+            socket: args.socket.clone(),
+            containerd_address: args.address.clone(),
             exit: Arc::new(ExitSignal::default()),
         }
     }
@@ -75,6 +81,7 @@ impl containerd_shim::Shim for PolisShim {
     fn delete_shim(&mut self) -> Result<api::DeleteResponse, Error> {
         let bundle =
             std::env::current_dir().map_err(|e| Error::Other(format!("bundle directory: {e}")))?;
+        self.remove_dead_socket(&bundle);
         let settings =
             Settings::load(&bundle, &self.namespace).map_err(|e| Error::Other(e.to_string()))?;
         let runc = Runc::new(&settings, &bundle);
@@ -100,6 +107,12 @@ impl containerd_shim::Shim for PolisShim {
 
     fn wait(&mut self) {
         self.exit.wait();
+        // containerd-shim removes the socket it finds in the bundle's `address` file, but containerd has removed
+        // the bundle by now: remove it here, or every shim would leave its socket in /run/containerd/s.
+        let path = self.socket.strip_prefix("unix://").unwrap_or(&self.socket);
+        if !path.is_empty() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Service {
@@ -107,6 +120,20 @@ impl containerd_shim::Shim for PolisShim {
         drop(publisher);
         let events = start_publisher(self.namespace.clone());
         Service::new(&self.namespace, events, Arc::clone(&self.exit))
+    }
+}
+
+impl PolisShim {
+    /// After a shim died (containerd runs `delete` then), its socket stays behind: remove it unless a shim still
+    /// answers on it (the pod's shim serving other containers).
+    fn remove_dead_socket(&self, bundle: &Path) {
+        let grouping = sandbox_id(&bundle.join("config.json")).unwrap_or_else(|| self.id.clone());
+        let address =
+            containerd_shim::socket_address(&self.containerd_address, &self.namespace, &grouping);
+        let path = address.strip_prefix("unix://").unwrap_or(&address);
+        if Path::new(path).exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
