@@ -682,3 +682,78 @@ fn shim_refuses_checkpoint_clearly() {
         .stderr_mentions("not supported");
     assert_eq!(task_status(&ctrd, &id), "RUNNING");
 }
+
+#[test]
+/// User behaviour: `ctr task kill --all` signals every process of the container, execs included (Kill with all).
+fn shim_kill_all_reaches_every_process() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let id = unique_id("killall");
+    shim_run_detached(&ctrd, &id);
+    ctrd.ctr(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "extra",
+        &id,
+        "sleep",
+        "300",
+    ])
+    .ok();
+    let ps = ctrd.ctr(&["task", "ps", &id]);
+    let pids: Vec<i32> = ps
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 2, "{ps}");
+    ctrd.ctr(&["task", "kill", "--all", "--signal", "SIGKILL", &id])
+        .ok();
+    eventually(
+        "every process of the task is gone",
+        Duration::from_secs(20),
+        || {
+            pids.iter()
+                .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+        },
+    );
+    eventually("the task stops", Duration::from_secs(20), || {
+        task_status(&ctrd, &id) == "STOPPED"
+    });
+}
+
+#[test]
+/// User behaviour: `ctr task exec -t` gives the exec its own terminal of the caller's size (console socket and
+/// ResizePty for an exec) and returns its exit code.
+fn shim_exec_with_a_terminal() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let id = unique_id("exectty");
+    shim_run_detached(&ctrd, &id);
+    let cmd = ctrd.ctr_command(&[
+        "task",
+        "exec",
+        "-t",
+        "--exec-id",
+        "tty",
+        &id,
+        "sh",
+        "-c",
+        "sleep 1; /bin/polis-probe tty; exit 6",
+    ]);
+    let session = run_on_terminal(cmd, 27, 99, "", None);
+    assert_eq!(session.code, Some(6), "{}", session.output);
+    let probe = parse_last_json(&session.output.replace('\r', ""))
+        .unwrap_or_else(|| panic!("{}", session.output));
+    assert_eq!(
+        probe["tty"],
+        json!([true, true, true]),
+        "{}",
+        session.output
+    );
+    assert_eq!(probe["winsize"], json!([27, 99]), "{}", session.output);
+}
