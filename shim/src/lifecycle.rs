@@ -65,7 +65,16 @@ impl containerd_shim::Shim for PolisShim {
     }
 
     fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
+        block_signal_handlers();
         let grouping = sandbox_id(Path::new("config.json")).unwrap_or_else(|| opts.id.clone());
+        // Another container of the pod: its shim already serves this address. Answer with it, as containerd's
+        // runc shim does, instead of starting a shim that would find the address taken and exit at once.
+        let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
+        let path = address.strip_prefix("unix://").unwrap_or(&address);
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            containerd_shim::util::write_address(&address)?;
+            return Ok(address);
+        }
         let (pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
         containerd_shim::util::write_address(&address)?;
         // containerd sends the runtime options on stdin; only containerd.runc.v1.Options can name a shim cgroup.
@@ -134,6 +143,24 @@ impl PolisShim {
         if Path::new(path).exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// Keeps containerd-shim's signal handlers from running in the `start` process. containerd-shim registers SIGCHLD
+/// and SIGPIPE with signal-hook for every subcommand, and `start` drops the receiving end of signal-hook's pipe
+/// while the handlers stay installed: a SIGCHLD then (the spawned shim exiting early, say because another shim
+/// already serves the pod) makes the handler's write fail with EPIPE, which raises SIGPIPE, whose handler writes to
+/// the same pipe: `start` spins for ever and containerd waits on it (seen as CRI StartContainer hanging). `start`
+/// waits for no child, so blocking both signals here loses nothing; the shim it spawns gets a clean signal mask
+/// (std resets it before exec).
+fn block_signal_handlers() {
+    // SAFETY: plain sigset manipulation on a local set, then a mask change of this (single-threaded) process.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 

@@ -66,6 +66,12 @@ impl Container {
         Runc::new(&self.settings, &self.bundle)
     }
 
+    /// `polis-runc ARGS...` with its output captured (the commands that touch no container stdio).
+    fn runc_captured(&self, args: &[&str]) -> Result<Vec<u8>, crate::runc::RuncError> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        self.runc().run(&args, CommandIo::Captured, None)
+    }
+
     fn process(&self, exec_id: &str) -> TtrpcResult<Arc<Process>> {
         if exec_id.is_empty() {
             return Ok(Arc::clone(&self.init));
@@ -270,15 +276,7 @@ impl Service {
                 Ok(container)
             }
             Err(e) => {
-                let _ = container.runc().run(
-                    &[
-                        "delete".into(),
-                        "--force".into(),
-                        container.id.clone().into(),
-                    ],
-                    CommandIo::Captured,
-                    None,
-                );
+                let _ = container.runc_captured(&["delete", "--force", &container.id]);
                 if container.rootfs_mounted {
                     crate::lifecycle::unmount_rootfs(&bundle);
                 }
@@ -399,12 +397,7 @@ impl containerd_shim::Task for Service {
         }
         let pid = if req.exec_id.is_empty() {
             container
-                .runc()
-                .run(
-                    &["start".into(), req.id.clone().into()],
-                    CommandIo::Captured,
-                    None,
-                )
+                .runc_captured(&["start", &req.id])
                 .map_err(runc_error)?;
             process.set_status(Status::Running);
             let pid = process.state().pid;
@@ -507,12 +500,7 @@ impl containerd_shim::Task for Service {
         }
         if req.exec_id.is_empty() {
             container
-                .runc()
-                .run(
-                    &["delete".into(), "--force".into(), req.id.clone().into()],
-                    CommandIo::Captured,
-                    None,
-                )
+                .runc_captured(&["delete", "--force", &req.id])
                 .or_else(|e| {
                     if e.message().contains("does not exist") {
                         Ok(Vec::new())
@@ -560,17 +548,7 @@ impl containerd_shim::Task for Service {
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
         let container = self.container(&req.id)?;
         let out = container
-            .runc()
-            .run(
-                &[
-                    "ps".into(),
-                    "--format".into(),
-                    "json".into(),
-                    req.id.clone().into(),
-                ],
-                CommandIo::Captured,
-                None,
-            )
+            .runc_captured(&["ps", "--format", "json", &req.id])
             .map_err(runc_error)?;
         let pids: Vec<u32> = serde_json::from_slice(&out).map_err(|e| {
             rpc_error(
@@ -613,12 +591,7 @@ impl containerd_shim::Task for Service {
     fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
         let container = self.container(&req.id)?;
         container
-            .runc()
-            .run(
-                &["pause".into(), req.id.clone().into()],
-                CommandIo::Captured,
-                None,
-            )
+            .runc_captured(&["pause", &req.id])
             .map_err(runc_error)?;
         container.init.set_status(Status::Paused);
         self.0.events.send(
@@ -634,12 +607,7 @@ impl containerd_shim::Task for Service {
     fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<api::Empty> {
         let container = self.container(&req.id)?;
         container
-            .runc()
-            .run(
-                &["resume".into(), req.id.clone().into()],
-                CommandIo::Captured,
-                None,
-            )
+            .runc_captured(&["resume", &req.id])
             .map_err(runc_error)?;
         container.init.set_status(Status::Running);
         self.0.events.send(
