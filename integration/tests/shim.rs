@@ -769,3 +769,67 @@ fn shim_exec_with_a_terminal() {
     ]);
     assert_probe_on_terminal(cmd, 27, 99, 6);
 }
+
+#[test]
+/// Regression, and one shim per pod: `containerd-shim-polis-v2 start` for another container of a pod whose shim
+/// already runs (same `io.kubernetes.cri.sandbox-id`) answers with that shim's address at once, 60 times in a row.
+/// It used to spawn a second shim that found the address taken and exited, and that early exit could make `start`
+/// spin for ever in containerd-shim's signal handlers (SIGCHLD, EPIPE on signal-hook's closed pipe, SIGPIPE):
+/// containerd saw a hung task create (about once in 40 `start`s here).
+fn shim_start_for_a_pods_second_container_reuses_its_shim() {
+    let Some(ctrd) = containerd_with_image() else {
+        return;
+    };
+    let pod = unique_id("pod");
+    shim_run_detached(&ctrd, &pod);
+    let pod_socket = shim_socket(&ctrd, &pod);
+    assert!(
+        pod_socket.exists(),
+        "the pod's shim serves {}",
+        pod_socket.display()
+    );
+    let dir = temp_dir("polis-it-shim-start-");
+    let bundle = dir.path();
+    std::fs::write(
+        bundle.join("config.json"),
+        json!({"ociVersion": "1.2.0", "annotations": {"io.kubernetes.cri.sandbox-id": pod}})
+            .to_string(),
+    )
+    .unwrap();
+    // The shim's log fifo, with the reader containerd keeps on it (a spawned shim opens it for writing first).
+    let log = bundle.join("log");
+    let st = Command::new("mkfifo").arg(&log).status().unwrap();
+    assert!(st.success(), "mkfifo {}", log.display());
+    let _log_reader = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&log)
+        .unwrap();
+    let scratch = bundle.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    for n in 0..60 {
+        let mut cmd = Command::new(shim_binary());
+        cmd.current_dir(bundle)
+            .env(
+                "TTRPC_ADDRESS",
+                ctrd.dir.path().join("containerd.sock.ttrpc"),
+            )
+            .args(["-namespace", &ctrd.namespace, "-address"])
+            .arg(ctrd.socket())
+            .args([
+                "-publish-binary",
+                "/usr/bin/containerd",
+                "-id",
+                &format!("second-{n}"),
+                "start",
+            ]);
+        let out = run_command(cmd, &scratch, Duration::from_secs(10));
+        out.ok();
+        assert_eq!(
+            out.stdout,
+            format!("unix://{}", pod_socket.display()),
+            "{out}"
+        );
+    }
+    assert_eq!(shim_processes(&ctrd).len(), 1, "still one shim for the pod");
+}

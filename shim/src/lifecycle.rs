@@ -65,7 +65,7 @@ impl containerd_shim::Shim for PolisShim {
     }
 
     fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
-        block_signal_handlers();
+        disarm_signal_handlers();
         let grouping = sandbox_id(Path::new("config.json")).unwrap_or_else(|| opts.id.clone());
         // Another container of the pod: its shim already serves this address. Answer with it, as containerd's
         // runc shim does, instead of starting a shim that would find the address taken and exit at once.
@@ -150,17 +150,14 @@ impl PolisShim {
 /// and SIGPIPE with signal-hook for every subcommand, and `start` drops the receiving end of signal-hook's pipe
 /// while the handlers stay installed: a SIGCHLD then (the spawned shim exiting early, say because another shim
 /// already serves the pod) makes the handler's write fail with EPIPE, which raises SIGPIPE, whose handler writes to
-/// the same pipe: `start` spins for ever and containerd waits on it (seen as CRI StartContainer hanging). `start`
-/// waits for no child, so blocking both signals here loses nothing; the shim it spawns gets a clean signal mask
-/// (std resets it before exec).
-fn block_signal_handlers() {
-    // SAFETY: plain sigset manipulation on a local set, then a mask change of this (single-threaded) process.
+/// the same pipe: `start` spins for ever and containerd waits on it (seen as CRI StartContainer hanging).
+/// `start` waits for no child, so SIGCHLD goes back to its default and SIGPIPE is ignored. The signals are not
+/// blocked instead: a blocked mask is inherited by the shim that `start` spawns, which then never reaps a child.
+fn disarm_signal_handlers() {
+    // SAFETY: resetting two signal dispositions of this single-threaded process.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        libc::sigaddset(&mut set, libc::SIGPIPE);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }
 
