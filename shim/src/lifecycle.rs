@@ -70,8 +70,7 @@ impl containerd_shim::Shim for PolisShim {
         // Another container of the pod: its shim already serves this address. Answer with it, as containerd's
         // runc shim does, instead of starting a shim that would find the address taken and exit at once.
         let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
-        let path = address.strip_prefix("unix://").unwrap_or(&address);
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        if std::os::unix::net::UnixStream::connect(socket_path(&address)).is_ok() {
             containerd_shim::util::write_address(&address)?;
             return Ok(address);
         }
@@ -118,7 +117,7 @@ impl containerd_shim::Shim for PolisShim {
         self.exit.wait();
         // containerd-shim removes the socket it finds in the bundle's `address` file, but containerd has removed
         // the bundle by now: remove it here, or every shim would leave its socket in /run/containerd/s.
-        let path = self.socket.strip_prefix("unix://").unwrap_or(&self.socket);
+        let path = socket_path(&self.socket);
         if !path.is_empty() {
             let _ = std::fs::remove_file(path);
         }
@@ -139,7 +138,7 @@ impl PolisShim {
         let grouping = sandbox_id(&bundle.join("config.json")).unwrap_or_else(|| self.id.clone());
         let address =
             containerd_shim::socket_address(&self.containerd_address, &self.namespace, &grouping);
-        let path = address.strip_prefix("unix://").unwrap_or(&address);
+        let path = socket_path(&address);
         if Path::new(path).exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
             let _ = std::fs::remove_file(path);
         }
@@ -169,6 +168,11 @@ fn killed_response() -> api::DeleteResponse {
         exited_at: MessageField::from_option(containerd_shim::util::timestamp().ok()),
         ..Default::default()
     }
+}
+
+/// The file of a shim's ttrpc address (`unix://PATH`).
+fn socket_path(address: &str) -> &str {
+    address.strip_prefix("unix://").unwrap_or(address)
 }
 
 /// The pod a container belongs to, from its bundle's config.json annotations.

@@ -35,7 +35,7 @@ pub struct Process {
     io: Mutex<Option<ProcessIo>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking holder cannot leave these plain values half-written.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -2,7 +2,7 @@
 //! Containers of one pod share the shim (see `lifecycle`), so the service holds several.
 
 use crate::events::EventSender;
-use crate::process::{PidTable, Process, Status};
+use crate::process::{PidTable, Process, Status, lock};
 use crate::runc::{CommandIo, Runc};
 use crate::settings::Settings;
 use crate::stats;
@@ -23,16 +23,11 @@ use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 fn rpc_error(code: Code, message: impl ToString) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, message))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking holder cannot leave these maps half-written.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Maps a polis-runc failure onto the gRPC code containerd expects (its errdefs).
