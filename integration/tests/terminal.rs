@@ -181,7 +181,11 @@ conformance_test!(
     run_terminal_follows_resizes,
     |rt| {
         let resize = Resize { after_output: "30 90", rows: 33, cols: 111 };
-        let session = run_on_own_terminal(rt, "stty size; sleep 2; stty size", 30, 90, Some(resize));
+        // runc 1.1.5 sizes the terminal just after the process starts, so the script first waits (up to 2 s) for
+        // the initial size; the point here is the resize.
+        let script = "i=0; while [ \"$(stty size 2>/dev/null)\" != '30 90' ] && [ $i -lt 40 ]; do \
+                      sleep 0.05; i=$((i+1)); done; stty size; sleep 2; stty size";
+        let session = run_on_own_terminal(rt, script, 30, 90, Some(resize));
         let sizes: Vec<&str> = session.output.lines().map(str::trim).filter(|l| l.contains(' ')).collect();
         assert_eq!(sizes.last(), Some(&"33 111"), "{:?}", session.output);
         assert_eq!(session.code, Some(0), "{:?}", session.output);
