@@ -411,7 +411,11 @@ impl NetNs {
         static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("polis-{tag}-{}-{n}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // A namespace of this name left by a crashed run; usually there is none, and `ip` says so on stderr.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         let st = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
@@ -445,23 +449,63 @@ impl Drop for NetNs {
 
 pub const REGISTRY: &str = "/usr/bin/docker-registry";
 
-/// Debian's docker-registry serving on 127.0.0.1:5000 inside `netns`, its storage under a temp dir.
+/// What [`Registry::start_with`] configures: the port on 127.0.0.1 and, optionally, htpasswd (Basic) auth.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Port on 127.0.0.1 inside the namespace.
+    pub port: u16,
+    /// `(user, password)`: the registry then requires HTTP Basic auth (docker-registry's `auth: htpasswd`, with a
+    /// bcrypt entry for this one user). docker-registry 2.8 accepts this over plain HTTP, without even a warning.
+    pub htpasswd: Option<(String, String)>,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            port: 5000,
+            htpasswd: None,
+        }
+    }
+}
+
+/// Debian's docker-registry serving plain HTTP on 127.0.0.1:PORT (5000 by [`Registry::start`]) inside `netns`, its
+/// storage under a temp dir; killed on drop.
 pub struct Registry {
     dir: tempfile::TempDir,
     daemon: Option<std::process::Child>,
     netns: String,
+    address: String,
+    credentials: Option<(String, String)>,
 }
 
 impl Registry {
+    /// The address of a registry started by [`Registry::start`].
     pub const ADDRESS: &'static str = "127.0.0.1:5000";
 
+    /// An anonymous registry on 127.0.0.1:5000.
     pub fn start(netns: &NetNs) -> Registry {
+        Registry::start_with(netns, RegistryOptions::default())
+    }
+
+    /// A registry on 127.0.0.1:`options.port`, with htpasswd auth when `options.htpasswd` is set.
+    pub fn start_with(netns: &NetNs, options: RegistryOptions) -> Registry {
         let dir = temp_dir("polis-it-registry-");
-        let config = format!(
+        let address = format!("127.0.0.1:{}", options.port);
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {}\n",
             dir.path().join("storage").display(),
-            Registry::ADDRESS
+            address
         );
+        if let Some((user, password)) = &options.htpasswd {
+            // Cost 4, bcrypt's minimum: the registry checks the hash on every request.
+            let hash = bcrypt::hash(password, 4).expect("bcrypt hash");
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, format!("{user}:{hash}\n")).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: polis-test\n    path: {}\n",
+                file.display()
+            ));
+        }
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
         let daemon = netns
@@ -473,16 +517,19 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
-        let r = Registry {
+        let mut r = Registry {
             dir,
             daemon: Some(daemon),
             netns: netns.name.clone(),
+            address,
+            credentials: options.htpasswd,
         };
+        let probe = format!("exec 3<>/dev/tcp/127.0.0.1/{}", options.port);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let up = netns
                 .command("bash")
-                .args(["-c", "exec 3<>/dev/tcp/127.0.0.1/5000"])
+                .args(["-c", &probe])
                 .stderr(Stdio::null())
                 .status()
                 .map(|s| s.success())
@@ -490,21 +537,53 @@ impl Registry {
             if up {
                 break;
             }
-            assert!(Instant::now() < deadline, "the registry never answered");
+            if let Some(Ok(Some(st))) = r.daemon.as_mut().map(|d| d.try_wait()) {
+                panic!("docker-registry exited with {st}: {}", r.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the registry never answered: {}",
+                r.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         r
     }
 
-    /// Pushes an OCI archive as `127.0.0.1:5000/NAME` (skopeo, plain HTTP).
+    /// `127.0.0.1:PORT`, as a client inside the namespace reaches it.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The htpasswd user and password, when the registry requires them.
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.credentials
+            .as_ref()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
+    /// Name of the network namespace the registry serves in.
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    /// What the registry logged (warnings and errors).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Pushes an OCI archive as `ADDRESS/NAME` (skopeo, plain HTTP, with the htpasswd credentials if any).
     pub fn push(&self, archive: &Path, name: &str) {
         let scratch = self.dir.path();
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", self.netns))
             .arg("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .arg(format!("docker://{}/{name}", Registry::ADDRESS));
+            .args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some((user, password)) = self.credentials() {
+            cmd.arg(format!("--dest-creds={user}:{password}"));
+        }
+        cmd.arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{}/{name}", self.address));
         run_command(cmd, scratch, Duration::from_secs(120)).ok();
     }
 }

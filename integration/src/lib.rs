@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod containerd;
+pub mod image_builder;
+pub mod registry_front;
 pub use serde_json::{Value, json};
 
 /// Deadline for one runtime command and for a wait on a container state. Healthy commands take well under a second

@@ -1,0 +1,201 @@
+//! `bundle IMAGE DIR`: a runtime-spec bundle (bundle.md) for `polis-runc run --bundle DIR ID`:
+//!
+//! ```text
+//! DIR/config.json      from the image config (spec.rs)
+//! DIR/rootfs           overlayfs: the image's unpacked layers (shared, read-only) under DIR/.overlay/upper
+//! DIR/.overlay/        upper and work directories: what the container writes
+//! ```
+//! The layers are the store's, one directory per ChainID, so ten bundles of one image share them. `unbundle DIR`
+//! unmounts the rootfs and removes what `bundle` made.
+
+use crate::error::{Error, Result, io};
+use crate::layers::{chain_ids, diff_ids, layer_dir, remove_tree, unpack_into_store};
+use crate::spec::{ImageConfig, runtime_config};
+use crate::store::{ImageStore, StoredImage};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use oci_spec::image::ImageManifest;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The longest overlayfs option string the kernel takes (one page).
+const MAX_MOUNT_DATA: usize = 4095;
+
+fn bundle_err(dir: &Path, reason: impl Into<String>) -> Error {
+    Error::Bundle {
+        dir: dir.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// The unpacked layer directories of an image, bottom first; layers not unpacked yet (a `pull --no-unpack`) are
+/// unpacked from the store's blobs now.
+pub fn image_layers(
+    store: &ImageStore,
+    image: &StoredImage,
+) -> Result<(ImageManifest, Vec<u8>, Vec<PathBuf>)> {
+    let manifest_bytes = store.read_blob(image.manifest.digest().as_ref())?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| Error::Manifest {
+            reference: image.name.clone(),
+            reason: e.to_string(),
+        })?;
+    let config = store.read_blob(manifest.config().digest().as_ref())?;
+    let diff_ids = diff_ids(&config)?;
+    let chains = chain_ids(&diff_ids);
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (i, layer) in manifest.layers().iter().enumerate() {
+        let dir = layer_dir(store, &chains[i])?;
+        if !dir.is_dir() {
+            let digest = layer.digest().to_string();
+            let blob = store.blob_path(&digest)?;
+            let file = fs::File::open(&blob).map_err(io("opening layer blob", &blob))?;
+            let lowers: Vec<PathBuf> = dirs.iter().rev().cloned().collect();
+            unpack_into_store(
+                store,
+                &digest,
+                layer.media_type().as_ref(),
+                &chains[i],
+                &diff_ids[i],
+                std::io::BufReader::with_capacity(256 << 10, file),
+                &lowers,
+            )?;
+        }
+        dirs.push(dir);
+    }
+    Ok((manifest, config, dirs))
+}
+
+/// Makes the bundle `dir` for `image`; `args`, when not empty, replaces the image's Cmd. `dir` must not exist or
+/// be empty; on failure nothing of it is left.
+pub fn create_bundle(
+    store: &ImageStore,
+    image: &StoredImage,
+    dir: &Path,
+    args: &[String],
+) -> Result<()> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(bundle_err(dir, "the directory is not empty"));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(io("creating bundle directory", dir))?;
+        }
+        Err(e) => return Err(io("reading bundle directory", dir)(e)),
+    }
+    let result = fill_bundle(store, image, dir, args);
+    if result.is_err() {
+        // Best effort: the error that matters is the one being returned.
+        let _ = remove_bundle(dir);
+    }
+    result
+}
+
+fn fill_bundle(store: &ImageStore, image: &StoredImage, dir: &Path, args: &[String]) -> Result<()> {
+    let (_, config, layers) = image_layers(store, image)?;
+    let image_config: ImageConfig =
+        serde_json::from_slice(&config).map_err(|e| Error::Malformed {
+            what: "image config",
+            path: store
+                .blob_path(image.manifest.digest().as_ref())
+                .unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+    let rootfs = dir.join("rootfs");
+    let upper = dir.join(".overlay/upper");
+    let work = dir.join(".overlay/work");
+    for d in [&rootfs, &upper, &work] {
+        fs::create_dir_all(d).map_err(io("creating bundle directory", d))?;
+    }
+    mount_rootfs(dir, &layers, &upper, &work, &rootfs)?;
+    let spec = runtime_config(&image_config, &rootfs, args, dir)?;
+    let text = serde_json::to_vec_pretty(&spec).map_err(|e| bundle_err(dir, e.to_string()))?;
+    crate::store::write_atomic(&dir.join("config.json"), &text)
+}
+
+/// Mounts the overlayfs rootfs: `layers` bottom first, as overlayfs wants them top first.
+pub fn mount_rootfs(
+    dir: &Path,
+    layers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    rootfs: &Path,
+) -> Result<()> {
+    let empty;
+    let lowers: Vec<String> = if layers.is_empty() {
+        // An image without layers: an empty root.
+        empty = dir.join(".overlay/empty");
+        fs::create_dir_all(&empty).map_err(io("creating bundle directory", &empty))?;
+        vec![empty.display().to_string()]
+    } else {
+        layers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect()
+    };
+    for l in &lowers {
+        if l.contains([',', ':']) {
+            return Err(bundle_err(
+                dir,
+                format!("layer path {l} holds a ',' or ':' that overlayfs cannot take"),
+            ));
+        }
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        upper.display(),
+        work.display()
+    );
+    if data.len() > MAX_MOUNT_DATA {
+        return Err(bundle_err(
+            dir,
+            format!(
+                "{} layers make overlayfs options longer than a page; move the store to a shorter path",
+                lowers.len()
+            ),
+        ));
+    }
+    mount(
+        Some("overlay"),
+        rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| {
+        bundle_err(
+            dir,
+            format!("mounting the overlayfs rootfs on {}: {e}", rootfs.display()),
+        )
+    })
+}
+
+/// Unmounts the bundle's rootfs and removes what `bundle` made (config.json, rootfs, .overlay), and the directory
+/// when nothing else is left in it.
+pub fn remove_bundle(dir: &Path) -> Result<()> {
+    let rootfs = dir.join("rootfs");
+    if is_mount_point(&rootfs)? {
+        umount2(&rootfs, MntFlags::MNT_DETACH)
+            .map_err(|e| bundle_err(dir, format!("unmounting {}: {e}", rootfs.display())))?;
+    }
+    for p in [dir.join("config.json"), dir.join(".overlay"), rootfs] {
+        remove_tree(&p)?;
+    }
+    let _ = fs::remove_dir(dir);
+    Ok(())
+}
+
+fn is_mount_point(path: &Path) -> Result<bool> {
+    let Ok(canonical) = fs::canonicalize(path) else {
+        return Ok(false);
+    };
+    let mountinfo = Path::new("/proc/self/mountinfo");
+    let text = fs::read_to_string(mountinfo).map_err(io("reading", mountinfo))?;
+    let wanted = canonical.to_string_lossy().replace(' ', "\\040");
+    Ok(text
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str())))
+}

@@ -1,0 +1,177 @@
+//! Unpacked layers, kept once per ChainID (image-spec config.md "Layer ChainID") under `ROOT/layers/<hex>`, each
+//! holding one layer's changes in overlayfs form, so every image and container that shares a chain shares the
+//! directory: overlayfs combines them into a rootfs.
+
+use crate::error::{Error, Result, io};
+use crate::store::{FileLock, ImageStore, digest_hex, try_lock};
+use crate::unpack::{Compression, unpack_layer};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashSet;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The DiffIDs (`rootfs.diff_ids`) of an image config.
+pub fn diff_ids(config: &[u8]) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        rootfs: RootFs,
+    }
+    #[derive(serde::Deserialize)]
+    struct RootFs {
+        diff_ids: Vec<String>,
+    }
+    let config: Config = serde_json::from_slice(config).map_err(|e| Error::Malformed {
+        what: "image config",
+        path: PathBuf::new(),
+        reason: e.to_string(),
+    })?;
+    for d in &config.rootfs.diff_ids {
+        digest_hex(d)?;
+    }
+    Ok(config.rootfs.diff_ids)
+}
+
+/// config.md: ChainID(L0) = DiffID(L0); ChainID(L0|...|Ln) = SHA256(ChainID(L0|...|Ln-1) + " " + DiffID(Ln)).
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut chains: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let chain = match chains.last() {
+            None => diff_id.clone(),
+            Some(parent) => format!("sha256:{:x}", Sha256::digest(format!("{parent} {diff_id}"))),
+        };
+        chains.push(chain);
+    }
+    chains
+}
+
+pub fn layer_dir(store: &ImageStore, chain_id: &str) -> Result<PathBuf> {
+    Ok(store.layers_dir().join(digest_hex(chain_id)?))
+}
+
+/// Non-blocking: Err when a pull is unpacking this layer now.
+pub fn try_lock_layer(store: &ImageStore, hex: &str) -> std::io::Result<fs::File> {
+    try_lock(&store.layers_dir().join(format!("{hex}.lock")))
+}
+
+/// Unpacks one layer blob into the directory of `chain_id`, unless it is there already (then Ok(true)). The
+/// layer's DiffID must be `diff_id`. The directory appears complete or not at all: it is unpacked beside it and
+/// renamed into place; on any error the partial directory is removed.
+pub fn unpack_into_store(
+    store: &ImageStore,
+    layer: &str,
+    media_type: &str,
+    chain_id: &str,
+    diff_id: &str,
+    blob: impl Read,
+    lowers: &[PathBuf],
+) -> Result<bool> {
+    let compression = Compression::from_media_type(layer, media_type)?;
+    let dir = layer_dir(store, chain_id)?;
+    let hex = digest_hex(chain_id)?;
+    let _lock = FileLock::acquire(&store.layers_dir().join(format!("{hex}.lock")))?;
+    if dir.is_dir() {
+        return Ok(true);
+    }
+    let tmp = store
+        .layers_dir()
+        .join(format!(".tmp-{hex}-{}", std::process::id()));
+    remove_tree(&tmp)?;
+    fs::create_dir(&tmp).map_err(io("creating layer directory", &tmp))?;
+    let result = unpack_layer(layer, blob, compression, &tmp, lowers).and_then(|unpacked| {
+        if unpacked.diff_id != diff_id {
+            return Err(Error::Verify {
+                what: "layer DiffID of",
+                digest: layer.to_string(),
+                expected: diff_id.to_string(),
+                actual: unpacked.diff_id,
+            });
+        }
+        fs::rename(&tmp, &dir).map_err(io("renaming unpacked layer into place", &dir))
+    });
+    if result.is_err() {
+        remove_tree(&tmp)?;
+    }
+    result.map(|()| false)
+}
+
+/// Removes a directory tree if it exists (never following symlinks in it).
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("inspecting", path)(e)),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(io("removing", path)),
+        Ok(_) => fs::remove_file(path).map_err(io("removing", path)),
+    }
+}
+
+/// The lower directories of every overlayfs mounted on this host (from /proc/self/mountinfo), so that
+/// garbage collection never removes a layer a bundle still uses.
+pub fn mounted_layer_dirs() -> Result<HashSet<PathBuf>> {
+    let path = Path::new("/proc/self/mountinfo");
+    let text = fs::read_to_string(path).map_err(io("reading", path))?;
+    Ok(overlay_lowers(&text))
+}
+
+fn overlay_lowers(mountinfo: &str) -> HashSet<PathBuf> {
+    let mut dirs = HashSet::new();
+    for line in mountinfo.lines() {
+        let Some((_, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut fields = after.split(' ');
+        if fields.next() != Some("overlay") {
+            continue;
+        }
+        let options = fields.nth(1).unwrap_or("");
+        for option in options.split(',') {
+            if let Some(lowers) = option.strip_prefix("lowerdir=") {
+                dirs.extend(lowers.split(':').map(PathBuf::from));
+            }
+        }
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// config.md "Layer ChainID": the worked definition, checked against an independent computation.
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let c = format!("sha256:{}", "c".repeat(64));
+        let chains = chain_ids(&[a.clone(), b.clone(), c.clone()]);
+        assert_eq!(chains[0], a);
+        let ab = format!("sha256:{:x}", Sha256::digest(format!("{a} {b}").as_bytes()));
+        assert_eq!(chains[1], ab);
+        let abc = format!(
+            "sha256:{:x}",
+            Sha256::digest(format!("{ab} {c}").as_bytes())
+        );
+        assert_eq!(chains[2], abc);
+    }
+
+    #[test]
+    fn overlay_lower_dirs_are_read_from_mountinfo() {
+        let text = "36 35 98:0 / /mnt rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
+                    90 24 0:50 / /b/rootfs rw,relatime - overlay overlay rw,lowerdir=/s/layers/aa:/s/layers/bb,upperdir=/b/u,workdir=/b/w\n";
+        let dirs = overlay_lowers(text);
+        assert!(dirs.contains(Path::new("/s/layers/aa")));
+        assert!(dirs.contains(Path::new("/s/layers/bb")));
+        assert_eq!(dirs.len(), 2);
+    }
+
+    #[test]
+    fn malformed_configs_and_diff_ids_are_refused() {
+        assert!(diff_ids(b"{}").is_err());
+        assert!(diff_ids(br#"{"rootfs":{"type":"layers","diff_ids":["sha256:../x"]}}"#).is_err());
+        let good = format!(
+            r#"{{"rootfs":{{"type":"layers","diff_ids":["sha256:{}"]}}}}"#,
+            "0".repeat(64)
+        );
+        assert_eq!(diff_ids(good.as_bytes()).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,388 @@
+//! The runtime config.json of an image (image-spec conversion.md "Translating an image's configuration into a
+//! runtime config"): polis-runc's default container (mounts, namespaces, masked and read-only paths) with the
+//! image's process (Entrypoint + Cmd, Env, WorkingDir, User resolved through the image's own /etc/passwd and
+//! /etc/group), the image's annotations, Docker's default capabilities, no-new-privileges, a default seccomp
+//! profile, and no rlimit above what the caller holds (raising a hard limit needs CAP_SYS_RESOURCE).
+
+use crate::error::{Error, Result};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::Mode;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// Docker's and containerd's default capability set for containers.
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The file-descriptor limit containers get (Docker's default), lowered to the caller's hard limit.
+const NOFILE: u64 = 1 << 20;
+
+/// The parts of an image config (image-spec config.md) a runtime config is made from.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ImageConfig {
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    pub variant: Option<String>,
+    #[serde(rename = "os.version")]
+    pub os_version: Option<String>,
+    pub author: Option<String>,
+    pub created: Option<String>,
+    #[serde(default)]
+    pub config: Option<ContainerConfig>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerConfig {
+    pub user: Option<String>,
+    pub exposed_ports: Option<BTreeMap<String, Value>>,
+    pub env: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub stop_signal: Option<String>,
+}
+
+/// The user a process runs as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// Builds config.json for an image whose rootfs is `rootfs` (mounted; /etc/passwd and /etc/group are read from
+/// it, confined to it). `args`, when not empty, replaces the image's Cmd (as `docker run IMAGE ARGS` does).
+pub fn runtime_config(
+    image: &ImageConfig,
+    rootfs: &Path,
+    args: &[String],
+    bundle: &Path,
+) -> Result<Value> {
+    let bundle_err = |reason: String| Error::Bundle {
+        dir: bundle.to_path_buf(),
+        reason,
+    };
+    let empty = ContainerConfig::default();
+    let c = image.config.as_ref().unwrap_or(&empty);
+    let mut process_args: Vec<String> = c.entrypoint.clone().unwrap_or_default();
+    if args.is_empty() {
+        process_args.extend(c.cmd.clone().unwrap_or_default());
+    } else {
+        process_args.extend(args.iter().cloned());
+    }
+    if process_args.is_empty() {
+        return Err(bundle_err(
+            "the image has no Entrypoint or Cmd: give the command to run after the directory"
+                .into(),
+        ));
+    }
+    let mut env = c.env.clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    let user = resolve_user(rootfs, c.user.as_deref().unwrap_or("")).map_err(bundle_err)?;
+    let cwd = c
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(bundle_err(format!(
+            "the image's WorkingDir {cwd:?} is not absolute"
+        )));
+    }
+
+    let mut spec = polis_runc::spec_default::default_spec(&process_args);
+    spec["process"]["terminal"] = json!(false);
+    spec["process"]["env"] = json!(env);
+    spec["process"]["cwd"] = json!(cwd);
+    spec["process"]["user"] = json!({
+        "uid": user.uid,
+        "gid": user.gid,
+        "additionalGids": user.additional_gids,
+    });
+    spec["process"]["capabilities"] = json!({
+        "bounding": DEFAULT_CAPABILITIES,
+        "effective": DEFAULT_CAPABILITIES,
+        "permitted": DEFAULT_CAPABILITIES,
+    });
+    let nofile = caller_nofile_limit().min(NOFILE);
+    spec["process"]["rlimits"] =
+        json!([{ "type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile }]);
+    spec["process"]["noNewPrivileges"] = json!(true);
+    spec["root"] = json!({ "path": "rootfs", "readonly": false });
+    spec["linux"]["seccomp"] = crate::seccomp::default_profile();
+    spec["annotations"] = json!(annotations(image));
+    Ok(spec)
+}
+
+/// conversion.md: Labels become annotations; then the image-spec keys, which win over a label of the same name.
+fn annotations(image: &ImageConfig) -> BTreeMap<String, String> {
+    let mut a: BTreeMap<String, String> = BTreeMap::new();
+    let c = image.config.as_ref();
+    if let Some(labels) = c.and_then(|c| c.labels.as_ref()) {
+        a.extend(labels.clone());
+    }
+    let mut put = |key: &str, value: Option<String>| {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            a.insert(format!("org.opencontainers.image.{key}"), v);
+        }
+    };
+    put("os", Some(image.os.clone()));
+    put("architecture", Some(image.architecture.clone()));
+    put("variant", image.variant.clone());
+    put("os.version", image.os_version.clone());
+    put("author", image.author.clone());
+    put("created", image.created.clone());
+    put("stopSignal", c.and_then(|c| c.stop_signal.clone()));
+    put(
+        "exposedPorts",
+        c.and_then(|c| c.exposed_ports.as_ref())
+            .map(|p| p.keys().cloned().collect::<Vec<_>>().join(",")),
+    );
+    a
+}
+
+fn caller_nofile_limit() -> u64 {
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((_, hard)) if hard != nix::sys::resource::RLIM_INFINITY => hard,
+        Ok(_) => NOFILE,
+        Err(_) => 1024,
+    }
+}
+
+/// Reads a file of the rootfs with every path resolved inside it (RESOLVE_IN_ROOT), so an image whose /etc/passwd
+/// is a symlink to an absolute path reads its own file or nothing, never the host's. None when it does not exist.
+fn read_in_root(rootfs: &Path, path: &str) -> std::result::Result<Option<String>, String> {
+    let root =
+        std::fs::File::open(rootfs).map_err(|e| format!("opening {}: {e}", rootfs.display()))?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .mode(Mode::empty())
+        .resolve(
+            ResolveFlag::RESOLVE_IN_ROOT
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let fd = match openat2(std::os::fd::AsRawFd::as_raw_fd(&root), path, how) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(format!("opening the image's {path}: {e}")),
+    };
+    // SAFETY: openat2 returned a new fd that nothing else owns.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut text = String::new();
+    file.take(4 << 20)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("reading the image's {path}: {e}"))?;
+    Ok(Some(text))
+}
+
+/// Resolves an image's `User` (`name`, `uid`, `name:group`, `uid:gid`, ...) as Docker does: names through the
+/// image's /etc/passwd and /etc/group; without a group, the user's primary group from /etc/passwd (0 for a uid
+/// it does not list); supplementary groups are the /etc/group entries that list the user.
+pub fn resolve_user(rootfs: &Path, user: &str) -> std::result::Result<ProcessUser, String> {
+    let passwd = read_in_root(rootfs, "/etc/passwd")?.unwrap_or_default();
+    let group = read_in_root(rootfs, "/etc/group")?.unwrap_or_default();
+    resolve_user_from(user, &passwd, &group)
+}
+
+pub fn resolve_user_from(
+    user: &str,
+    passwd: &str,
+    group: &str,
+) -> std::result::Result<ProcessUser, String> {
+    let (user_part, group_part) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let user_part = if user_part.is_empty() { "0" } else { user_part };
+    // name:password:uid:gid:gecos:home:shell
+    let entries: Vec<Vec<&str>> = passwd
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4)
+        .collect();
+    let found = entries
+        .iter()
+        .find(|f| f[0] == user_part || (user_part.parse::<u32>().is_ok() && f[2] == user_part));
+    let (name, uid, primary) = match (found, user_part.parse::<u32>()) {
+        (Some(f), _) => {
+            let uid = f[2]
+                .parse::<u32>()
+                .map_err(|_| format!("bad uid in /etc/passwd line for {}", f[0]))?;
+            let gid = f[3]
+                .parse::<u32>()
+                .map_err(|_| format!("bad gid in /etc/passwd line for {}", f[0]))?;
+            (Some(f[0]), uid, gid)
+        }
+        (None, Ok(uid)) => (None, uid, 0),
+        (None, Err(_)) => {
+            return Err(format!(
+                "user {user_part:?} is not in the image's /etc/passwd"
+            ));
+        }
+    };
+    // name:password:gid:member,member
+    let groups: Vec<Vec<&str>> = group
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3)
+        .collect();
+    let gid = match group_part {
+        None | Some("") => primary,
+        Some(g) => match groups.iter().find(|f| f[0] == g) {
+            Some(f) => f[2]
+                .parse::<u32>()
+                .map_err(|_| format!("bad gid in /etc/group line for {g}"))?,
+            None => g
+                .parse::<u32>()
+                .map_err(|_| format!("group {g:?} is not in the image's /etc/group"))?,
+        },
+    };
+    let mut additional_gids: Vec<u32> = Vec::new();
+    if let Some(name) = name {
+        for f in &groups {
+            let members = f.get(3).copied().unwrap_or("");
+            if members.split(',').any(|m| m == name)
+                && let Ok(g) = f[2].parse::<u32>()
+                && g != gid
+                && !additional_gids.contains(&g)
+            {
+                additional_gids.push(g);
+            }
+        }
+    }
+    Ok(ProcessUser {
+        uid,
+        gid,
+        additional_gids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:App:/home/app:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nappgrp:x:1001:\nstaff:x:50:app,other\naudio:x:29:app\n";
+
+    fn user(spec: &str) -> std::result::Result<ProcessUser, String> {
+        resolve_user_from(spec, PASSWD, GROUP)
+    }
+
+    /// config.md "User": "user, uid, user:group, uid:gid, uid:group, user:gid"; names resolve through the
+    /// image's /etc/passwd and /etc/group.
+    #[test]
+    fn users_resolve_as_docker_resolves_them() {
+        let u = |uid, gid, extra: &[u32]| ProcessUser {
+            uid,
+            gid,
+            additional_gids: extra.to_vec(),
+        };
+        assert_eq!(user("").unwrap(), u(0, 0, &[]));
+        assert_eq!(user("app").unwrap(), u(1000, 1001, &[50, 29]));
+        assert_eq!(user("1000").unwrap(), u(1000, 1001, &[50, 29]));
+        assert_eq!(user("app:staff").unwrap(), u(1000, 50, &[29]));
+        assert_eq!(user("app:77").unwrap(), u(1000, 77, &[50, 29]));
+        assert_eq!(user("4242").unwrap(), u(4242, 0, &[]));
+        assert_eq!(user("4242:4343").unwrap(), u(4242, 4343, &[]));
+        assert!(user("nobody").unwrap_err().contains("nobody"));
+        assert!(user("app:nogroup").unwrap_err().contains("nogroup"));
+    }
+
+    /// conversion.md: Entrypoint + Cmd are the args, Env and WorkingDir carry over, Labels, StopSignal and
+    /// ExposedPorts become annotations.
+    #[test]
+    fn the_image_config_becomes_the_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("etc")).unwrap();
+        std::fs::write(tmp.path().join("etc/passwd"), PASSWD).unwrap();
+        std::fs::write(tmp.path().join("etc/group"), GROUP).unwrap();
+        let image: ImageConfig = serde_json::from_value(json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {
+                "User": "app", "Env": ["A=1"], "Entrypoint": ["/bin/app"], "Cmd": ["--serve"],
+                "WorkingDir": "/srv", "Labels": {"team": "polis"}, "StopSignal": "SIGQUIT",
+                "ExposedPorts": {"80/tcp": {}, "53/udp": {}}
+            },
+            "rootfs": {"type": "layers", "diff_ids": []}
+        }))
+        .unwrap();
+        let spec = runtime_config(&image, tmp.path(), &[], tmp.path()).unwrap();
+        assert_eq!(spec["process"]["args"], json!(["/bin/app", "--serve"]));
+        assert_eq!(spec["process"]["env"][0], DEFAULT_PATH);
+        assert_eq!(spec["process"]["env"][1], "A=1");
+        assert_eq!(spec["process"]["cwd"], "/srv");
+        assert_eq!(
+            spec["process"]["user"],
+            json!({"uid": 1000, "gid": 1001, "additionalGids": [50, 29]})
+        );
+        assert_eq!(spec["annotations"]["team"], "polis");
+        assert_eq!(
+            spec["annotations"]["org.opencontainers.image.stopSignal"],
+            "SIGQUIT"
+        );
+        assert_eq!(
+            spec["annotations"]["org.opencontainers.image.exposedPorts"],
+            "53/udp,80/tcp"
+        );
+        assert_eq!(spec["annotations"]["org.opencontainers.image.os"], "linux");
+        let override_args =
+            runtime_config(&image, tmp.path(), &["--check".into()], tmp.path()).unwrap();
+        assert_eq!(
+            override_args["process"]["args"],
+            json!(["/bin/app", "--check"])
+        );
+        let rl = &spec["process"]["rlimits"][0];
+        assert!(rl["hard"].as_u64().unwrap() <= caller_nofile_limit());
+        let parsed: oci_spec::runtime::Spec = serde_json::from_value(spec).unwrap();
+        assert!(parsed.linux().as_ref().unwrap().seccomp().is_some());
+    }
+
+    /// An image whose /etc/passwd is a symlink to an absolute path reads its own rootfs's file, not the host's.
+    #[test]
+    fn passwd_is_read_inside_the_rootfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("etc")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("other")).unwrap();
+        std::fs::write(
+            tmp.path().join("other/passwd"),
+            "polisonly:x:4321:4321::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/other/passwd", tmp.path().join("etc/passwd")).unwrap();
+        assert_eq!(resolve_user(tmp.path(), "polisonly").unwrap().uid, 4321);
+        assert!(
+            resolve_user(tmp.path(), "root").is_err(),
+            "the host's root must not be found"
+        );
+        let empty: ImageConfig = serde_json::from_value(json!({"config": {}})).unwrap();
+        let err = runtime_config(&empty, tmp.path(), &[], tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("no Entrypoint or Cmd"), "{err}");
+    }
+}

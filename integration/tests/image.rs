@@ -1,0 +1,1086 @@
+//! polis-image against a real registry (Debian's docker-registry 2.8 in a network namespace of the test's own),
+//! through a programmable front where the protocol's corners need one (token auth, 429, redirects, broken
+//! downloads). Each test reads like a user's session: pull, look at the store, make a bundle, run it.
+//!
+//! Clauses cited: distribution-spec ("Pulling manifests", "Pulling blobs", Range), image-spec (manifest.md,
+//! image-index.md, image-layout.md, layer.md, config.md, conversion.md), Docker's token authentication spec.
+
+use polis_integration::containerd::{NetNs, Registry, RegistryOptions};
+use polis_integration::image_builder::{Compression, Entry, Image, Layer, OciLayout, SkopeoPush};
+use polis_integration::registry_front::{CannedResponse, InterruptMode, RegistryFront};
+use polis_integration::*;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn polis_image_path() -> PathBuf {
+    std::env::var_os("POLIS_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/polis-image"))
+}
+
+/// A registry in a namespace of its own, a store, and a scratch directory; all removed on drop.
+struct Env {
+    netns: NetNs,
+    registry: Registry,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(tag: &str) -> Option<Env> {
+        for (what, path) in [
+            ("polis-image (make build)", polis_image_path()),
+            (
+                "docker-registry",
+                PathBuf::from(polis_integration::containerd::REGISTRY),
+            ),
+            ("skopeo", PathBuf::from("/usr/bin/skopeo")),
+            ("umoci", PathBuf::from("/usr/bin/umoci")),
+        ] {
+            if !path.exists() {
+                return missing_peer(what);
+            }
+        }
+        let netns = NetNs::new(tag);
+        let registry = Registry::start(&netns);
+        Some(Env {
+            netns,
+            registry,
+            dir: temp_dir("polis-it-image-"),
+        })
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn layout(&self) -> OciLayout {
+        OciLayout::create(&self.dir.path().join("layout"))
+    }
+
+    /// `polis-image --root STORE --insecure-registry ... ARGS` inside the namespace, NDJSON progress on stderr.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.netns.command(polis_image_path().to_str().unwrap());
+        cmd.arg("--root")
+            .arg(self.store())
+            .args([
+                "--progress",
+                "json",
+                "--insecure-registry",
+                self.registry.address(),
+            ])
+            .args(args);
+        cmd
+    }
+
+    fn pi(&self, args: &[&str]) -> Output {
+        self.run(self.command(args))
+    }
+
+    fn run(&self, cmd: Command) -> Output {
+        run_command(cmd, self.dir.path(), TIMEOUT)
+    }
+
+    /// Pushes a layout image byte for byte to `REGISTRY/NAME:TAG` and returns that reference.
+    fn push(&self, layout: &OciLayout, ref_name: &str, name: &str) -> String {
+        let dest = format!("{}/{name}", self.registry.address());
+        layout.push_exact(&self.netns, ref_name, &dest, None);
+        dest
+    }
+
+    fn index_names(&self) -> Vec<String> {
+        let index: Value =
+            serde_json::from_slice(&fs::read(self.store().join("layout/index.json")).unwrap())
+                .unwrap();
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                m["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    fn blobs(&self) -> Vec<String> {
+        dir_names(&self.store().join("layout/blobs/sha256"))
+    }
+
+    /// The bundle directory `name`, unbundled on drop.
+    fn bundle(&self, image: &str, name: &str, args: &[&str]) -> BundleDir<'_> {
+        let dir = self.dir.path().join(name);
+        let mut a = vec!["bundle", image, dir.to_str().unwrap()];
+        if !args.is_empty() {
+            a.push("--");
+            a.extend_from_slice(args);
+        }
+        self.pi(&a).ok();
+        BundleDir { env: self, dir }
+    }
+}
+
+struct BundleDir<'a> {
+    env: &'a Env,
+    dir: PathBuf,
+}
+
+impl BundleDir<'_> {
+    fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    fn config(&self) -> Value {
+        serde_json::from_slice(&fs::read(self.dir.join("config.json")).unwrap()).unwrap()
+    }
+}
+
+impl Drop for BundleDir<'_> {
+    fn drop(&mut self) {
+        let mut cmd = Command::new(polis_image_path());
+        cmd.arg("--root")
+            .arg(self.env.store())
+            .arg("unbundle")
+            .arg(&self.dir);
+        let _ = try_run_command(cmd, self.env.dir.path(), TIMEOUT);
+        unmount_below(&self.dir);
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // A test that failed half-way may leave bundles mounted under the scratch dir.
+        unmount_below(self.dir.path());
+    }
+}
+
+fn unmount_below(dir: &Path) {
+    polis_integration::containerd::unmount_below(dir);
+}
+
+fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The NDJSON progress events polis-image wrote on stderr.
+fn events(out: &Output) -> Vec<Value> {
+    out.stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("event").is_some())
+        .collect()
+}
+
+/// A layer holding Debian's busybox-static as /bin/busybox with its applets, and /etc/passwd and /etc/group.
+fn busybox_layer(dir: &Path) -> Layer {
+    let rootfs = dir.join("busybox-rootfs");
+    make_rootfs(&rootfs);
+    fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/polis:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        rootfs.join("etc/group"),
+        "root:x:0:\napp:x:1001:\nstaff:x:50:app\n",
+    )
+    .unwrap();
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar the busybox rootfs");
+    Layer::verbatim(out.stdout).compression(Compression::Gzip)
+}
+
+fn polis_runc_run(env: &Env, bundle: &BundleDir, id: &str) -> Output {
+    let root = env.dir.path().join("runc-root");
+    let mut cmd = Command::new(polis_runc_path());
+    cmd.arg("--root")
+        .arg(&root)
+        .args(["run", "--bundle"])
+        .arg(&bundle.dir)
+        .arg(id);
+    let out = env.run(cmd);
+    let mut del = Command::new(polis_runc_path());
+    del.arg("--root").arg(&root).args(["delete", "--force", id]);
+    let _ = try_run_command(del, env.dir.path(), TIMEOUT);
+    out
+}
+
+/// The user's path end to end: an image pulled by polis-image (with progress events), stored in an OCI layout
+/// that skopeo and umoci read (image-layout.md), bundled with its config translated (conversion.md: Entrypoint +
+/// Cmd, Env, WorkingDir, User through the image's /etc/passwd and /etc/group) and run by polis-runc.
+#[test]
+fn a_pulled_image_runs_under_polis_runc() {
+    let Some(env) = Env::new("img-run") else {
+        return;
+    };
+    let layout = env.layout();
+    let image = Image::new()
+        .layer(busybox_layer(env.dir.path()))
+        .layer(
+            Layer::new()
+                .dir("srv")
+                .file("srv/greeting", "hello from layer two\n"),
+        )
+        .entrypoint(["/bin/sh", "-c"])
+        .cmd(["id; pwd; echo $GREETING; cat greeting"])
+        .env("GREETING=env-ok")
+        .working_dir("/srv")
+        .user("app");
+    let built = layout.write_image(&image, "v1");
+    let reference = env.push(&layout, "v1", "polis/app:v1");
+
+    let out = env.pi(&["pull", &reference]);
+    out.ok();
+    assert_eq!(
+        out.stdout.trim(),
+        format!("{reference} {}", built.manifest.digest)
+    );
+    let kinds: Vec<String> = events(&out)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    for kind in [
+        "resolved",
+        "layer_start",
+        "layer_downloaded",
+        "layer_unpacked",
+        "done",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} event in {kinds:?}"
+        );
+    }
+
+    let ls = env.pi(&["ls", "--quiet"]);
+    assert_eq!(ls.ok().stdout.trim(), reference);
+    let inspect = env.pi(&["inspect", &reference]).ok().json();
+    assert_eq!(inspect["digest"], built.manifest.digest);
+    assert_eq!(inspect["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(inspect["layers"][1]["diffId"], built.true_diff_ids[1]);
+
+    // image-layout.md: other tools read the store.
+    let oci = format!("oci:{}:{reference}", env.store().join("layout").display());
+    let mut skopeo = Command::new("skopeo");
+    skopeo.args(["inspect", &oci]);
+    let s = env.run(skopeo);
+    assert_eq!(s.ok().json()["Digest"], built.manifest.digest);
+    let mut umoci = Command::new("umoci");
+    umoci
+        .args(["unpack", "--image"])
+        .arg(format!(
+            "{}:{reference}",
+            env.store().join("layout").display()
+        ))
+        .arg(env.dir.path().join("umoci-bundle"));
+    env.run(umoci).ok();
+    assert_eq!(
+        fs::read_to_string(env.dir.path().join("umoci-bundle/rootfs/srv/greeting")).unwrap(),
+        "hello from layer two\n"
+    );
+
+    let bundle = env.bundle(&reference, "bundle", &[]);
+    let config = bundle.config();
+    assert_eq!(
+        config["process"]["user"],
+        json!({"uid": 1000, "gid": 1001, "additionalGids": [50]})
+    );
+    let run = polis_runc_run(
+        &env,
+        &bundle,
+        &format!("polis-img-run-{}", std::process::id()),
+    );
+    run.ok();
+    assert!(
+        run.stdout
+            .contains("uid=1000(app) gid=1001(app) groups=50(staff)"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains("/srv\nenv-ok\nhello from layer two"),
+        "{run}"
+    );
+}
+
+/// layer.md: whiteouts hide lower files, opaque whiteouts hide a lower directory's contents but not the same
+/// layer's, hard links, symlinks, modes with setuid, owners, xattrs and device nodes all arrive as written; the
+/// merged rootfs of the bundle is what the container sees.
+#[test]
+fn layers_combine_by_the_image_spec_rules() {
+    let Some(env) = Env::new("img-rules") else {
+        return;
+    };
+    let layout = env.layout();
+    let image = Image::new()
+        .layer(
+            Layer::new()
+                .dir("etc")
+                .file("etc/gone", "lower")
+                .dir("opaque")
+                .file("opaque/lower-only", "lower")
+                .file("keep", "kept")
+                .compression(Compression::Gzip),
+        )
+        .layer(
+            Layer::new()
+                .whiteout("etc/gone")
+                .dir("opaque")
+                .file("opaque/upper", "same layer")
+                .opaque_whiteout("opaque")
+                .entry(Entry::file("bin-suid", "x").mode(0o4755).owner(0, 0))
+                .entry(Entry::file("owned", "o").mode(0o640).owner(1234, 4321))
+                .entry(Entry::file("with-xattr", "x").xattr("user.polis", "yes"))
+                .file("keep-copy", "linked")
+                .hard_link("hard", "keep-copy")
+                .symlink("abs-link", "/etc/passwd")
+                .char_device("dev-null", 1, 3)
+                .fifo("pipe")
+                .compression(Compression::Zstd),
+        )
+        .cmd(["/bin/true"]);
+    layout.write_image(&image, "rules");
+    let reference = env.push(&layout, "rules", "polis/rules:1");
+    env.pi(&["pull", &reference]).ok();
+    let bundle = env.bundle(&reference, "bundle", &[]);
+    let root = bundle.rootfs();
+    assert!(
+        !root.join("etc/gone").exists(),
+        "a whiteout hides the lower file"
+    );
+    assert_eq!(
+        dir_names(&root.join("opaque")),
+        ["upper"],
+        "opaque hides only the lower layer's entries"
+    );
+    assert_eq!(fs::read_to_string(root.join("keep")).unwrap(), "kept");
+    let suid = fs::metadata(root.join("bin-suid")).unwrap();
+    assert_eq!(suid.permissions().mode() & 0o7777, 0o4755);
+    let owned = fs::metadata(root.join("owned")).unwrap();
+    assert_eq!(
+        (owned.uid(), owned.gid(), owned.mode() & 0o777),
+        (1234, 4321, 0o640)
+    );
+    let xattr = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.polis"])
+        .arg(root.join("with-xattr"))
+        .output();
+    if let Ok(x) = xattr
+        && x.status.success()
+    {
+        assert_eq!(String::from_utf8_lossy(&x.stdout), "yes");
+    }
+    let (a, b) = (
+        fs::metadata(root.join("hard")).unwrap(),
+        fs::metadata(root.join("keep-copy")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino(), "a hard link is the same file");
+    assert_eq!(
+        fs::read_link(root.join("abs-link")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    let dev = fs::symlink_metadata(root.join("dev-null")).unwrap();
+    assert_eq!(dev.rdev(), libc::makedev(1, 3));
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &fs::symlink_metadata(root.join("pipe")).unwrap().file_type()
+    ));
+}
+
+/// manifest.md and Docker's schema 2: OCI and Docker manifests, gzip, zstd and uncompressed layers are pulled and
+/// give the same files.
+#[test]
+fn docker_schema2_zstd_and_uncompressed_images_pull() {
+    let Some(env) = Env::new("img-formats") else {
+        return;
+    };
+    let layout = env.layout();
+    for (tag, compression) in [("plain", Compression::None), ("zstd", Compression::Zstd)] {
+        let image = Image::new()
+            .layer(
+                Layer::new()
+                    .file("hello", format!("hello {tag}\n"))
+                    .compression(compression),
+            )
+            .cmd(["/hello"]);
+        layout.write_image(&image, tag);
+        env.push(&layout, tag, &format!("polis/formats:{tag}"));
+    }
+    let docker = Image::new()
+        .layer(
+            Layer::new()
+                .file("hello", "hello docker\n")
+                .compression(Compression::Gzip),
+        )
+        .cmd(["/hello"]);
+    layout.write_image(&docker, "docker");
+    let dest = format!("{}/polis/formats:docker", env.registry.address());
+    let push = SkopeoPush {
+        format: Some("v2s2".into()),
+        ..SkopeoPush::default()
+    };
+    layout
+        .push_with_skopeo(&env.netns, "docker", &dest, &push)
+        .ok();
+    for tag in ["plain", "zstd", "docker"] {
+        let reference = format!("{}/polis/formats:{tag}", env.registry.address());
+        env.pi(&["pull", &reference]).ok();
+        let inspect = env.pi(&["inspect", &reference]).ok().json();
+        let want_type = if tag == "docker" {
+            "application/vnd.docker.distribution.manifest.v2+json"
+        } else {
+            "application/vnd.oci.image.manifest.v1+json"
+        };
+        assert_eq!(inspect["mediaType"], want_type, "{tag}");
+        let bundle = env.bundle(&reference, &format!("bundle-{tag}"), &[]);
+        assert_eq!(
+            fs::read_to_string(bundle.rootfs().join("hello")).unwrap(),
+            format!("hello {tag}\n")
+        );
+    }
+}
+
+/// image-index.md: the manifest of the asked platform (os, architecture, variant) is chosen from an index; the
+/// host's by default; a platform the index lacks is an error that lists what it has.
+#[test]
+fn the_platform_is_chosen_from_an_index() {
+    let Some(env) = Env::new("img-index") else {
+        return;
+    };
+    let layout = env.layout();
+    let images: Vec<Image> = ["linux/amd64", "linux/arm64/v8", "linux/arm/v7"]
+        .iter()
+        .map(|p| {
+            Image::new()
+                .platform(p)
+                .label("platform", p)
+                .layer(Layer::new().file("which", *p))
+                .cmd(["/which"])
+        })
+        .collect();
+    let built = layout.write_index(&images, "multi");
+    let reference = env.push(&layout, "multi", "polis/multi:1");
+
+    env.pi(&["pull", &reference]).ok();
+    let inspect = env.pi(&["inspect", &reference]).ok().json();
+    assert_eq!(
+        inspect["digest"],
+        built.for_platform("linux/amd64").unwrap().manifest.digest
+    );
+    assert_eq!(
+        inspect["config"]["config"]["Labels"]["platform"],
+        "linux/amd64"
+    );
+
+    env.pi(&["pull", "--platform", "linux/arm/v7", &reference])
+        .ok();
+    let inspect = env.pi(&["inspect", &reference]).ok().json();
+    assert_eq!(
+        inspect["config"]["config"]["Labels"]["platform"],
+        "linux/arm/v7"
+    );
+    assert_eq!(inspect["platform"]["variant"], "v7");
+
+    let out = env.pi(&["pull", "--platform", "linux/s390x", &reference]);
+    out.fails().stderr_mentions("linux/s390x");
+    out.stderr_mentions("linux/arm64/v8");
+}
+
+/// distribution-spec: the client verifies every digest. A blob whose bytes do not match its digest, and a layer
+/// whose content does not match its config DiffID (config.md "rootfs"), fail the pull with the digest named, and
+/// the store keeps no image, no bad blob and no unpacked layer of it.
+#[test]
+fn bad_digests_and_diff_ids_are_refused() {
+    let Some(env) = Env::new("img-digest") else {
+        return;
+    };
+    let layout = env.layout();
+    let image = Image::new()
+        .layer(Layer::new().file("a", "real content"))
+        .cmd(["/a"]);
+    let built = layout.write_image(&image, "tampered");
+    let reference = env.push(&layout, "tampered", "polis/tampered:1");
+    let front = RegistryFront::start(&env.netns, env.registry.address());
+    let layer = &built.layers[0];
+    let fake = vec![b'x'; layer.size as usize];
+    front.canned(
+        &format!("/v2/polis/tampered/blobs/{}", layer.digest),
+        CannedResponse::new(200, "application/octet-stream", fake),
+    );
+    let via_front = reference.replace(env.registry.address(), &front.address());
+    let out = env.pi(&["--insecure-registry", &front.address(), "pull", &via_front]);
+    out.fails().stderr_mentions(&layer.digest);
+    assert!(env.index_names().is_empty());
+    assert!(
+        !env.blobs().contains(&layer.digest[7..].to_string()),
+        "the bad blob is not kept"
+    );
+    assert!(
+        dir_names(&env.store().join("ingest"))
+            .iter()
+            .all(|n| !n.ends_with(".partial"))
+    );
+
+    let corrupt = Image::new()
+        .layer(Layer::new().file("b", "b"))
+        .corrupt_diff_id(0)
+        .cmd(["/b"]);
+    let built = layout.write_image(&corrupt, "diffid");
+    let reference = env.push(&layout, "diffid", "polis/diffid:1");
+    let out = env.pi(&["pull", &reference]);
+    out.fails().stderr_mentions("DiffID");
+    assert!(env.index_names().is_empty());
+    assert!(
+        !env.blobs()
+            .contains(&built.layers[0].digest[7..].to_string())
+    );
+    assert!(
+        dir_names(&env.store().join("layers"))
+            .iter()
+            .all(|n| n.ends_with(".lock")),
+        "no unpacked layer kept"
+    );
+}
+
+/// layer.md and DESIGN.md: hostile layers (`..` and absolute names, a symlink planted and then written through, a
+/// hard link to outside, a bare `.wh.`, an entry larger than its header claims) are refused with an error naming
+/// the problem, nothing is written outside the layer, and no image or unpacked layer is kept.
+#[test]
+fn hostile_layers_are_refused_and_write_nothing_outside() {
+    let Some(env) = Env::new("img-hostile") else {
+        return;
+    };
+    let layout = env.layout();
+    let target = env.dir.path().join("escaped");
+    let up = "../".repeat(20);
+    let escape = format!(
+        "{up}{}",
+        target.display().to_string().trim_start_matches('/')
+    );
+    let cases: Vec<(&str, Layer, &str)> = vec![
+        (
+            "dotdot",
+            Layer::new().raw(tar::EntryType::Regular, escape.as_bytes(), "", "x"),
+            "..",
+        ),
+        (
+            "absolute",
+            Layer::new().raw(
+                tar::EntryType::Regular,
+                target.to_str().unwrap().as_bytes(),
+                "",
+                "x",
+            ),
+            "absolute",
+        ),
+        (
+            "symlink-through",
+            Layer::new()
+                .symlink("evil", env.dir.path().to_str().unwrap())
+                .file("evil/escaped", "x"),
+            "symlink",
+        ),
+        (
+            "hardlink-out",
+            Layer::new().raw(tar::EntryType::Link, "link", escape.as_bytes(), ""),
+            "..",
+        ),
+        ("bare-whiteout", Layer::new().file("dir/.wh.", ""), ".wh."),
+        (
+            "lying-size",
+            Layer::new()
+                .lying_size("big", 10, vec![b'z'; 5000])
+                .file("after", "x"),
+            "",
+        ),
+    ];
+    for (tag, layer, needle) in cases {
+        let image = Image::new()
+            .layer(layer.compression(Compression::Gzip))
+            .cmd(["/x"]);
+        layout.write_image(&image, tag);
+        let reference = env.push(&layout, tag, &format!("polis/hostile:{tag}"));
+        let out = env.pi(&["pull", &reference]);
+        out.fails();
+        assert!(out.stderr.contains("layer"), "{tag}: {out}");
+        if !needle.is_empty() {
+            out.stderr_mentions(needle);
+        }
+        assert!(!target.exists(), "{tag} wrote outside the rootfs");
+        assert!(env.index_names().is_empty(), "{tag}: no image is kept");
+        assert!(
+            dir_names(&env.store().join("layers"))
+                .iter()
+                .all(|n| n.ends_with(".lock")),
+            "{tag}: no unpacked layer is kept"
+        );
+    }
+}
+
+/// Docker's config.json `auths` give Basic credentials to a registry that asks for them; without them the error
+/// says what is missing.
+#[test]
+fn basic_auth_uses_the_docker_config() {
+    let Some(env) = Env::new("img-basic") else {
+        return;
+    };
+    let secured = Registry::start_with(
+        &env.netns,
+        RegistryOptions {
+            port: 5001,
+            htpasswd: Some(("polis".into(), "s3cret".into())),
+        },
+    );
+    let layout = env.layout();
+    layout.write_image(
+        &Image::new()
+            .layer(Layer::new().file("f", "secret"))
+            .cmd(["/f"]),
+        "v1",
+    );
+    let dest = format!("{}/polis/private:v1", secured.address());
+    layout.push_exact(&env.netns, "v1", &dest, Some(("polis", "s3cret")));
+
+    let docker = env.dir.path().join("docker");
+    fs::create_dir_all(&docker).unwrap();
+    let mut cmd = env.command(&["--insecure-registry", secured.address(), "pull", &dest]);
+    cmd.env("DOCKER_CONFIG", &docker);
+    env.run(cmd).fails().stderr_mentions("docker config");
+
+    let auth = base64_encode(b"polis:s3cret");
+    fs::write(
+        docker.join("config.json"),
+        json!({"auths": {secured.address(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let mut cmd = env.command(&["--insecure-registry", secured.address(), "pull", &dest]);
+    cmd.env("DOCKER_CONFIG", &docker);
+    env.run(cmd).ok();
+    assert_eq!(env.index_names(), [dest]);
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// A pushed image of one layer of `mib` MiB of random data, for the download tests.
+fn big_image(env: &Env, layout: &OciLayout, tag: &str, mib: u64) -> (String, String, u64) {
+    let image = Image::new()
+        .layer(Layer::random("data", mib, 7))
+        .cmd(["/data"]);
+    let built = layout.write_image(&image, tag);
+    let reference = env.push(layout, tag, &format!("polis/big:{tag}"));
+    (
+        reference,
+        built.layers[0].digest.clone(),
+        built.layers[0].size,
+    )
+}
+
+/// Docker token spec: a Bearer challenge is answered with a token from the realm (Basic credentials sent to it),
+/// one token per scope for the whole pull; when the registry stops accepting it (401) a new one is fetched. The
+/// broken download resumes with a Range request (distribution-spec "Pulling blobs", RFC 9110 Range).
+#[test]
+fn bearer_tokens_are_cached_and_renewed_and_downloads_resume() {
+    let Some(env) = Env::new("img-bearer") else {
+        return;
+    };
+    let layout = env.layout();
+    let (reference, layer, _) = big_image(&env, &layout, "bearer", 8);
+    let front = RegistryFront::start(&env.netns, env.registry.address());
+    front.require_bearer(Some(("polis", "tok3n")));
+    front.interrupt_blob(&layer, 3 << 20, InterruptMode::StallUntilRelease);
+    let docker = env.dir.path().join("docker");
+    fs::create_dir_all(&docker).unwrap();
+    fs::write(
+        docker.join("config.json"),
+        json!({"auths": {front.address(): {"auth": base64_encode(b"polis:tok3n")}}}).to_string(),
+    )
+    .unwrap();
+    let via_front = reference.replace(env.registry.address(), &front.address());
+    let mut cmd = env.command(&["--insecure-registry", &front.address(), "pull", &via_front]);
+    cmd.env("DOCKER_CONFIG", &docker);
+    let child = spawn(cmd, env.dir.path());
+    front.wait_stalled(1, Duration::from_secs(30));
+    let granted_before = front.token_requests().len();
+    assert_eq!(
+        granted_before,
+        1,
+        "one token for the one scope: {:?}",
+        front.token_requests()
+    );
+    front.revoke_tokens();
+    front.release();
+    let out = wait_child(child, env.dir.path());
+    assert!(out.success(), "{out}");
+    let tokens = front.token_requests();
+    assert_eq!(tokens.len(), 2, "renewed once after the 401: {tokens:?}");
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t.basic_user.as_deref() == Some("polis") && t.granted)
+    );
+    assert!(
+        tokens[0]
+            .scopes
+            .iter()
+            .any(|s| s == "repository:polis/big:pull"),
+        "{tokens:?}"
+    );
+    let ranges: Vec<String> = front
+        .requests()
+        .iter()
+        .filter_map(|r| r.range.clone())
+        .collect();
+    assert!(
+        ranges
+            .iter()
+            .any(|r| r.starts_with("bytes=") && r != "bytes=0-"),
+        "resumed with Range: {ranges:?}"
+    );
+    assert_eq!(env.index_names(), [via_front]);
+}
+
+fn spawn(mut cmd: Command, scratch: &Path) -> (Child, PathBuf) {
+    let err = scratch.join(format!("spawned-{}.err", std::process::id()));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err).unwrap());
+    (cmd.spawn().expect("spawn polis-image"), err)
+}
+
+fn wait_child((mut child, err): (Child, PathBuf), _scratch: &Path) -> Output {
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        cmd: "polis-image pull (spawned)".into(),
+        code: status.and_then(|s| s.code()),
+        signal: None,
+        stdout: String::new(),
+        stderr: fs::read_to_string(&err).unwrap_or_default(),
+    }
+}
+
+/// An interrupted pull (the process killed mid-blob) resumes after a restart from its partial blob with an HTTP
+/// Range request, and the digest is checked over the whole blob.
+#[test]
+fn a_killed_pull_resumes_from_its_partial_blob() {
+    let Some(env) = Env::new("img-resume") else {
+        return;
+    };
+    let layout = env.layout();
+    let (reference, layer, size) = big_image(&env, &layout, "resume", 8);
+    let front = RegistryFront::start(&env.netns, env.registry.address());
+    front.interrupt_blob(&layer, 5 << 20, InterruptMode::StallUntilRelease);
+    let via_front = reference.replace(env.registry.address(), &front.address());
+    let (mut child, _) = spawn(
+        env.command(&["--insecure-registry", &front.address(), "pull", &via_front]),
+        env.dir.path(),
+    );
+    front.wait_stalled(1, Duration::from_secs(30));
+    let partial = env
+        .store()
+        .join("ingest")
+        .join(format!("{}.partial", &layer[7..]));
+    eventually(
+        "the partial blob has the bytes sent",
+        Duration::from_secs(10),
+        || {
+            fs::metadata(&partial)
+                .map(|m| m.len() == 5 << 20)
+                .unwrap_or(false)
+        },
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    front.release();
+    front.clear_log();
+    env.pi(&["--insecure-registry", &front.address(), "pull", &via_front])
+        .ok();
+    let blob_gets: Vec<_> = front
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains(&layer[7..]))
+        .collect();
+    assert_eq!(blob_gets.len(), 1, "{blob_gets:?}");
+    assert_eq!(blob_gets[0].range.as_deref(), Some("bytes=5242880-"));
+    assert_eq!(
+        blob_gets[0].body_bytes,
+        size - (5 << 20),
+        "only the rest was sent"
+    );
+    assert!(!partial.exists());
+    assert_eq!(env.index_names(), [via_front]);
+}
+
+/// Two pulls of the same image at once download each blob once: the second waits for the first's download and
+/// uses it.
+#[test]
+fn concurrent_pulls_download_a_blob_once() {
+    let Some(env) = Env::new("img-concurrent") else {
+        return;
+    };
+    let layout = env.layout();
+    let (reference, layer, _) = big_image(&env, &layout, "shared", 8);
+    let front = RegistryFront::start(&env.netns, env.registry.address());
+    front.interrupt_blob(&layer, 2 << 20, InterruptMode::StallUntilRelease);
+    let via_front = reference.replace(env.registry.address(), &front.address());
+    let args = ["--insecure-registry", &front.address(), "pull", &via_front];
+    let first = spawn(env.command(&args), env.dir.path());
+    front.wait_stalled(1, Duration::from_secs(30));
+    let second = spawn(env.command(&args), env.dir.path());
+    // The second pull is waiting for the blob's lock now; let the first one go on (it resumes with Range).
+    std::thread::sleep(Duration::from_millis(500));
+    front.release();
+    let (a, b) = (
+        wait_child(first, env.dir.path()),
+        wait_child(second, env.dir.path()),
+    );
+    assert!(a.success() && b.success(), "{a}\n{b}");
+    let gets = front
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains(&layer[7..]))
+        .count();
+    assert_eq!(gets, 2, "the first pull's GET and its resumption only");
+}
+
+/// The protocol's other corners: 429 with Retry-After is waited out; a blob redirect to another host does not get
+/// the Authorization header; plain HTTP only for registries named insecure; schema 1 refused with a clear message;
+/// an unknown image or tag reports the registry's answer.
+#[test]
+fn throttling_redirects_insecure_and_schema1() {
+    let Some(env) = Env::new("img-proto") else {
+        return;
+    };
+    let layout = env.layout();
+    layout.write_image(
+        &Image::new().layer(Layer::new().file("f", "f")).cmd(["/f"]),
+        "v1",
+    );
+    let reference = env.push(&layout, "v1", "polis/proto:v1");
+    let front = RegistryFront::start(&env.netns, env.registry.address());
+    let via_front = reference.replace(env.registry.address(), &front.address());
+    let front_address = front.address();
+    let pull = |extra: &[&str], r: &str| {
+        let mut args = vec!["--insecure-registry", front_address.as_str()];
+        args.extend_from_slice(extra);
+        args.extend(["pull", r]);
+        env.pi(&args)
+    };
+
+    front.throttle("/manifests/", 1, 2);
+    let started = Instant::now();
+    pull(&[], &via_front).ok();
+    let times = front.request_times("/manifests/");
+    assert!(
+        times.len() >= 2 && times[1] - times[0] >= Duration::from_secs(2),
+        "waited Retry-After"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2));
+
+    env.pi(&["rm", &via_front]).ok();
+    front.require_bearer(None);
+    front.redirect_blobs(true);
+    pull(&[], &via_front).ok();
+    let redirected = front.redirected_requests();
+    assert!(!redirected.is_empty(), "blobs were redirected");
+    assert!(
+        redirected.iter().all(|r| r.authorization.is_none()),
+        "{redirected:?}"
+    );
+
+    let mut plain = env.netns.command(polis_image_path().to_str().unwrap());
+    plain
+        .arg("--root")
+        .arg(env.store())
+        .args(["pull", &reference]);
+    env.run(plain)
+        .fails()
+        .stderr_mentions("--insecure-registry");
+
+    front.canned(
+        "/v2/polis/old/manifests/v1",
+        CannedResponse::schema1_manifest("polis/old", "v1"),
+    );
+    let old = format!("{}/polis/old:v1", front.address());
+    pull(&[], &old).fails().stderr_mentions("schema 1");
+
+    let missing = format!("{}/polis/nothing:v1", env.registry.address());
+    env.pi(&["pull", &missing])
+        .fails()
+        .stderr_mentions("MANIFEST_UNKNOWN");
+}
+
+/// `rm` removes an image and the content only it used; what another image shares stays. `prune` removes
+/// partial downloads. Two bundles of one image share its unpacked layers (overlayfs), and each sees only its own
+/// writes.
+#[test]
+fn rm_prune_and_shared_layers() {
+    let Some(env) = Env::new("img-gc") else {
+        return;
+    };
+    let layout = env.layout();
+    let base = Layer::new()
+        .file("base", "shared base")
+        .compression(Compression::Gzip);
+    let one = Image::new()
+        .layer(base.clone())
+        .layer(Layer::new().file("one", "1"))
+        .cmd(["/one"]);
+    let two = Image::new()
+        .layer(base)
+        .layer(Layer::new().file("two", "2"))
+        .cmd(["/two"]);
+    let b1 = layout.write_image(&one, "one");
+    let b2 = layout.write_image(&two, "two");
+    let r1 = env.push(&layout, "one", "polis/gc:one");
+    let r2 = env.push(&layout, "two", "polis/gc:two");
+    env.pi(&["pull", &r1]).ok();
+    env.pi(&["pull", &r2]).ok();
+    assert_eq!(
+        dir_names(&env.store().join("layers"))
+            .iter()
+            .filter(|n| !n.ends_with(".lock"))
+            .count(),
+        3
+    );
+
+    {
+        let x = env.bundle(&r1, "x", &[]);
+        let y = env.bundle(&r1, "y", &[]);
+        fs::write(x.rootfs().join("written"), "only in x").unwrap();
+        assert!(!y.rootfs().join("written").exists());
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let lower = |dir: &Path| {
+            let d = dir.to_str().unwrap().to_string();
+            mountinfo
+                .lines()
+                .find(|l| l.split(' ').nth(4) == Some(&d))
+                .and_then(|l| l.split("lowerdir=").nth(1))
+                .map(|s| s.split(',').next().unwrap().to_string())
+                .unwrap()
+        };
+        assert_eq!(
+            lower(&x.rootfs()),
+            lower(&y.rootfs()),
+            "both bundles use the same layer directories"
+        );
+        // A layer a mounted bundle uses survives rm of its image until the bundle is gone.
+        env.pi(&["rm", &r1]).ok();
+        assert!(fs::read_to_string(x.rootfs().join("one")).is_ok());
+    }
+    let blobs = env.blobs();
+    for gone in [&b1.layers[1].digest, &b1.manifest.digest] {
+        assert!(
+            !blobs.contains(&gone[7..].to_string()),
+            "{gone} removed with its image"
+        );
+    }
+    for kept in [
+        &b2.layers[0].digest,
+        &b2.layers[1].digest,
+        &b2.manifest.digest,
+    ] {
+        assert!(
+            blobs.contains(&kept[7..].to_string()),
+            "{kept} is still used by {r2}"
+        );
+    }
+    env.pi(&["prune"]).ok();
+    assert_eq!(
+        dir_names(&env.store().join("layers"))
+            .iter()
+            .filter(|n| !n.ends_with(".lock"))
+            .count(),
+        2
+    );
+    fs::write(
+        env.store()
+            .join("ingest")
+            .join(format!("{}.partial", "e".repeat(64))),
+        "half",
+    )
+    .unwrap();
+    let pruned = env.pi(&["prune"]);
+    assert!(
+        pruned.ok().stdout.contains("1 partial downloads"),
+        "{pruned}"
+    );
+    assert_eq!(env.index_names(), [r2]);
+}
+
+/// Bad input: a malformed reference, an unknown image, a bundle into a non-empty directory and a bad platform are
+/// errors that name the problem, exit non-zero and change nothing.
+#[test]
+fn bad_input_names_the_problem_and_changes_nothing() {
+    let Some(env) = Env::new("img-bad") else {
+        return;
+    };
+    env.pi(&["pull", "UPPER/case"])
+        .fails()
+        .stderr_mentions("invalid image reference");
+    env.pi(&["pull", ""])
+        .fails()
+        .stderr_mentions("invalid image reference");
+    env.pi(&["pull", "--platform", "linux", "busybox"])
+        .fails()
+        .stderr_mentions("OS/ARCH");
+    env.pi(&["inspect", "polis/none:1"])
+        .fails()
+        .stderr_mentions("not in the store");
+    env.pi(&["rm", "polis/none:1"])
+        .fails()
+        .stderr_mentions("not in the store");
+    let layout = env.layout();
+    layout.write_image(
+        &Image::new().layer(Layer::new().file("f", "f")).cmd(["/f"]),
+        "v1",
+    );
+    let reference = env.push(&layout, "v1", "polis/bad:v1");
+    env.pi(&["pull", &reference]).ok();
+    let full = env.dir.path().join("full");
+    fs::create_dir_all(&full).unwrap();
+    fs::write(full.join("mine"), "keep").unwrap();
+    env.pi(&["bundle", &reference, full.to_str().unwrap()])
+        .fails()
+        .stderr_mentions("not empty");
+    assert_eq!(dir_names(&full), ["mine"]);
+    let no_cmd = Image::new().layer(Layer::new().file("f", "f"));
+    layout.write_image(&no_cmd, "nocmd");
+    let reference = env.push(&layout, "nocmd", "polis/bad:nocmd");
+    env.pi(&["pull", &reference]).ok();
+    let dir = env.dir.path().join("nocmd");
+    env.pi(&["bundle", &reference, dir.to_str().unwrap()])
+        .fails()
+        .stderr_mentions("no Entrypoint or Cmd");
+    assert!(!dir.exists(), "a failed bundle leaves nothing");
+}
