@@ -379,15 +379,10 @@ fn layers_combine_by_the_image_spec_rules() {
         (owned.uid(), owned.gid(), owned.mode() & 0o777),
         (1234, 4321, 0o640)
     );
-    let xattr = Command::new("getfattr")
-        .args(["--only-values", "-n", "user.polis"])
-        .arg(root.join("with-xattr"))
-        .output();
-    if let Ok(x) = xattr
-        && x.status.success()
-    {
-        assert_eq!(String::from_utf8_lossy(&x.stdout), "yes");
-    }
+    assert_eq!(
+        xattr(&root.join("with-xattr"), "user.polis"),
+        Some(b"yes".to_vec())
+    );
     let (a, b) = (
         fs::metadata(root.join("hard")).unwrap(),
         fs::metadata(root.join("keep-copy")).unwrap(),
@@ -673,7 +668,54 @@ fn basic_auth_uses_the_docker_config() {
     let mut cmd = env.command(&["--insecure-registry", secured.address(), "pull", &dest]);
     cmd.env("DOCKER_CONFIG", &docker);
     env.run(cmd).ok();
+    assert_eq!(env.index_names(), [dest.clone()]);
+    env.pi(&["rm", &dest]).ok();
+
+    // `credHelpers`: docker-credential-NAME on PATH answers `get` with the credentials (docker-credential-helpers
+    // protocol: the server on stdin, {"Username","Secret"} on stdout).
+    let bin = env.dir.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-polistest");
+    fs::write(
+        &helper,
+        "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\necho \"$server\" >> \"$0.asked\"\n\
+         printf '{\"ServerURL\":\"%s\",\"Username\":\"polis\",\"Secret\":\"s3cret\"}' \"$server\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(
+        docker.join("config.json"),
+        json!({"credHelpers": {secured.address(): "polistest"}}).to_string(),
+    )
+    .unwrap();
+    let mut cmd = env.command(&["--insecure-registry", secured.address(), "pull", &dest]);
+    cmd.env("DOCKER_CONFIG", &docker).env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    env.run(cmd).ok();
     assert_eq!(env.index_names(), [dest]);
+    let asked = fs::read_to_string(bin.join("docker-credential-polistest.asked")).unwrap();
+    assert!(asked.contains(secured.address()), "{asked}");
+}
+
+/// The value of extended attribute `name` of `path` (lgetxattr(2)), None when it has none.
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: both strings are NUL-terminated and the buffer is as long as we say.
+    let len =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return None;
+    }
+    buf.truncate(len as usize);
+    Some(buf)
 }
 
 fn base64_encode(data: &[u8]) -> String {
@@ -1083,4 +1125,140 @@ fn bad_input_names_the_problem_and_changes_nothing() {
         .fails()
         .stderr_mentions("no Entrypoint or Cmd");
     assert!(!dir.exists(), "a failed bundle leaves nothing");
+}
+
+/// Images made by the usual tools: built with umoci, pushed by skopeo as OCI with zstd layers and as a Docker
+/// manifest list (`--format v2s2 --all`); pulled by tag and by digest (a reference pinned by digest is stored
+/// under that name, distribution-spec "Pulling manifests").
+#[test]
+fn umoci_built_and_skopeo_pushed_images_pull_by_tag_and_digest() {
+    let Some(env) = Env::new("img-umoci") else {
+        return;
+    };
+    let layout_dir = env.dir.path().join("umoci-layout");
+    let umoci = |args: &[&str]| {
+        let mut cmd = Command::new("umoci");
+        cmd.args(args);
+        env.run(cmd).ok();
+    };
+    let image = format!("{}:v1", layout_dir.display());
+    umoci(&["init", "--layout", layout_dir.to_str().unwrap()]);
+    umoci(&["new", "--image", &image]);
+    let unpacked = env.dir.path().join("umoci-bundle");
+    umoci(&["unpack", "--image", &image, unpacked.to_str().unwrap()]);
+    fs::write(unpacked.join("rootfs/hello"), "made by umoci\n").unwrap();
+    umoci(&["repack", "--image", &image, unpacked.to_str().unwrap()]);
+    umoci(&[
+        "config",
+        "--image",
+        &image,
+        "--config.cmd",
+        "/hello",
+        "--config.env",
+        "MADE_BY=umoci",
+    ]);
+    let layout = OciLayout::create(&layout_dir);
+    let dest = format!("{}/polis/umoci:v1", env.registry.address());
+    let push = SkopeoPush {
+        format: Some("oci".into()),
+        compress: Some(Compression::Zstd),
+        ..SkopeoPush::default()
+    };
+    layout.push_with_skopeo(&env.netns, "v1", &dest, &push).ok();
+
+    let out = env.pi(&["pull", &dest]);
+    let digest = out
+        .ok()
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let inspect = env.pi(&["inspect", &dest]).ok().json();
+    assert_eq!(
+        inspect["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(inspect["config"]["config"]["Env"][0], "MADE_BY=umoci");
+
+    let pinned = format!("{}/polis/umoci@{digest}", env.registry.address());
+    env.pi(&["pull", &pinned]).ok();
+    assert_eq!(env.index_names(), [dest.clone(), pinned.clone()]);
+    let bundle = env.bundle(&pinned, "bundle", &[]);
+    assert_eq!(
+        fs::read_to_string(bundle.rootfs().join("hello")).unwrap(),
+        "made by umoci\n"
+    );
+    let wrong = format!(
+        "{}/polis/umoci@sha256:{}",
+        env.registry.address(),
+        "0".repeat(64)
+    );
+    env.pi(&["pull", &wrong])
+        .fails()
+        .stderr_mentions("MANIFEST_UNKNOWN");
+
+    // A Docker manifest list, converted by skopeo from an OCI index.
+    let images: Vec<Image> = ["linux/amd64", "linux/arm64/v8"]
+        .iter()
+        .map(|p| {
+            Image::new()
+                .platform(p)
+                .label("platform", p)
+                .layer(Layer::new().file("p", *p))
+                .cmd(["/p"])
+        })
+        .collect();
+    let built = OciLayout::create(&env.dir.path().join("index-layout"));
+    built.write_index(&images, "multi");
+    let list = format!("{}/polis/list:v1", env.registry.address());
+    let push = SkopeoPush {
+        format: Some("v2s2".into()),
+        all: true,
+        ..SkopeoPush::default()
+    };
+    built
+        .push_with_skopeo(&env.netns, "multi", &list, &push)
+        .ok();
+    env.pi(&["pull", "--platform", "linux/arm64/v8", &list])
+        .ok();
+    let inspect = env.pi(&["inspect", &list]).ok().json();
+    assert_eq!(
+        inspect["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        inspect["config"]["config"]["Labels"]["platform"],
+        "linux/arm64/v8"
+    );
+}
+
+/// On a terminal, a pull shows a progress bar per layer instead of NDJSON events.
+#[test]
+fn a_terminal_gets_progress_bars() {
+    let Some(env) = Env::new("img-tty") else {
+        return;
+    };
+    let layout = env.layout();
+    let (reference, layer, _) = big_image(&env, &layout, "tty", 4);
+    let line = format!(
+        "{} --root {} --insecure-registry {} pull {reference}",
+        polis_image_path().display(),
+        env.store().display(),
+        env.registry.address()
+    );
+    let mut cmd = env.netns.command("script");
+    cmd.args(["-qec", &line, "/dev/null"]);
+    let out = env.run(cmd);
+    out.ok();
+    let screen = out.stdout.replace('\r', "\n");
+    assert!(
+        screen.contains(&layer[7..19]),
+        "a bar names the layer: {screen:?}"
+    );
+    assert!(screen.contains("unpacked"), "{screen:?}");
+    assert!(
+        !screen.contains("\"event\""),
+        "no NDJSON on a terminal: {screen:?}"
+    );
 }
