@@ -529,12 +529,7 @@ fn fetch_layers(
         }
     };
     std::thread::scope(|scope| {
-        for _ in 0..std::env::var("PD")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(PARALLEL_DOWNLOADS)
-            .min(feeds.len())
-        {
+        for _ in 0..PARALLEL_DOWNLOADS.min(feeds.len()) {
             scope.spawn(|| {
                 loop {
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
