@@ -662,6 +662,21 @@ impl Image {
         self
     }
 
+    /// One small image per platform (`os/arch[/variant]`), each telling which it is: the label `platform` and the
+    /// file `/p` hold the platform's name, and `/p` is the Cmd. For [`OciLayout::write_index`].
+    pub fn per_platform(platforms: &[&str]) -> Vec<Image> {
+        platforms
+            .iter()
+            .map(|p| {
+                Image::new()
+                    .platform(p)
+                    .label("platform", p)
+                    .layer(Layer::new().file("p", *p))
+                    .cmd(["/p"])
+            })
+            .collect()
+    }
+
     /// `os/arch[/variant]`, e.g. `linux/arm/v7`.
     pub fn platform(mut self, platform: &str) -> Image {
         self.platform = Platform::parse(platform);
@@ -1579,16 +1594,7 @@ mod tests {
     fn index_lists_each_platform_with_its_own_config() {
         let dir = temp_dir("polis-it-builder-");
         let layout = OciLayout::create(&dir.path().join("layout"));
-        let platforms = ["linux/amd64", "linux/arm64/v8", "linux/arm/v7"];
-        let images: Vec<Image> = platforms
-            .iter()
-            .map(|p| {
-                Image::new()
-                    .platform(p)
-                    .label("platform", p)
-                    .layer(Layer::new().file("p", *p))
-            })
-            .collect();
+        let images = Image::per_platform(&["linux/amd64", "linux/arm64/v8", "linux/arm/v7"]);
         let built = layout.write_index(&images, "multi");
         let index: Value = serde_json::from_slice(&layout.read_blob(&built.index.digest)).unwrap();
         assert_eq!(

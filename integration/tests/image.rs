@@ -460,16 +460,7 @@ fn the_platform_is_chosen_from_an_index() {
         return;
     };
     let layout = env.layout();
-    let images: Vec<Image> = ["linux/amd64", "linux/arm64/v8", "linux/arm/v7"]
-        .iter()
-        .map(|p| {
-            Image::new()
-                .platform(p)
-                .label("platform", p)
-                .layer(Layer::new().file("which", *p))
-                .cmd(["/which"])
-        })
-        .collect();
+    let images = Image::per_platform(&["linux/amd64", "linux/arm64/v8", "linux/arm/v7"]);
     let built = layout.write_index(&images, "multi");
     let reference = env.push(&layout, "multi", "polis/multi:1");
 
@@ -668,7 +659,7 @@ fn basic_auth_uses_the_docker_config() {
     let mut cmd = env.command(&["--insecure-registry", secured.address(), "pull", &dest]);
     cmd.env("DOCKER_CONFIG", &docker);
     env.run(cmd).ok();
-    assert_eq!(env.index_names(), [dest.clone()]);
+    assert_eq!(env.index_names(), std::slice::from_ref(&dest));
     env.pi(&["rm", &dest]).ok();
 
     // `credHelpers`: docker-credential-NAME on PATH answers `get` with the credentials (docker-credential-helpers
@@ -1199,16 +1190,7 @@ fn umoci_built_and_skopeo_pushed_images_pull_by_tag_and_digest() {
         .stderr_mentions("MANIFEST_UNKNOWN");
 
     // A Docker manifest list, converted by skopeo from an OCI index.
-    let images: Vec<Image> = ["linux/amd64", "linux/arm64/v8"]
-        .iter()
-        .map(|p| {
-            Image::new()
-                .platform(p)
-                .label("platform", p)
-                .layer(Layer::new().file("p", *p))
-                .cmd(["/p"])
-        })
-        .collect();
+    let images = Image::per_platform(&["linux/amd64", "linux/arm64/v8"]);
     let built = OciLayout::create(&env.dir.path().join("index-layout"));
     built.write_index(&images, "multi");
     let list = format!("{}/polis/list:v1", env.registry.address());
