@@ -84,10 +84,11 @@ pub fn create_bundle(
         }
         Err(e) => return Err(io("reading bundle directory", dir)(e)),
     }
+    let _in_use = store.content_in_use()?;
     let result = fill_bundle(store, image, dir, args);
     if result.is_err() {
-        // Best effort: the error that matters is the one being returned.
-        let _ = remove_bundle(dir);
+        // Best effort (the directory was empty or new): the error that matters is the one being returned.
+        let _ = remove_bundle_parts(dir);
     }
     result
 }
@@ -176,6 +177,18 @@ pub fn mount_rootfs(
 /// Unmounts the bundle's rootfs and removes what `bundle` made (config.json, rootfs, .overlay), and the directory
 /// when nothing else is left in it.
 pub fn remove_bundle(dir: &Path) -> Result<()> {
+    // Only a bundle `bundle` made: its .overlay directory says so. Any other directory is left alone.
+    if !dir.join(".overlay/upper").is_dir() {
+        return Err(bundle_err(
+            dir,
+            "not a bundle made by `polis-image bundle` (no .overlay/upper in it)",
+        ));
+    }
+    remove_bundle_parts(dir)
+}
+
+/// Unmounts DIR/rootfs and removes config.json, rootfs and .overlay, then DIR if it is empty.
+fn remove_bundle_parts(dir: &Path) -> Result<()> {
     let rootfs = dir.join("rootfs");
     if is_mount_point(&rootfs)? {
         umount2(&rootfs, MntFlags::MNT_DETACH)

@@ -132,6 +132,7 @@ pub fn pull_image(
 ) -> Result<PulledImage> {
     let reference = parse(reference)?;
     let name = store_name(&reference);
+    let _in_use = store.content_in_use()?;
     let (manifest_bytes, manifest_digest, platform) =
         resolve_manifest(client, &reference, &options.platform)?;
     let manifest = parse_manifest(&name, &manifest_bytes)?;

@@ -241,6 +241,11 @@ impl RegistryClient {
                 reason: format!("manifest larger than {MAX_MANIFEST_SIZE} bytes"),
             });
         }
+        let announced = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let mut body = Vec::new();
         resp.take(MAX_MANIFEST_SIZE as u64 + 1)
             .read_to_end(&mut body)
@@ -254,6 +259,19 @@ impl RegistryClient {
                 reference: reference.whole(),
                 reason: format!("manifest larger than {MAX_MANIFEST_SIZE} bytes"),
             });
+        }
+        // distribution-spec "Pulling manifests": the Docker-Content-Digest header, when sent, is the digest of the
+        // body; a client verifies it.
+        if let Some(announced) = announced.filter(|d| d.starts_with("sha256:")) {
+            let actual = crate::store::sha256_digest(&body);
+            if actual != announced {
+                return Err(Error::Verify {
+                    what: "manifest",
+                    digest: reference.whole(),
+                    expected: announced,
+                    actual,
+                });
+            }
         }
         Ok((body, media_type))
     }

@@ -6,6 +6,7 @@
 //! ROOT/ingest/<hex>.partial, <hex>.lock                    downloads in progress (resumable), one writer each
 //! ROOT/layers/<chain-id hex>/                              unpacked layers (overlayfs lower directories)
 //! ROOT/lock                                                held while index.json is rewritten
+//! ROOT/gc.lock                                             shared by pulls and bundles, exclusive for garbage collection
 //! ```
 //! index.json lists one manifest descriptor per image name, with the name in the
 //! `org.opencontainers.image.ref.name` annotation (the fully qualified reference, e.g.
@@ -52,6 +53,15 @@ pub struct FileLock {
 
 impl FileLock {
     pub fn acquire(path: &Path) -> Result<FileLock> {
+        FileLock::acquire_as(path, libc::LOCK_EX)
+    }
+
+    /// A shared flock: many holders at once, none while someone holds it exclusively.
+    pub fn acquire_shared(path: &Path) -> Result<FileLock> {
+        FileLock::acquire_as(path, libc::LOCK_SH)
+    }
+
+    fn acquire_as(path: &Path, operation: libc::c_int) -> Result<FileLock> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -59,7 +69,7 @@ impl FileLock {
             .open(path)
             .map_err(io("opening lock file", path))?;
         // SAFETY: flock on an fd we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
         if rc != 0 {
             return Err(io("locking", path)(std::io::Error::last_os_error()));
         }
@@ -166,6 +176,12 @@ impl ImageStore {
         let path = self.blob_path(digest)?;
         let data = fs::read(&path).map_err(io("reading blob", &path))?;
         Ok(data)
+    }
+
+    /// Held (shared) by every pull and bundle while it adds content that no image names yet, so that garbage
+    /// collection, which takes it exclusively, never removes a blob or layer a pull is about to name.
+    pub fn content_in_use(&self) -> Result<FileLock> {
+        FileLock::acquire_shared(&self.root.join("gc.lock"))
     }
 
     /// The store's lock, held while index.json is read, changed and written.
@@ -289,6 +305,7 @@ impl ImageStore {
     /// Removes what no image references: blobs, unpacked layers (unless a mounted bundle still uses them) and,
     /// with `ingest`, partial downloads no pull is writing. Returns what it removed.
     pub fn collect_garbage(&self, ingest: bool) -> Result<Garbage> {
+        let _no_pulls = FileLock::acquire(&self.root.join("gc.lock"))?;
         let _lock = self.lock()?;
         let mut keep_blobs = HashSet::new();
         let mut keep_layers = HashSet::new();

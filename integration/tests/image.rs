@@ -793,7 +793,9 @@ fn bearer_tokens_are_cached_and_renewed_and_downloads_resume() {
 }
 
 fn spawn(mut cmd: Command, scratch: &Path) -> (Child, PathBuf) {
-    let err = scratch.join(format!("spawned-{}.err", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let err = scratch.join(format!("spawned-{n}.err"));
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(&err).unwrap());
@@ -1107,6 +1109,10 @@ fn bad_input_names_the_problem_and_changes_nothing() {
         .fails()
         .stderr_mentions("not empty");
     assert_eq!(dir_names(&full), ["mine"]);
+    env.pi(&["unbundle", full.to_str().unwrap()])
+        .fails()
+        .stderr_mentions("not a bundle made by");
+    assert_eq!(dir_names(&full), ["mine"]);
     let no_cmd = Image::new().layer(Layer::new().file("f", "f"));
     layout.write_image(&no_cmd, "nocmd");
     let reference = env.push(&layout, "nocmd", "polis/bad:nocmd");
@@ -1242,5 +1248,55 @@ fn a_terminal_gets_progress_bars() {
     assert!(
         !screen.contains("\"event\""),
         "no NDJSON on a terminal: {screen:?}"
+    );
+}
+
+/// Garbage collection never takes what a running pull has fetched but not named yet: `prune` waits for the pull,
+/// and the image is whole afterwards.
+#[test]
+fn prune_waits_for_a_running_pull() {
+    let Some(env) = Env::new("img-prune-pull") else {
+        return;
+    };
+    let layout = env.layout();
+    let image = Image::new()
+        .layer(Layer::new().file("small", "first layer"))
+        .layer(Layer::random("data", 4, 9))
+        .cmd(["/data"]);
+    let built = layout.write_image(&image, "v1");
+    let reference = env.push(&layout, "v1", "polis/prune:v1");
+    let front = RegistryFront::start(&env.netns, env.registry.address());
+    front.interrupt_blob(
+        &built.layers[1].digest,
+        1 << 20,
+        InterruptMode::StallUntilRelease,
+    );
+    let via_front = reference.replace(env.registry.address(), &front.address());
+    let pull = spawn(
+        env.command(&["--insecure-registry", &front.address(), "pull", &via_front]),
+        env.dir.path(),
+    );
+    front.wait_stalled(1, Duration::from_secs(30));
+    let (mut prune, _) = spawn(env.command(&["prune"]), env.dir.path());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        prune.try_wait().unwrap().is_none(),
+        "prune waits while a pull runs"
+    );
+    front.release();
+    let out = wait_child(pull, env.dir.path());
+    assert!(out.success(), "{out}");
+    assert!(prune.wait().unwrap().success());
+    for blob in built.layers.iter().chain([&built.config, &built.manifest]) {
+        assert!(
+            env.blobs().contains(&blob.digest[7..].to_string()),
+            "{} kept",
+            blob.digest
+        );
+    }
+    let bundle = env.bundle(&via_front, "bundle", &[]);
+    assert_eq!(
+        fs::read_to_string(bundle.rootfs().join("small")).unwrap(),
+        "first layer"
     );
 }

@@ -457,8 +457,12 @@ fn signal_wait() -> i32 {
         libc::sigfillset(&mut set);
         libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         emit("{\"ready\":true}");
+        // runc 1.1 forwards SIGURG too, which is only the Go runtime preempting its own threads:
+        // not a signal anybody sent. Blocked, but not waited for.
+        let mut wanted = set;
+        libc::sigdelset(&mut wanted, libc::SIGURG);
         let mut sig: libc::c_int = 0;
-        if libc::sigwait(&set, &mut sig) != 0 {
+        if libc::sigwait(&wanted, &mut sig) != 0 {
             emit(&format!("{{\"errno\":{}}}", errno()));
             return 1;
         }
