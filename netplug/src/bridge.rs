@@ -1,0 +1,616 @@
+//! The bridge plugin: a veth pair from the container's namespace to a bridge on the host, addresses from
+//! [`crate::ipam`], routes through the bridge as gateway, masquerading, port mappings (the `portMappings`
+//! capability) and isolation from other networks through [`crate::firewall`].
+//!
+//! ```json
+//! {"cniVersion": "1.1.0", "name": "polis", "type": "polis-netplug", "bridge": "polis0", "ipMasq": true,
+//!  "hairpinMode": true, "mtu": 1500, "capabilities": {"portMappings": true, "ips": true},
+//!  "ipam": {"type": "polis", "ranges": [[{"subnet": "198.18.0.0/24"}]]}}
+//! ```
+//! What an attachment changed outside its namespace (its port mappings) is recorded under the IPAM data
+//! directory (`<dataDir>/<network>/firewall/`), so DEL, GC and `polis-cnitool reapply` know it after a restart.
+
+use crate::cni::types::{Interface, IpConfig, Route as ResultRoute};
+use crate::cni::{Attachment, CniResult, NetworkRequest, Plugin, Request};
+use crate::error::{Error, Result, io};
+use crate::firewall::{self, PortMapping, Protocol};
+use crate::ipam::{Allocation, Allocator, IpamConfig, static_requests};
+use crate::link::{BridgeSpec, Netlink, RouteSpec, VethSpec, delete_container_interface, in_netns};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_BRIDGE: &str = "polis0";
+
+/// The plugin-specific keys of the network configuration. Anything else is refused: a misspelt key would
+/// otherwise silently change the network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BridgeConfig {
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// The bridge holds the gateway addresses and is the containers' default route (default true).
+    #[serde(default)]
+    pub is_gateway: Option<bool>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// Hairpin mode on the container's bridge port (default true), so a container reaches itself through a
+    /// mapped port.
+    #[serde(default)]
+    pub hairpin_mode: Option<bool>,
+}
+
+/// `runtimeConfig.portMappings` (CNI conventions.md, "Port mappings").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PortMappingArg {
+    host_port: u16,
+    container_port: u16,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default, rename = "hostIP")]
+    host_ip: Option<String>,
+}
+
+/// What an attachment put into the firewall, kept for DEL, GC and re-applying the rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    pub container_id: String,
+    pub ifname: String,
+    pub mappings: Vec<PortMapping>,
+}
+
+/// A network's firewall facts, for isolation and `reapply`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub bridge: String,
+    pub subnets: Vec<IpNet>,
+    pub masquerade: bool,
+}
+
+pub struct BridgePlugin;
+
+struct Network {
+    name: String,
+    bridge: String,
+    is_gateway: bool,
+    mtu: Option<u32>,
+    hairpin: bool,
+    masquerade: bool,
+    ipam: IpamConfig,
+}
+
+impl Network {
+    fn from_conf(conf: &crate::cni::NetConf) -> Result<Network> {
+        let extra: BridgeConfig = serde_json::from_value(serde_json::Value::Object(
+            conf.plugin.clone(),
+        ))
+        .map_err(|e| {
+            let text = e.to_string();
+            match text
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+            {
+                Some(field) => Error::UnsupportedField {
+                    field: field.to_string(),
+                    context: Some("polis-netplug bridge configuration".into()),
+                },
+                None => Error::InvalidConfig { reason: text },
+            }
+        })?;
+        let ipam_value = conf
+            .ipam
+            .as_ref()
+            .map(|i| serde_json::to_value(i).unwrap_or_default())
+            .ok_or_else(|| Error::InvalidConfig {
+                reason: "the network has no \"ipam\" section".into(),
+            })?;
+        let ipam = IpamConfig::parse(&ipam_value)?;
+        let bridge = extra.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
+        crate::link::validate_interface_name(&bridge).map_err(|reason| Error::InvalidConfig {
+            reason: format!("bridge name {bridge:?}: {reason}"),
+        })?;
+        Ok(Network {
+            name: conf.name.clone(),
+            bridge,
+            is_gateway: extra.is_gateway.unwrap_or(true),
+            mtu: extra.mtu,
+            hairpin: extra.hairpin_mode.unwrap_or(true),
+            masquerade: conf.ip_masq.unwrap_or(false),
+            ipam,
+        })
+    }
+
+    fn allocator(&self) -> Result<Allocator> {
+        Allocator::open(&self.ipam, &self.name)
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.ipam.data_dir().join(&self.name).join("firewall")
+    }
+
+    fn record_path(&self, container_id: &str, ifname: &str) -> PathBuf {
+        self.state_dir()
+            .join(format!("{container_id}-{ifname}.json"))
+    }
+}
+
+fn port_mappings(req: &Request, allocations: &[Allocation]) -> Result<Vec<PortMapping>> {
+    let Some(value) = req
+        .conf
+        .runtime_config
+        .as_ref()
+        .and_then(|rc| rc.get("portMappings"))
+    else {
+        return Ok(Vec::new());
+    };
+    let args: Vec<PortMappingArg> =
+        serde_json::from_value(value.clone()).map_err(|e| Error::InvalidConfig {
+            reason: format!("runtimeConfig.portMappings: {e}"),
+        })?;
+    let mut out = Vec::new();
+    for a in args {
+        let protocol = match a
+            .protocol
+            .as_deref()
+            .unwrap_or("tcp")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            other => {
+                return Err(Error::InvalidConfig {
+                    reason: format!(
+                        "runtimeConfig.portMappings: protocol {other:?} is not tcp or udp"
+                    ),
+                });
+            }
+        };
+        if a.host_port == 0 || a.container_port == 0 {
+            return Err(Error::InvalidConfig {
+                reason: "runtimeConfig.portMappings: ports must be 1 to 65535".into(),
+            });
+        }
+        let host_ip: Option<IpAddr> = match a.host_ip.as_deref().filter(|h| !h.is_empty()) {
+            None => None,
+            Some(h) => Some(h.parse().map_err(|_| Error::InvalidConfig {
+                reason: format!("runtimeConfig.portMappings: hostIP {h:?} is not an IP address"),
+            })?),
+        };
+        for alloc in allocations {
+            let container_ip = alloc.address.addr();
+            if host_ip.is_some_and(|h| h.is_ipv4() != container_ip.is_ipv4()) {
+                continue;
+            }
+            out.push(PortMapping {
+                protocol,
+                host_port: a.host_port,
+                container_port: a.container_port,
+                host_ip,
+                container_ip,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `sysctl -w KEY=1` of the plugin's own (the host's) network namespace.
+fn enable_sysctl(key: &str) -> Result<()> {
+    let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+    if fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    fs::write(&path, "1").map_err(io("enabling", path))
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let data = serde_json::to_vec(value).map_err(|e| Error::Decode {
+        what: "firewall record",
+        reason: e.to_string(),
+    })?;
+    fs::write(&tmp, data).map_err(io("writing", &tmp))?;
+    fs::rename(&tmp, path).map_err(io("renaming", path))
+}
+
+/// Every network recorded beside `data_dir` (one `<network>/firewall/network.json` each).
+fn known_networks(data_dir: &Path) -> Vec<NetworkRecord> {
+    let Ok(entries) = fs::read_dir(data_dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| fs::read(e.path().join("firewall/network.json")).ok())
+        .filter_map(|d| serde_json::from_slice(&d).ok())
+        .collect()
+}
+
+/// The whole firewall state of the networks under `data_dir`, as one batch: the base table, every network and
+/// every recorded port mapping. For ADD of a network's first container and for `polis-cnitool reapply`.
+pub fn full_batch(data_dir: &Path) -> String {
+    let networks = known_networks(data_dir);
+    let bridges: Vec<String> = networks.iter().map(|n| n.bridge.clone()).collect();
+    let mut batch = firewall::base_batch();
+    for n in &networks {
+        batch.push_str(&firewall::network_batch(
+            &n.bridge,
+            &n.subnets,
+            &bridges,
+            n.masquerade,
+        ));
+    }
+    if let Ok(entries) = fs::read_dir(data_dir) {
+        for net in entries.filter_map(|e| e.ok()) {
+            let Ok(records) = fs::read_dir(net.path().join("firewall")) else {
+                continue;
+            };
+            for r in records.filter_map(|e| e.ok()) {
+                if r.file_name() == "network.json" {
+                    continue;
+                }
+                if let Some(rec) = fs::read(r.path())
+                    .ok()
+                    .and_then(|d| serde_json::from_slice::<AttachmentRecord>(&d).ok())
+                {
+                    batch.push_str(&firewall::add_mappings_batch(&rec.mappings));
+                }
+            }
+        }
+    }
+    batch
+}
+
+/// An exclusive flock on `<dataDir>/firewall.lock`, released on drop.
+fn lock_firewall(data_dir: &Path) -> Result<fs::File> {
+    use std::os::fd::AsRawFd;
+    fs::create_dir_all(data_dir).map_err(io("creating", data_dir))?;
+    let path = data_dir.join("firewall.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("opening", &path))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io("locking", &path)(std::io::Error::last_os_error()));
+    }
+    Ok(file)
+}
+
+/// Every (map, key) of the port-mapping maps now in the kernel.
+fn mapped_keys() -> Result<Vec<(String, String)>> {
+    let mut present = Vec::new();
+    for map in ["ports4", "ports6", "hostports4", "hostports6"] {
+        present.extend(
+            firewall::map_keys(map)?
+                .into_iter()
+                .map(|k| (map.to_string(), k)),
+        );
+    }
+    Ok(present)
+}
+
+/// Removes an attachment's port mappings (those still in the maps) and its record.
+fn remove_attachment_rules(network: &Network, container_id: &str, ifname: &str) -> Result<()> {
+    let path = network.record_path(container_id, ifname);
+    let Ok(data) = fs::read(&path) else {
+        return Ok(());
+    };
+    let record: AttachmentRecord = serde_json::from_slice(&data).map_err(|e| Error::Decode {
+        what: "firewall record",
+        reason: format!("{}: {e}", path.display()),
+    })?;
+    let present = mapped_keys()?;
+    let keep: Vec<PortMapping> = record
+        .mappings
+        .into_iter()
+        .filter(|m| present.contains(&(m.map(), m.key())))
+        .collect();
+    firewall::apply(
+        "removing port mappings",
+        &firewall::delete_mappings_batch(&keep),
+    )?;
+    fs::remove_file(&path).map_err(io("removing", &path))
+}
+
+impl Plugin for BridgePlugin {
+    fn known_args(&self) -> &[&str] {
+        &["IP"]
+    }
+
+    fn add(&self, req: &Request) -> Result<CniResult> {
+        let network = Network::from_conf(&req.conf)?;
+        let netns = req.netns.clone().ok_or_else(|| Error::Environment {
+            var: "CNI_NETNS",
+            reason: "required for ADD".into(),
+        })?;
+        // The namespace first: a missing one is "container unknown" (code 3) before any address is taken.
+        in_netns(&netns, || Ok(()))?;
+        let conf_value = req.conf.to_value();
+        let ip_arg = req.args.get("IP").map(|ip| format!("IP={ip}"));
+        let requests = static_requests(&conf_value, ip_arg.as_deref())?;
+        let allocator = network.allocator()?;
+        let allocations = allocator.allocate(&req.container_id, &req.ifname, &requests)?;
+        let result = self.attach(req, &network, &netns, &allocations);
+        if result.is_err() {
+            // Best effort: the error being returned is what matters; DEL would clean the rest.
+            let _ = delete_container_interface(&netns, &req.ifname);
+            let _ = allocator.release(&req.container_id, &req.ifname);
+        }
+        result
+    }
+
+    fn del(&self, req: &Request) -> Result<()> {
+        let network = Network::from_conf(&req.conf)?;
+        {
+            let _firewall = lock_firewall(network.ipam.data_dir())?;
+            remove_attachment_rules(&network, &req.container_id, &req.ifname)?;
+        }
+        if let Some(netns) = &req.netns {
+            delete_container_interface(netns, &req.ifname)?;
+        }
+        network
+            .allocator()?
+            .release(&req.container_id, &req.ifname)?;
+        Ok(())
+    }
+
+    fn check(&self, req: &Request) -> Result<()> {
+        let network = Network::from_conf(&req.conf)?;
+        let held = network.allocator()?.check(&req.container_id, &req.ifname)?;
+        let netns = req.netns.clone().ok_or_else(|| Error::Environment {
+            var: "CNI_NETNS",
+            reason: "required for CHECK".into(),
+        })?;
+        let ifname = req.ifname.clone();
+        let have = in_netns(&netns, move || {
+            let mut nl = Netlink::open()?;
+            let link = nl.require_link(&ifname)?;
+            nl.addresses(&link)
+        })?;
+        for a in held {
+            if !have.contains(&a.address) {
+                return Err(Error::Ipam {
+                    network: network.name.clone(),
+                    reason: format!(
+                        "{} holds {} but {} does not have it",
+                        req.container_id, a.address, req.ifname
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&self, req: &NetworkRequest) -> Result<()> {
+        Network::from_conf(&req.conf)?.allocator()?.status()
+    }
+
+    fn gc(&self, req: &NetworkRequest, valid_attachments: &[Attachment]) -> Result<()> {
+        let network = Network::from_conf(&req.conf)?;
+        let valid: Vec<(String, String)> = valid_attachments
+            .iter()
+            .map(|a| (a.container_id.clone(), a.ifname.clone()))
+            .collect();
+        let released = network.allocator()?.gc(&valid)?;
+        tracing::info!(network = %network.name, released = released.len(), "gc");
+        let _firewall = lock_firewall(network.ipam.data_dir())?;
+        if let Ok(entries) = fs::read_dir(network.state_dir()) {
+            for e in entries.filter_map(|e| e.ok()) {
+                let Some(rec) = fs::read(e.path())
+                    .ok()
+                    .and_then(|d| serde_json::from_slice::<AttachmentRecord>(&d).ok())
+                else {
+                    continue;
+                };
+                if !valid.contains(&(rec.container_id.clone(), rec.ifname.clone())) {
+                    remove_attachment_rules(&network, &rec.container_id, &rec.ifname)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BridgePlugin {
+    fn attach(
+        &self,
+        req: &Request,
+        network: &Network,
+        netns: &Path,
+        allocations: &[Allocation],
+    ) -> Result<CniResult> {
+        let mut host = Netlink::open()?;
+        let gateways: Vec<IpNet> = if network.is_gateway {
+            allocations
+                .iter()
+                .filter_map(|a| IpNet::new(a.gateway, a.address.prefix_len()).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let bridge = host.ensure_bridge(&BridgeSpec {
+            name: &network.bridge,
+            mtu: network.mtu,
+            vlan_filtering: false,
+            addresses: &gateways,
+        })?;
+        let mtu = match network.mtu {
+            Some(m) => m,
+            None => host.default_route_mtu()?,
+        };
+        let pair = host.create_veth_pair(&VethSpec {
+            netns,
+            ifname: &req.ifname,
+            mtu,
+            mac: None,
+            bridge: &bridge,
+            hairpin: network.hairpin,
+        })?;
+        let mut routes: Vec<RouteSpec> = Vec::new();
+        let mut result_routes: Vec<ResultRoute> = Vec::new();
+        for r in network.ipam.routes() {
+            let gw = r.gw.or_else(|| {
+                allocations
+                    .iter()
+                    .find(|a| a.gateway.is_ipv4() == r.dst.addr().is_ipv4())
+                    .map(|a| a.gateway)
+            });
+            routes.push(RouteSpec::new(r.dst, gw));
+            result_routes.push(ResultRoute {
+                dst: r.dst,
+                gw,
+                mtu: None,
+                advmss: None,
+                priority: None,
+                table: None,
+                scope: None,
+            });
+        }
+        if network.is_gateway {
+            for a in allocations {
+                let default: IpNet = if a.gateway.is_ipv4() {
+                    "0.0.0.0/0".parse().unwrap_or_else(|_| IpNet::default())
+                } else {
+                    "::/0".parse().unwrap_or_else(|_| IpNet::default())
+                };
+                if !routes.iter().any(|r| r.destination == default) {
+                    routes.push(RouteSpec::new(default, Some(a.gateway)));
+                    result_routes.push(ResultRoute {
+                        dst: default,
+                        gw: Some(a.gateway),
+                        mtu: None,
+                        advmss: None,
+                        priority: None,
+                        table: None,
+                        scope: None,
+                    });
+                }
+            }
+        }
+        let ifname = req.ifname.clone();
+        let addresses: Vec<IpNet> = allocations.iter().map(|a| a.address).collect();
+        in_netns(netns, move || {
+            let mut nl = Netlink::open()?;
+            let link = nl.require_link(&ifname)?;
+            for a in &addresses {
+                nl.add_address(&link, *a)?;
+            }
+            for r in &routes {
+                nl.add_route(&link, r)?;
+            }
+            Ok(())
+        })?;
+
+        if allocations.iter().any(|a| a.address.addr().is_ipv4()) {
+            enable_sysctl("net.ipv4.ip_forward")?;
+            // 127.0.0.1:PORT to a container: the bridge must route packets with a loopback source.
+            enable_sysctl(&format!("net.ipv4.conf.{}.route_localnet", network.bridge))?;
+        }
+        if allocations.iter().any(|a| !a.address.addr().is_ipv4()) {
+            enable_sysctl("net.ipv6.conf.all.forwarding")?;
+        }
+        // One plugin process at a time changes the firewall and its records: the port-conflict check and the
+        // update must not interleave with another ADD's.
+        let _firewall = lock_firewall(network.ipam.data_dir())?;
+        let record = NetworkRecord {
+            bridge: network.bridge.clone(),
+            subnets: network
+                .ipam
+                .range_sets()
+                .iter()
+                .flat_map(|s| s.ranges().iter().map(|r| r.subnet()))
+                .collect(),
+            masquerade: network.masquerade,
+        };
+        write_json(&network.state_dir().join("network.json"), &record)?;
+        let mappings = port_mappings(req, allocations)?;
+        let taken = mapped_keys()?;
+        for m in &mappings {
+            if taken.contains(&(m.map(), m.key())) {
+                return Err(Error::InvalidConfig {
+                    reason: format!(
+                        "host port {}/{}{} is already mapped to another container",
+                        m.host_port,
+                        m.protocol,
+                        m.host_ip.map(|ip| format!(" on {ip}")).unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        let mut batch = if firewall::table_exists() {
+            String::new()
+        } else {
+            firewall::base_batch()
+        };
+        let bridges: Vec<String> = known_networks(network.ipam.data_dir())
+            .into_iter()
+            .map(|n| n.bridge)
+            .collect();
+        batch.push_str(&firewall::network_batch(
+            &record.bridge,
+            &record.subnets,
+            &bridges,
+            record.masquerade,
+        ));
+        batch.push_str(&firewall::add_mappings_batch(&mappings));
+        firewall::apply("adding the network's firewall rules", &batch)?;
+        let recorded = write_json(
+            &network.record_path(&req.container_id, &req.ifname),
+            &AttachmentRecord {
+                container_id: req.container_id.clone(),
+                ifname: req.ifname.clone(),
+                mappings: mappings.clone(),
+            },
+        );
+        if let Err(e) = recorded {
+            let _ = firewall::apply(
+                "removing port mappings",
+                &firewall::delete_mappings_batch(&mappings),
+            );
+            return Err(e);
+        }
+
+        let netns_text = netns.display().to_string();
+        let interfaces = vec![
+            Interface {
+                name: bridge.name.clone(),
+                mac: bridge.mac.map(|m| m.to_string()),
+                ..Interface::default()
+            },
+            Interface {
+                name: pair.host.name.clone(),
+                mac: pair.host.mac.map(|m| m.to_string()),
+                mtu: Some(pair.host.mtu),
+                ..Interface::default()
+            },
+            Interface {
+                name: req.ifname.clone(),
+                mac: pair.container.mac.map(|m| m.to_string()),
+                mtu: Some(pair.container.mtu),
+                sandbox: Some(netns_text),
+                ..Interface::default()
+            },
+        ];
+        let ips = allocations
+            .iter()
+            .map(|a| IpConfig {
+                address: a.address,
+                gateway: network.is_gateway.then_some(a.gateway),
+                interface: Some(2),
+            })
+            .collect();
+        Ok(CniResult {
+            interfaces,
+            ips,
+            routes: result_routes,
+            dns: req.conf.dns.clone().unwrap_or_default(),
+        })
+    }
+}

@@ -1,0 +1,11 @@
+//! polis-netplug: a CNI 1.1 plugin for bridge networking (CNI spec, "Container Network Interface Specification"):
+//! the protocol (`cni`), address management (`ipam`) and the kernel's links, addresses and routes (`link`).
+
+pub mod bridge;
+pub mod cni;
+pub mod error;
+pub mod firewall;
+pub mod ipam;
+pub mod link;
+
+pub use error::{Error, Result};
