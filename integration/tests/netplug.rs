@@ -402,3 +402,235 @@ fn two_hundred_concurrent_adds_and_dels() {
         "0"
     );
 }
+
+/// Names within a network (polis-netplug `dns`; RFC 1035 queries and answers): containers resolve each other's
+/// names (the `aliases` capability, podman's convention) through the resolver on the gateway address, which ADD
+/// puts in the result's `dns.nameservers`; a name nobody has under the network's domain is NXDOMAIN; other names
+/// are forwarded to the upstream resolver (a responder of the test's, named by POLIS_NETPLUG_DNS_UPSTREAM); the
+/// resolver process goes away with the network's last DEL.
+#[test]
+fn names_resolve_within_a_network() {
+    use std::net::UdpSocket;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let Some(net) = Net::new("np-dns") else {
+        return;
+    };
+    let (c1, c2) = (NetNs::new("np-dns1"), NetNs::new("np-dns2"));
+    const UPSTREAM: &str = "127.0.0.1:5300";
+    const OUTSIDE_IP: [u8; 4] = [198, 19, 255, 7];
+
+    // The upstream: UDP on 127.0.0.1:5300 of the host namespace; "outside.example" A 198.19.255.7, else NXDOMAIN.
+    let host_ns = format!("/run/netns/{}", net.host.name);
+    let sock = std::thread::spawn(move || {
+        let ns = fs::File::open(&host_ns).unwrap();
+        // SAFETY: setns on a descriptor we own; only this thread (which ends here) changes its namespace.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {host_ns}");
+        UdpSocket::bind(UPSTREAM).unwrap()
+    })
+    .join()
+    .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let forwarded = Arc::new(AtomicUsize::new(0));
+    let upstream = {
+        let (stop, forwarded) = (stop.clone(), forwarded.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let q = &buf[..n];
+                let (mut at, mut labels) = (12, Vec::new());
+                while at < n && q[at] != 0 {
+                    let len = q[at] as usize;
+                    labels.push(String::from_utf8_lossy(&q[at + 1..at + 1 + len]).to_lowercase());
+                    at += 1 + len;
+                }
+                let qend = at + 5;
+                let qtype = u16::from_be_bytes([q[at + 1], q[at + 2]]);
+                let known = labels.join(".") == "outside.example";
+                forwarded.fetch_add(1, Ordering::SeqCst);
+                let mut r = q[..2].to_vec();
+                r.extend_from_slice(&[0x81, if known { 0x80 } else { 0x83 }, 0, 1]);
+                let an = u8::from(known && qtype == 1);
+                r.extend_from_slice(&[0, an, 0, 0, 0, 0]);
+                r.extend_from_slice(&q[12..qend]);
+                if an == 1 {
+                    r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                    r.extend_from_slice(&OUTSIDE_IP);
+                }
+                let _ = sock.send_to(&r, peer);
+            }
+        })
+    };
+
+    // Whatever happens, the resolver daemon and the upstream do not outlive the test.
+    struct Cleanup {
+        pid_file: PathBuf,
+        stop: Arc<AtomicBool>,
+    }
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(pid) = fs::read_to_string(&self.pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                // SAFETY: a plain kill(2) of the daemon's pid.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let pid_file = net.dir.path().join("ipam/np-dns/dns.pid");
+    let _cleanup = Cleanup {
+        pid_file: pid_file.clone(),
+        stop: stop.clone(),
+    };
+
+    let cni = |command: &str, container: &str, ns: &NetNs, conf: &Value| -> Output {
+        let conf_path = net
+            .dir
+            .path()
+            .join(format!("conf-dns-{command}-{container}.json"));
+        fs::write(&conf_path, conf.to_string()).unwrap();
+        let mut cmd = net.host.command("sh");
+        cmd.args(["-c", "exec \"$0\" < \"$1\""])
+            .arg(plugin_path())
+            .arg(&conf_path)
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .env("CNI_NETNS", format!("/run/netns/{}", ns.name))
+            .env("POLIS_NETPLUG_DNS_UPSTREAM", UPSTREAM);
+        run_command(cmd, net.dir.path(), TIMEOUT)
+    };
+    let conf = |aliases: Value| {
+        net.config(
+            "np-dns",
+            "polis-dns",
+            "198.18.8.0/24",
+            json!({"runtimeConfig": {"aliases": {"np-dns": aliases}}}),
+        )
+    };
+    let (conf1, conf2) = (conf(json!(["web"])), conf(json!(["db", "Cache"])));
+    let r1 = cni("ADD", "c1", &c1, &conf1).ok().json();
+    assert_eq!(r1["dns"]["nameservers"], json!(["198.18.8.1"]), "{r1}");
+    let r2 = cni("ADD", "c2", &c2, &conf2).ok().json();
+    assert_eq!(r2["ips"][0]["address"], "198.18.8.3/24", "{r2}");
+    let pid = fs::read_to_string(&pid_file).unwrap().trim().to_string();
+
+    let nslookup = |from: &NetNs, name: &str| -> Output {
+        let mut cmd = from.command(BUSYBOX);
+        cmd.args(["nslookup", name, "198.18.8.1"]);
+        run_command(cmd, net.dir.path(), TIMEOUT)
+    };
+    // The IPv4 addresses an nslookup printed for the name (not the server's "Address: IP:53").
+    let addresses = |out: &Output| -> Vec<String> {
+        out.stdout
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Address:"))
+            .map(|a| a.trim().to_string())
+            .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+            .collect()
+    };
+
+    let web = nslookup(&c2, "web");
+    assert_eq!(addresses(web.ok()), ["198.18.8.2"], "{web}");
+    let web = nslookup(&c2, "WEB.np-dns");
+    assert_eq!(addresses(web.ok()), ["198.18.8.2"], "{web}");
+    let db = nslookup(&c1, "cache");
+    assert_eq!(addresses(db.ok()), ["198.18.8.3"], "{db}");
+    let by_id = nslookup(&c1, "c2");
+    assert_eq!(addresses(by_id.ok()), ["198.18.8.3"], "{by_id}");
+    // Connect to "web" by the address the resolver gave.
+    assert_eq!(
+        tcp_round_trip(
+            &c1,
+            80,
+            &c2,
+            &addresses(&nslookup(&c2, "web"))[0],
+            80,
+            "named"
+        ),
+        "named"
+    );
+
+    let ghost = nslookup(&c2, "ghost.np-dns");
+    assert!(ghost.stdout.contains("NXDOMAIN"), "{ghost}");
+    assert_eq!(forwarded.load(Ordering::SeqCst), 0, "nothing forwarded yet");
+    let outside = nslookup(&c2, "outside.example");
+    assert_eq!(addresses(outside.ok()), ["198.19.255.7"], "{outside}");
+    assert!(forwarded.load(Ordering::SeqCst) > 0);
+
+    // The same over TCP (RFC 1035 4.2.2, a length before each message), from c2: "web" is answered; a forwarded
+    // name whose upstream refuses TCP (the test's upstream is UDP only) gets SERVFAIL.
+    let c2_ns = format!("/run/netns/{}", c2.name);
+    let tcp_answers: Vec<Vec<u8>> = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let ns = fs::File::open(&c2_ns).unwrap();
+        // SAFETY: setns on a descriptor we own; only this thread (which ends here) changes its namespace.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {c2_ns}");
+        let mut conn = std::net::TcpStream::connect("198.18.8.1:53").unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        ["web", "outside.example"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut q = vec![0, i as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+                for label in name.split('.') {
+                    q.push(label.len() as u8);
+                    q.extend_from_slice(label.as_bytes());
+                }
+                q.extend_from_slice(&[0, 0, 1, 0, 1]);
+                let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&q);
+                conn.write_all(&framed).unwrap();
+                let mut len = [0u8; 2];
+                conn.read_exact(&mut len).unwrap();
+                let mut answer = vec![0u8; u16::from_be_bytes(len) as usize];
+                conn.read_exact(&mut answer).unwrap();
+                answer
+            })
+            .collect()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(tcp_answers[0][..2], [0, 0], "the query's ID");
+    assert_eq!(tcp_answers[0][3] & 0xF, 0, "NOERROR");
+    assert_eq!(tcp_answers[0][7], 1, "one answer");
+    assert!(
+        tcp_answers[0].ends_with(&[198, 18, 8, 2]),
+        "{:?}",
+        tcp_answers[0]
+    );
+    assert_eq!(tcp_answers[1][3] & 0xF, 2, "SERVFAIL: {:?}", tcp_answers[1]);
+
+    cni("DEL", "c1", &c1, &conf1).ok();
+    assert_eq!(addresses(nslookup(&c2, "db").ok()), ["198.18.8.3"]);
+    let gone = nslookup(&c2, "web.np-dns");
+    assert!(gone.stdout.contains("NXDOMAIN"), "web is gone: {gone}");
+    cni("DEL", "c2", &c2, &conf2).ok();
+    let running = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false);
+    assert!(!running, "the resolver (pid {pid}) is still running");
+    assert!(!pid_file.exists());
+    let listening = net.host_sh("ss -Hlnut 'sport = :53'");
+    assert_eq!(listening.ok().stdout.trim(), "", "nothing listens on :53");
+    stop.store(true, Ordering::SeqCst);
+    upstream.join().unwrap();
+}

@@ -321,7 +321,8 @@ fn remove_attachment_rules(network: &Network, container_id: &str, ifname: &str) 
 
 impl Plugin for BridgePlugin {
     fn known_args(&self) -> &[&str] {
-        &["IP"]
+        // K8S_POD_NAME: the container's DNS name (crate::dns).
+        &["IP", "K8S_POD_NAME"]
     }
 
     fn add(&self, req: &Request) -> Result<CniResult> {
@@ -342,6 +343,13 @@ impl Plugin for BridgePlugin {
             // Best effort: the error being returned is what matters; DEL would clean the rest.
             let _ = delete_container_interface(&netns, &req.ifname);
             let _ = allocator.release(&req.container_id, &req.ifname);
+            // DNS: the attachment's names, and the resolver if it was the network's only attachment.
+            let _ = crate::dns::detach_host_resolver(
+                network.ipam.data_dir(),
+                &network.name,
+                &req.container_id,
+                &req.ifname,
+            );
         }
         result
     }
@@ -352,6 +360,13 @@ impl Plugin for BridgePlugin {
             let _firewall = lock_firewall(network.ipam.data_dir())?;
             remove_attachment_rules(&network, &req.container_id, &req.ifname)?;
         }
+        // DNS: the attachment's names; the network's resolver stops with its last attachment.
+        crate::dns::detach_host_resolver(
+            network.ipam.data_dir(),
+            &network.name,
+            &req.container_id,
+            &req.ifname,
+        )?;
         if let Some(netns) = &req.netns {
             delete_container_interface(netns, &req.ifname)?;
         }
@@ -414,6 +429,8 @@ impl Plugin for BridgePlugin {
                 }
             }
         }
+        // DNS: names of attachments that are gone; the resolver when none is left.
+        crate::dns::gc_host_resolver(network.ipam.data_dir(), &network.name, &valid)?;
         Ok(())
     }
 }
@@ -507,6 +524,31 @@ impl BridgePlugin {
             }
             Ok(())
         })?;
+
+        // DNS (crate::dns): register the attachment's names and run the network's resolver on the gateways.
+        let nameservers = if network.is_gateway {
+            let record = crate::dns::NameRecord {
+                container_id: req.container_id.clone(),
+                ifname: req.ifname.clone(),
+                names: crate::dns::attachment_names(
+                    &network.name,
+                    &req.container_id,
+                    req.args.get("K8S_POD_NAME"),
+                    req.conf.runtime_config.as_ref(),
+                )?,
+                addresses: allocations.iter().map(|a| a.address.addr()).collect(),
+            };
+            let gateways: Vec<IpAddr> = gateways.iter().map(|g| g.addr()).collect();
+            crate::dns::attach_host_resolver(
+                network.ipam.data_dir(),
+                &record,
+                &network.name,
+                &gateways,
+                &req.path,
+            )?
+        } else {
+            Vec::new()
+        };
 
         if allocations.iter().any(|a| a.address.addr().is_ipv4()) {
             enable_sysctl("net.ipv4.ip_forward")?;
@@ -610,7 +652,13 @@ impl BridgePlugin {
             interfaces,
             ips,
             routes: result_routes,
-            dns: req.conf.dns.clone().unwrap_or_default(),
+            // DNS: our resolver first, then the configured nameservers.
+            dns: {
+                let mut dns = req.conf.dns.clone().unwrap_or_default();
+                dns.nameservers.retain(|n| !nameservers.contains(n));
+                dns.nameservers.splice(0..0, nameservers);
+                dns
+            },
         })
     }
 }

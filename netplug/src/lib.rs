@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod cni;
+pub mod dns;
 pub mod error;
 pub mod firewall;
 pub mod ipam;
