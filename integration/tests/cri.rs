@@ -5,7 +5,8 @@
 //!
 //! Everything runs in a network namespace the test creates: containerd (so the CNI bridge and the pod's veth live
 //! there), and a docker-registry on 127.0.0.1:5000 that serves the busybox and pause images (CRI always pulls).
-//! The pod network is Debian's reference bridge + host-local plugins, on 198.18.200.0/24.
+//! The pod network is polis-netplug (with Debian's `loopback` plugin, which CRI runs for `lo`), on 198.18.200.0/24:
+//! a pod created through CRI gets its address from polis-netplug.
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -23,7 +24,7 @@ const PAUSE: &str = "127.0.0.1:5000/polis/pause:latest";
 const POD_SUBNET: &str = "198.18.200.0/24";
 
 /// The CRI part of containerd's config: the "polis" handler as deploy/containerd-polis.toml has it, the pause
-/// image from the loopback registry, CNI from Debian's plugins, and `restrict_oom_score_adj` (this machine lacks
+/// image from the loopback registry, CNI plugins from the test's bin dir, and `restrict_oom_score_adj` (this machine lacks
 /// CAP_SYS_RESOURCE; DESIGN.md).
 fn cri_config() -> String {
     format!(
@@ -46,7 +47,7 @@ fn cri_config() -> String {
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.polis-misconfigured.options]
         ConfigPath = "{{dir}}/misspelt-shim.toml"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = "{{dir}}/cni-bin"
     conf_dir = "{{dir}}/cni"
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "{{dir}}/certs.d"
@@ -65,6 +66,13 @@ struct CriWorld {
     _netns: NetNs,
     runtime_root: PathBuf,
     netns_before: Vec<String>,
+}
+
+/// `$POLIS_NETPLUG`, else `<workspace>/target/release/polis-netplug`.
+fn netplug_path() -> PathBuf {
+    std::env::var_os("POLIS_NETPLUG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/polis-netplug"))
 }
 
 fn pod_netns() -> Vec<String> {
@@ -119,8 +127,11 @@ fn start_world() -> Option<CriWorld> {
     if !Path::new(REGISTRY).is_file() {
         return missing_peer("docker-registry (/usr/bin/docker-registry)");
     }
-    if !Path::new("/usr/lib/cni/bridge").is_file() {
+    if !Path::new("/usr/lib/cni/loopback").is_file() {
         return missing_peer("the CNI reference plugins (/usr/lib/cni)");
+    }
+    if !netplug_path().is_file() {
+        return missing_peer("polis-netplug (make build)");
     }
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -151,18 +162,22 @@ fn start_world() -> Option<CriWorld> {
         )
         .unwrap();
         std::fs::create_dir_all(dir.join("cni")).unwrap();
+        let bin = dir.join("cni-bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink("/usr/lib/cni/loopback", bin.join("loopback")).unwrap();
+        std::os::unix::fs::symlink(netplug_path(), bin.join("polis-netplug")).unwrap();
         std::fs::write(
             dir.join("cni/10-polis-test.conflist"),
             serde_json::to_string_pretty(&json!({
                 "cniVersion": "1.0.0",
                 "name": "polis-cri-test",
                 "plugins": [{
-                    "type": "bridge",
+                    "type": "polis-netplug",
                     "bridge": "cni-polis0",
                     "isGateway": true,
                     "ipMasq": false,
                     "ipam": {
-                        "type": "host-local",
+                        "type": "polis",
                         "ranges": [[{"subnet": POD_SUBNET}]],
                         "dataDir": dir.join("ipam").display().to_string()
                     }
@@ -313,6 +328,13 @@ async fn cri_pod_lifecycle_through_the_polis_handler() {
     assert!(
         ip.starts_with("198.18.200."),
         "the pod's address comes from the CNI pool: {ip:?}"
+    );
+    // polis-netplug's address store names the sandbox as the owner of that address.
+    let owner = std::fs::read_to_string(ctrd.dir.path().join("ipam/polis-cri-test").join(&ip))
+        .unwrap_or_default();
+    assert!(
+        owner.starts_with(&pod),
+        "{ip} belongs to the pod sandbox {pod}: {owner:?}"
     );
 
     call(
