@@ -634,3 +634,41 @@ fn names_resolve_within_a_network() {
     stop.store(true, Ordering::SeqCst);
     upstream.join().unwrap();
 }
+
+/// Dual stack (a range set per family) and an older config version: CNI spec "Version considerations" — a
+/// 0.4.0 config gets a 0.4.0 result (with each ip's "version"); containers reach each other over IPv6 too.
+#[test]
+fn dual_stack_and_older_config_versions() {
+    let Some(net) = Net::new("np-v6") else { return };
+    let (c1, c2) = (NetNs::new("np-v6a"), NetNs::new("np-v6b"));
+    let mut conf = net.config("np-v6", "polis6", "198.18.12.0/24", json!({}));
+    conf["ipam"]["ranges"] =
+        json!([[{"subnet": "198.18.12.0/24"}], [{"subnet": "fd00:198:18:12::/64"}]]);
+    conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
+    conf["cniVersion"] = json!("0.4.0");
+    let r1 = net.cni("ADD", "v6a", Some(&c1.name), &conf).ok().json();
+    assert_eq!(r1["cniVersion"], "0.4.0");
+    let versions: Vec<&str> = r1["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["4", "6"], "{r1}");
+    let v6 = r1["ips"][1]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(v6.starts_with("fd00:198:18:12::"), "{v6}");
+    net.cni("ADD", "v6b", Some(&c2.name), &conf).ok();
+    assert_eq!(
+        tcp_round_trip(&c1, 80, &c2, &v6, 80, "over-ipv6"),
+        "over-ipv6"
+    );
+    net.cni("DEL", "v6a", Some(&c1.name), &conf).ok();
+    net.cni("DEL", "v6b", Some(&c2.name), &conf).ok();
+    assert!(net.allocated("np-v6").is_empty());
+}
