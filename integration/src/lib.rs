@@ -610,9 +610,14 @@ pub fn state_entries(root: &Path) -> Vec<String> {
 
 /// `$POLIS_RUNC`, else `<workspace>/target/release/polis-runc`.
 pub fn polis_runc_path() -> PathBuf {
-    std::env::var_os("POLIS_RUNC")
+    workspace_binary("POLIS_RUNC", "polis-runc")
+}
+
+/// A binary of the workspace: `$ENV_VAR` when set, else `<workspace>/target/release/NAME` (what `make build` made).
+pub fn workspace_binary(env_var: &str, name: &str) -> PathBuf {
+    std::env::var_os(env_var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release/polis-runc"))
+        .unwrap_or_else(|| workspace_root().join("target/release").join(name))
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -22,9 +22,7 @@ const BUSYBOX: &str = "/bin/busybox";
 const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
 
 fn cnitool_path() -> PathBuf {
-    std::env::var_os("POLIS_CNITOOL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release/polis-cnitool"))
+    workspace_binary("POLIS_CNITOOL", "polis-cnitool")
 }
 
 /// A private host namespace where polis-cnitool runs, and a scratch dir with its conf dir (`net.d`), its result

@@ -70,9 +70,7 @@ struct CriWorld {
 
 /// `$POLIS_NETPLUG`, else `<workspace>/target/release/polis-netplug`.
 fn netplug_path() -> PathBuf {
-    std::env::var_os("POLIS_NETPLUG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release/polis-netplug"))
+    workspace_binary("POLIS_NETPLUG", "polis-netplug")
 }
 
 fn pod_netns() -> Vec<String> {

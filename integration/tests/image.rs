@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn polis_image_path() -> PathBuf {
-    std::env::var_os("POLIS_IMAGE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release/polis-image"))
+    workspace_binary("POLIS_IMAGE", "polis-image")
 }
 
 /// A registry in a namespace of its own, a store, and a scratch directory; all removed on drop.

@@ -13,9 +13,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const BUSYBOX: &str = "/bin/busybox";
 
 fn plugin_path() -> PathBuf {
-    std::env::var_os("POLIS_NETPLUG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release/polis-netplug"))
+    workspace_binary("POLIS_NETPLUG", "polis-netplug")
 }
 
 /// A host namespace for the plugin and a scratch dir with the IPAM data dir.

@@ -492,10 +492,11 @@ impl BridgePlugin {
         }
         if network.is_gateway {
             for a in allocations {
+                // 0.0.0.0/0 or ::/0
                 let default: IpNet = if a.gateway.is_ipv4() {
-                    "0.0.0.0/0".parse().unwrap_or_else(|_| IpNet::default())
+                    IpNet::V4(ipnet::Ipv4Net::default())
                 } else {
-                    "::/0".parse().unwrap_or_else(|_| IpNet::default())
+                    IpNet::V6(ipnet::Ipv6Net::default())
                 };
                 if !routes.iter().any(|r| r.destination == default) {
                     routes.push(RouteSpec::new(default, Some(a.gateway)));
