@@ -306,16 +306,21 @@ fn remove_attachment_rules(network: &Network, container_id: &str, ifname: &str) 
         what: "firewall record",
         reason: format!("{}: {e}", path.display()),
     })?;
-    let present = mapped_keys()?;
-    let keep: Vec<PortMapping> = record
-        .mappings
-        .into_iter()
-        .filter(|m| present.contains(&(m.map(), m.key())))
-        .collect();
-    firewall::apply(
-        "removing port mappings",
-        &firewall::delete_mappings_batch(&keep),
-    )?;
+    // The record says what is there; when the batch fails (someone flushed the ruleset or deleted an element),
+    // delete what the maps still hold.
+    let batch = firewall::delete_mappings_batch(&record.mappings);
+    if firewall::apply("removing port mappings", &batch).is_err() {
+        let present = mapped_keys()?;
+        let keep: Vec<PortMapping> = record
+            .mappings
+            .into_iter()
+            .filter(|m| present.contains(&(m.map(), m.key())))
+            .collect();
+        firewall::apply(
+            "removing port mappings",
+            &firewall::delete_mappings_batch(&keep),
+        )?;
+    }
     fs::remove_file(&path).map_err(io("removing", &path))
 }
 
@@ -574,9 +579,27 @@ impl BridgePlugin {
         };
         write_json(&network.state_dir().join("network.json"), &record)?;
         let mappings = port_mappings(req, allocations)?;
-        let taken = mapped_keys()?;
-        for m in &mappings {
-            if taken.contains(&(m.map(), m.key())) {
+        // One transaction: the table, sets and rules (idempotent; this also restores them after a flush), the
+        // network's elements and the mappings. nft refuses a mapping whose host port a map already holds.
+        let bridges: Vec<String> = known_networks(network.ipam.data_dir())
+            .into_iter()
+            .map(|n| n.bridge)
+            .collect();
+        let mut batch = firewall::base_batch();
+        batch.push_str(&firewall::network_batch(
+            &record.bridge,
+            &record.subnets,
+            &bridges,
+            record.masquerade,
+        ));
+        batch.push_str(&firewall::add_mappings_batch(&mappings));
+        if let Err(e) = firewall::apply("adding the network's firewall rules", &batch) {
+            // Only now, to say which port: list what the maps hold.
+            let taken = mapped_keys()?;
+            if let Some(m) = mappings
+                .iter()
+                .find(|m| taken.contains(&(m.map(), m.key())))
+            {
                 return Err(Error::InvalidConfig {
                     reason: format!(
                         "host port {}/{}{} is already mapped to another container",
@@ -586,24 +609,8 @@ impl BridgePlugin {
                     ),
                 });
             }
+            return Err(e);
         }
-        let mut batch = if firewall::table_exists() {
-            String::new()
-        } else {
-            firewall::base_batch()
-        };
-        let bridges: Vec<String> = known_networks(network.ipam.data_dir())
-            .into_iter()
-            .map(|n| n.bridge)
-            .collect();
-        batch.push_str(&firewall::network_batch(
-            &record.bridge,
-            &record.subnets,
-            &bridges,
-            record.masquerade,
-        ));
-        batch.push_str(&firewall::add_mappings_batch(&mappings));
-        firewall::apply("adding the network's firewall rules", &batch)?;
         let recorded = write_json(
             &network.record_path(&req.container_id, &req.ifname),
             &AttachmentRecord {

@@ -247,16 +247,6 @@ fn nft_binary() -> String {
     std::env::var("POLIS_NFT").unwrap_or_else(|_| "nft".into())
 }
 
-/// Whether our table exists (someone may have flushed the ruleset).
-pub fn table_exists() -> bool {
-    Command::new(nft_binary())
-        .args(["list", "table", "inet", TABLE])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// The keys now in map `map` (`nft -j list map`), rendered as `delete element` wants them, so that a DEL removes
 /// only what is there (nft 1.0.6 has no `destroy element`).
 pub fn map_keys(map: &str) -> Result<Vec<String>> {
