@@ -447,6 +447,38 @@ impl Drop for NetNs {
     }
 }
 
+/// Serves `reply` once on TCP port `port` inside `listener` (busybox nc) and returns what a client in `client` read
+/// from `addr:connect_port`: empty when it could not connect.
+pub fn tcp_round_trip(
+    listener: &NetNs,
+    port: u16,
+    client: &NetNs,
+    addr: &str,
+    connect_port: u16,
+    reply: &str,
+) -> String {
+    let mut server = listener.command(BUSYBOX);
+    server
+        .args([
+            "sh",
+            "-c",
+            &format!("echo {reply} | {BUSYBOX} nc -l -p {port} -w 5"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut server = server.spawn().expect("start busybox nc -l");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = client
+        .command(BUSYBOX)
+        .args(["nc", "-w", "2", addr, &connect_port.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run busybox nc");
+    let _ = server.kill();
+    let _ = server.wait();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 pub const REGISTRY: &str = "/usr/bin/docker-registry";
 
 /// What [`Registry::start_with`] configures: the port on 127.0.0.1 and, optionally, htpasswd (Basic) auth.

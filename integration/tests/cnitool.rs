@@ -9,15 +9,14 @@
 //! checked over TCP with busybox nc.
 
 use polis_integration::containerd::NetNs;
+use polis_integration::containerd::tcp_round_trip;
 use polis_integration::*;
 use sha2::{Digest, Sha512};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-const BUSYBOX: &str = "/bin/busybox";
 /// Debian's reference plugins (containernetworking-plugins 1.1.1 speaks CNI up to 1.0.0).
 const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
 
@@ -198,38 +197,6 @@ fn cnitool_container_id(ns: &NetNs) -> String {
     let digest = Sha512::digest(format!("/run/netns/{}", ns.name).as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("cnitool-{}", &hex[..20])
-}
-
-/// Serves `reply` once on TCP port `port` inside `listener` and returns what a client in `client` read from
-/// `addr:connect_port` (empty when it could not connect).
-fn tcp_round_trip(
-    listener: &NetNs,
-    port: u16,
-    client: &NetNs,
-    addr: &str,
-    connect_port: u16,
-    reply: &str,
-) -> String {
-    let mut server = listener.command(BUSYBOX);
-    server
-        .args([
-            "sh",
-            "-c",
-            &format!("echo {reply} | {BUSYBOX} nc -l -p {port} -w 5"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut server = server.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let out = client
-        .command(BUSYBOX)
-        .args(["nc", "-w", "2", addr, &connect_port.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The first address of a result, without its prefix.

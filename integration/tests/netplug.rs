@@ -4,13 +4,13 @@
 //! 198.18.0.0/15. Connectivity is checked over TCP with busybox nc.
 
 use polis_integration::containerd::NetNs;
+use polis_integration::containerd::tcp_round_trip;
 use polis_integration::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-const BUSYBOX: &str = "/bin/busybox";
 
 fn plugin_path() -> PathBuf {
     workspace_binary("POLIS_NETPLUG", "polis-netplug")
@@ -109,38 +109,6 @@ fn cni_error(out: &Output) -> (u64, String) {
         v["code"].as_u64().unwrap(),
         v["msg"].as_str().unwrap_or("").to_string(),
     )
-}
-
-/// Serves `reply` once on TCP port `port` inside `ns` and returns what a client in `from` (a namespace, or the
-/// host namespace) read from `addr:connect_port`.
-fn tcp_round_trip(
-    listener: &NetNs,
-    port: u16,
-    client: &NetNs,
-    addr: &str,
-    connect_port: u16,
-    reply: &str,
-) -> String {
-    let mut server = listener.command(BUSYBOX);
-    server
-        .args([
-            "sh",
-            "-c",
-            &format!("echo {reply} | {BUSYBOX} nc -l -p {port} -w 5"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut server = server.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let out = client
-        .command(BUSYBOX)
-        .args(["nc", "-w", "2", addr, &connect_port.to_string()])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// CNI spec "ADD", "DEL", "CHECK": two containers on one bridge get addresses from the pool and reach each other;

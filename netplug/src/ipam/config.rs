@@ -22,7 +22,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -73,23 +72,8 @@ pub struct AddressRange {
     gateway: IpAddr,
 }
 
-/// A route of the `routes` list, handed to the container as it is (CNI 1.1 route fields).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Route {
-    pub dst: IpNet,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gw: Option<IpAddr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mtu: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub advmss: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub table: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<u8>,
-}
+/// A route of the `routes` list, handed to the container as it is: the result's own route type (CNI 1.1 fields).
+pub use crate::cni::types::Route;
 
 impl IpamConfig {
     /// Parses and validates the `ipam` section (the JSON object itself, not the whole network config).
