@@ -63,6 +63,18 @@ impl Net {
 
     /// Runs the plugin in the host namespace: `command` for `container` (netns `netns`, ifname eth0).
     fn cni(&self, command: &str, container: &str, netns: Option<&str>, conf: &Value) -> Output {
+        self.cni_with_env(command, container, netns, conf, &[])
+    }
+
+    /// [`Net::cni`] with more environment variables for the plugin.
+    fn cni_with_env(
+        &self,
+        command: &str,
+        container: &str,
+        netns: Option<&str>,
+        conf: &Value,
+        env: &[(&str, &str)],
+    ) -> Output {
         let conf_path = self
             .dir
             .path()
@@ -76,6 +88,7 @@ impl Net {
             .env("CNI_CONTAINERID", container)
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", "/usr/lib/cni");
+        cmd.envs(env.iter().copied());
         if let Some(ns) = netns {
             cmd.env("CNI_NETNS", format!("/run/netns/{ns}"));
         }
@@ -459,22 +472,13 @@ fn names_resolve_within_a_network() {
     };
 
     let cni = |command: &str, container: &str, ns: &NetNs, conf: &Value| -> Output {
-        let conf_path = net
-            .dir
-            .path()
-            .join(format!("conf-dns-{command}-{container}.json"));
-        fs::write(&conf_path, conf.to_string()).unwrap();
-        let mut cmd = net.host.command("sh");
-        cmd.args(["-c", "exec \"$0\" < \"$1\""])
-            .arg(plugin_path())
-            .arg(&conf_path)
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .env("CNI_NETNS", format!("/run/netns/{}", ns.name))
-            .env("POLIS_NETPLUG_DNS_UPSTREAM", UPSTREAM);
-        run_command(cmd, net.dir.path(), TIMEOUT)
+        net.cni_with_env(
+            command,
+            container,
+            Some(&ns.name),
+            conf,
+            &[("POLIS_NETPLUG_DNS_UPSTREAM", UPSTREAM)],
+        )
     };
     let conf = |aliases: Value| {
         net.config(

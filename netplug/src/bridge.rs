@@ -267,20 +267,7 @@ pub fn full_batch(data_dir: &Path) -> String {
 
 /// An exclusive flock on `<dataDir>/firewall.lock`, released on drop.
 fn lock_firewall(data_dir: &Path) -> Result<fs::File> {
-    use std::os::fd::AsRawFd;
-    fs::create_dir_all(data_dir).map_err(io("creating", data_dir))?;
-    let path = data_dir.join("firewall.lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io("opening", &path))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(io("locking", &path)(std::io::Error::last_os_error()));
-    }
-    Ok(file)
+    crate::lock::lock_exclusive(&data_dir.join("firewall.lock"))
 }
 
 /// Every (map, key) of the port-mapping maps now in the kernel.

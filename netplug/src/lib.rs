@@ -8,5 +8,6 @@ pub mod error;
 pub mod firewall;
 pub mod ipam;
 pub mod link;
+pub mod lock;
 
 pub use error::{Error, Result};

@@ -178,21 +178,7 @@ pub fn resolv_conf_upstreams(path: &Path) -> Vec<SocketAddr> {
 
 /// An exclusive flock on `<dataDir>/<network>/dns.lock`, released on drop.
 fn lock_network_dns(data_dir: &Path, network: &str) -> Result<fs::File> {
-    use std::os::fd::AsRawFd;
-    let dir = data_dir.join(network);
-    fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-    let path = dir.join("dns.lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io("opening", &path))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(io("locking", &path)(std::io::Error::last_os_error()));
-    }
-    Ok(file)
+    crate::lock::lock_exclusive(&data_dir.join(network).join("dns.lock"))
 }
 
 /// The pid in the pid file, if that process is this network's resolver (its command line says so: a reused pid
