@@ -442,7 +442,8 @@ fn reference_chain_and_polis_netplug_are_equivalent() {
 
 /// Operators' recovery after `nft flush ruleset` (which drops polis-netplug's table with every port mapping):
 /// the mapped port stops answering; `polis-cnitool reapply NET` (the network's dataDir found in its list) and
-/// `polis-cnitool --data-dir DIR reapply` re-apply the recorded state, and the port answers again.
+/// `polis-cnitool --data-dir DIR reapply` re-apply the recorded state, and the port answers again. The next ADD on
+/// the host does the same by itself.
 #[test]
 fn reapply_restores_port_mappings_after_a_ruleset_flush() {
     let Some(host) = Host::new("cnt-re") else {
@@ -467,6 +468,18 @@ fn reapply_restores_port_mappings_after_a_ruleset_flush() {
     // Re-applying over a live table changes nothing.
     host.cnitool(&["reapply", "cnt-re"]).ok();
     assert!(host.mapped_ports().contains("8081"));
+
+    // An ADD that finds the rules gone puts back everything recorded: the other container's mapping too.
+    host.sh("nft flush ruleset").ok();
+    let d = NetNs::new("cnt-re-d");
+    let other = [("CNI_CONTAINERID", "re-d")];
+    host.cnitool_env(&["--port", "8082:80", "add", "cnt-re", &d.name], &other)
+        .ok();
+    assert_eq!(reach(), "mapped", "after the next ADD");
+    host.cnitool_env(&["--port", "8082:80", "del", "cnt-re", &d.name], &other)
+        .ok();
+    let ports = host.mapped_ports();
+    assert!(ports.contains("8081") && !ports.contains("8082"), "{ports}");
 
     host.cnitool(&["--port", "8081:80", "del", "cnt-re", &c.name])
         .ok();

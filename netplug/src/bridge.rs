@@ -63,7 +63,7 @@ pub struct AttachmentRecord {
 }
 
 /// A network's firewall facts, for isolation and `reapply`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetworkRecord {
     pub bridge: String,
     pub subnets: Vec<IpNet>,
@@ -270,21 +270,51 @@ fn lock_firewall(data_dir: &Path) -> Result<fs::File> {
     crate::lock::lock_exclusive(&data_dir.join("firewall.lock"))
 }
 
-/// Every (map, key) of the port-mapping maps now in the kernel.
-fn mapped_keys() -> Result<Vec<(String, String)>> {
-    let mut present = Vec::new();
-    for map in ["ports4", "ports6", "hostports4", "hostports6"] {
-        present.extend(
-            firewall::map_keys(map)?
-                .into_iter()
-                .map(|k| (map.to_string(), k)),
-        );
+/// Makes sure the table's rules and the network's elements are in the kernel before a container's mappings are
+/// added: everything again (`full_batch`) when the table's rules are not all there (someone flushed the ruleset, or
+/// this is the first network), the network's own elements when it is new or changed. Usually neither: an ADD on a
+/// known network runs no `nft` process.
+fn ensure_rules(
+    nf: &mut firewall::Nfnetlink,
+    network: &Network,
+    record: &NetworkRecord,
+) -> Result<()> {
+    let path = network.state_dir().join("network.json");
+    let known = fs::read(&path)
+        .ok()
+        .and_then(|d| serde_json::from_slice::<NetworkRecord>(&d).ok());
+    let changed = known.as_ref() != Some(record);
+    if changed {
+        write_json(&path, record)?;
     }
-    Ok(present)
+    let data_dir = network.ipam.data_dir();
+    let applied = if firewall::rule_count(nf)? != firewall::base_rule_count() {
+        firewall::apply("adding the firewall rules", &full_batch(data_dir))
+    } else if changed {
+        let bridges: Vec<String> = known_networks(data_dir)
+            .into_iter()
+            .map(|n| n.bridge)
+            .collect();
+        let batch =
+            firewall::network_batch(&record.bridge, &record.subnets, &bridges, record.masquerade);
+        firewall::apply("adding the network's firewall rules", &batch)
+    } else {
+        Ok(())
+    };
+    if applied.is_err() && changed {
+        // So that the next ADD tries again.
+        let _ = fs::remove_file(&path);
+    }
+    applied
 }
 
 /// Removes an attachment's port mappings (those still in the maps) and its record.
-fn remove_attachment_rules(network: &Network, container_id: &str, ifname: &str) -> Result<()> {
+fn remove_attachment_rules(
+    nf: &mut firewall::Nfnetlink,
+    network: &Network,
+    container_id: &str,
+    ifname: &str,
+) -> Result<()> {
     let path = network.record_path(container_id, ifname);
     let Ok(data) = fs::read(&path) else {
         return Ok(());
@@ -293,21 +323,7 @@ fn remove_attachment_rules(network: &Network, container_id: &str, ifname: &str) 
         what: "firewall record",
         reason: format!("{}: {e}", path.display()),
     })?;
-    // The record says what is there; when the batch fails (someone flushed the ruleset or deleted an element),
-    // delete what the maps still hold.
-    let batch = firewall::delete_mappings_batch(&record.mappings);
-    if firewall::apply("removing port mappings", &batch).is_err() {
-        let present = mapped_keys()?;
-        let keep: Vec<PortMapping> = record
-            .mappings
-            .into_iter()
-            .filter(|m| present.contains(&(m.map(), m.key())))
-            .collect();
-        firewall::apply(
-            "removing port mappings",
-            &firewall::delete_mappings_batch(&keep),
-        )?;
-    }
+    firewall::delete_mappings(nf, &record.mappings)?;
     fs::remove_file(&path).map_err(io("removing", &path))
 }
 
@@ -348,23 +364,39 @@ impl Plugin for BridgePlugin {
 
     fn del(&self, req: &Request) -> Result<()> {
         let network = Network::from_conf(&req.conf)?;
-        {
-            let _firewall = lock_firewall(network.ipam.data_dir())?;
-            remove_attachment_rules(&network, &req.container_id, &req.ifname)?;
+        // The container's interface goes while the rest is removed: the kernel waits for an RCU grace period
+        // (about 20 ms) before it returns from deleting a veth, and again when the nfnetlink socket that deleted
+        // map elements is closed. The socket is closed last, after the veth is gone, so the two waits overlap.
+        let mut nf = firewall::Nfnetlink::open()?;
+        let interface = req.netns.clone().map(|netns| {
+            let ifname = req.ifname.clone();
+            std::thread::spawn(move || delete_container_interface(&netns, &ifname))
+        });
+        let removed = (|| {
+            {
+                let _firewall = lock_firewall(network.ipam.data_dir())?;
+                remove_attachment_rules(&mut nf, &network, &req.container_id, &req.ifname)?;
+            }
+            // DNS: the attachment's names; the network's resolver stops with its last attachment.
+            crate::dns::detach_host_resolver(
+                network.ipam.data_dir(),
+                &network.name,
+                &req.container_id,
+                &req.ifname,
+            )
+        })();
+        if let Some(interface) = interface {
+            interface.join().map_err(|_| Error::Netlink {
+                op: "delete",
+                object: req.ifname.clone(),
+                reason: "the thread deleting the interface panicked".into(),
+            })??;
         }
-        // DNS: the attachment's names; the network's resolver stops with its last attachment.
-        crate::dns::detach_host_resolver(
-            network.ipam.data_dir(),
-            &network.name,
-            &req.container_id,
-            &req.ifname,
-        )?;
-        if let Some(netns) = &req.netns {
-            delete_container_interface(netns, &req.ifname)?;
-        }
+        removed?;
         network
             .allocator()?
             .release(&req.container_id, &req.ifname)?;
+        drop(nf);
         Ok(())
     }
 
@@ -408,6 +440,7 @@ impl Plugin for BridgePlugin {
         let released = network.allocator()?.gc(&valid)?;
         tracing::info!(network = %network.name, released = released.len(), "gc");
         let _firewall = lock_firewall(network.ipam.data_dir())?;
+        let mut nf = firewall::Nfnetlink::open()?;
         if let Ok(entries) = fs::read_dir(network.state_dir()) {
             for e in entries.filter_map(|e| e.ok()) {
                 let Some(rec) = fs::read(e.path())
@@ -417,7 +450,7 @@ impl Plugin for BridgePlugin {
                     continue;
                 };
                 if !valid.contains(&(rec.container_id.clone(), rec.ifname.clone())) {
-                    remove_attachment_rules(&network, &rec.container_id, &rec.ifname)?;
+                    remove_attachment_rules(&mut nf, &network, &rec.container_id, &rec.ifname)?;
                 }
             }
         }
@@ -517,7 +550,6 @@ impl BridgePlugin {
             }
             Ok(())
         })?;
-
         // DNS (crate::dns): register the attachment's names and run the network's resolver on the gateways.
         let nameservers = if network.is_gateway {
             let record = crate::dns::NameRecord {
@@ -542,7 +574,6 @@ impl BridgePlugin {
         } else {
             Vec::new()
         };
-
         if allocations.iter().any(|a| a.address.addr().is_ipv4()) {
             enable_sysctl("net.ipv4.ip_forward")?;
             // 127.0.0.1:PORT to a container: the bridge must route packets with a loopback source.
@@ -564,40 +595,10 @@ impl BridgePlugin {
                 .collect(),
             masquerade: network.masquerade,
         };
-        write_json(&network.state_dir().join("network.json"), &record)?;
+        let mut nf = firewall::Nfnetlink::open()?;
+        ensure_rules(&mut nf, network, &record)?;
         let mappings = port_mappings(req, allocations)?;
-        // One transaction: the table, sets and rules (idempotent; this also restores them after a flush), the
-        // network's elements and the mappings. nft refuses a mapping whose host port a map already holds.
-        let bridges: Vec<String> = known_networks(network.ipam.data_dir())
-            .into_iter()
-            .map(|n| n.bridge)
-            .collect();
-        let mut batch = firewall::base_batch();
-        batch.push_str(&firewall::network_batch(
-            &record.bridge,
-            &record.subnets,
-            &bridges,
-            record.masquerade,
-        ));
-        batch.push_str(&firewall::add_mappings_batch(&mappings));
-        if let Err(e) = firewall::apply("adding the network's firewall rules", &batch) {
-            // Only now, to say which port: list what the maps hold.
-            let taken = mapped_keys()?;
-            if let Some(m) = mappings
-                .iter()
-                .find(|m| taken.contains(&(m.map(), m.key())))
-            {
-                return Err(Error::InvalidConfig {
-                    reason: format!(
-                        "host port {}/{}{} is already mapped to another container",
-                        m.host_port,
-                        m.protocol,
-                        m.host_ip.map(|ip| format!(" on {ip}")).unwrap_or_default()
-                    ),
-                });
-            }
-            return Err(e);
-        }
+        firewall::add_mappings(&mut nf, &mappings)?;
         let recorded = write_json(
             &network.record_path(&req.container_id, &req.ifname),
             &AttachmentRecord {
@@ -607,13 +608,9 @@ impl BridgePlugin {
             },
         );
         if let Err(e) = recorded {
-            let _ = firewall::apply(
-                "removing port mappings",
-                &firewall::delete_mappings_batch(&mappings),
-            );
+            let _ = firewall::delete_mappings(&mut nf, &mappings);
             return Err(e);
         }
-
         let netns_text = netns.display().to_string();
         let interfaces = vec![
             Interface {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::config::{IpamConfig, RangeSet, Route, from_u128, to_u128};
 use super::request::AddressRequest;
-use super::store::{Entries, LockedStore, Owner, Store};
+use super::store::{LockedStore, Owner, Store};
 use crate::error::{Error, Result};
 
 /// How long an operation waits for another process's lock on the store before answering "try again" (CNI code 11).
@@ -109,16 +109,8 @@ impl Allocator {
         let wanted = self.requests_by_range_set(requested)?;
 
         let store = self.store.lock(self.lock_timeout)?;
-        let mut entries = store.entries()?;
         let mut reserved = Vec::new();
-        let result = self.allocate_locked(
-            &store,
-            &mut entries,
-            &mut reserved,
-            container_id,
-            ifname,
-            &wanted,
-        );
+        let result = self.allocate_locked(&store, &mut reserved, container_id, ifname, &wanted);
         let result = result.and_then(|allocations| {
             if !reserved.is_empty() {
                 store.sync()?;
@@ -126,7 +118,7 @@ impl Allocator {
             Ok(allocations)
         });
         if result.is_err() {
-            self.roll_back(&store, &reserved);
+            self.roll_back(&store, &reserved, &Owner::new(container_id, ifname));
         }
         result
     }
@@ -195,15 +187,17 @@ impl Allocator {
     fn allocate_locked(
         &self,
         store: &LockedStore<'_>,
-        entries: &mut Entries,
         reserved: &mut Vec<IpAddr>,
         container_id: &str,
         ifname: &str,
         wanted: &[Option<IpAddr>],
     ) -> Result<Vec<Allocation>> {
+        let listing = store.list()?;
+        let held = store.held_by(&listing, container_id, ifname);
+        let mut taken: BTreeSet<IpAddr> = listing.addresses.keys().copied().collect();
         let mut allocations = Vec::new();
         for (set, want) in self.config.range_sets().iter().zip(wanted) {
-            let held = held_in(set, entries, container_id, ifname);
+            let held = held_in(set, &held);
             let address = match (held, *want) {
                 (Some(held), None) => held,
                 (Some(held), Some(want)) if held == want => held,
@@ -218,20 +212,20 @@ impl Allocator {
                     });
                 }
                 (None, Some(want)) => {
-                    if let Some(owner) = entries.get(&want) {
-                        return Err(self.taken(want, owner.as_ref()));
+                    if taken.contains(&want) {
+                        return Err(self.taken(want, store.owner(want).as_ref()));
                     }
                     if !store.reserve(want, container_id, ifname)? {
                         return Err(self.taken(want, None));
                     }
                     reserved.push(want);
-                    entries.insert(want, Some(Owner::new(container_id, ifname)));
+                    taken.insert(want);
                     want
                 }
                 (None, None) => {
                     let last = store.last_reserved(set.index());
                     let address =
-                        next_free(set, entries, last).ok_or_else(|| Error::PoolExhausted {
+                        next_free(set, &taken, last).ok_or_else(|| Error::PoolExhausted {
                             network: self.network.clone(),
                             pool: set.to_string(),
                         })?;
@@ -245,7 +239,7 @@ impl Allocator {
                         });
                     }
                     reserved.push(address);
-                    entries.insert(address, Some(Owner::new(container_id, ifname)));
+                    taken.insert(address);
                     store.set_last_reserved(set.index(), address)?;
                     address
                 }
@@ -278,11 +272,11 @@ impl Allocator {
         }
     }
 
-    fn roll_back(&self, store: &LockedStore<'_>, reserved: &[IpAddr]) {
+    fn roll_back(&self, store: &LockedStore<'_>, reserved: &[IpAddr], owner: &Owner) {
         // The error being returned is the one that matters; a failed undo leaves an allocation GC will collect.
         let undone = reserved
             .iter()
-            .try_for_each(|a| store.remove(*a))
+            .try_for_each(|a| store.remove(*a, Some(owner)))
             .and_then(|()| store.sync());
         if let Err(e) = undone {
             tracing::warn!(network = %self.network, error = %e, "could not undo a failed allocation");
@@ -305,17 +299,9 @@ impl Allocator {
     /// succeeds (DEL must be idempotent).
     pub fn release(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
         let store = self.store.lock(self.lock_timeout)?;
-        let released: Vec<IpAddr> = store
-            .entries()?
-            .into_iter()
-            .filter(|(_, owner)| {
-                owner
-                    .as_ref()
-                    .is_some_and(|o| o.matches(container_id, ifname))
-            })
-            .map(|(address, _)| address)
-            .collect();
-        self.remove_all(&store, &released)?;
+        let released = store.held_by(&store.list()?, container_id, ifname);
+        let owner = Owner::new(container_id, ifname);
+        self.remove_all(&store, released.iter().map(|a| (*a, Some(&owner))))?;
         tracing::debug!(network = %self.network, container_id, ifname, addresses = ?released, "released addresses");
         Ok(released)
     }
@@ -324,7 +310,7 @@ impl Allocator {
     /// allocations whose file cannot be read, and returns the removed addresses.
     pub fn gc(&self, valid: &[(String, String)]) -> Result<Vec<IpAddr>> {
         let store = self.store.lock(self.lock_timeout)?;
-        let stale: Vec<IpAddr> = store
+        let stale: Vec<(IpAddr, Option<Owner>)> = store
             .entries()?
             .into_iter()
             .filter(|(_, owner)| {
@@ -332,35 +318,39 @@ impl Allocator {
                     .as_ref()
                     .is_some_and(|o| valid.iter().any(|(id, ifname)| o.matches(id, ifname)))
             })
-            .map(|(address, _)| address)
             .collect();
-        self.remove_all(&store, &stale)?;
+        self.remove_all(&store, stale.iter().map(|(a, o)| (*a, o.as_ref())))?;
+        store.remove_dangling_links()?;
+        let stale: Vec<IpAddr> = stale.into_iter().map(|(a, _)| a).collect();
         if !stale.is_empty() {
             tracing::info!(network = %self.network, addresses = ?stale, "collected addresses of gone attachments");
         }
         Ok(stale)
     }
 
-    fn remove_all(&self, store: &LockedStore<'_>, addresses: &[IpAddr]) -> Result<()> {
-        if addresses.is_empty() {
-            return Ok(());
+    fn remove_all<'o>(
+        &self,
+        store: &LockedStore<'_>,
+        addresses: impl Iterator<Item = (IpAddr, Option<&'o Owner>)>,
+    ) -> Result<()> {
+        let mut removed = false;
+        for (address, owner) in addresses {
+            store.remove(address, owner)?;
+            removed = true;
         }
-        addresses.iter().try_for_each(|a| store.remove(*a))?;
-        store.sync()
+        if removed { store.sync() } else { Ok(()) }
     }
 
     /// The addresses (`container_id`, `ifname`) holds, one per range set at most, in range set order. Addresses
     /// outside the current ranges (the config changed) are not listed (DEL and GC still remove them).
     pub fn allocations(&self, container_id: &str, ifname: &str) -> Result<Vec<Allocation>> {
         let store = self.store.lock(self.lock_timeout)?;
-        let entries = store.entries()?;
+        let held = store.held_by(&store.list()?, container_id, ifname);
         Ok(self
             .config
             .range_sets()
             .iter()
-            .filter_map(|set| {
-                held_in(set, &entries, container_id, ifname).map(|a| self.allocation(set, a))
-            })
+            .filter_map(|set| held_in(set, &held).map(|a| self.allocation(set, a)))
             .collect())
     }
 
@@ -386,14 +376,15 @@ impl Allocator {
     /// How full each range set is.
     pub fn usage(&self) -> Result<Vec<RangeSetUsage>> {
         let store = self.store.lock(self.lock_timeout)?;
-        let entries = store.entries()?;
+        let listing = store.list()?;
         Ok(self
             .config
             .range_sets()
             .iter()
             .map(|set| RangeSetUsage {
                 range_set: set.index(),
-                allocated: entries
+                allocated: listing
+                    .addresses
                     .keys()
                     .filter(|a| set.assignable_range_for(**a).is_some())
                     .count() as u128,
@@ -416,23 +407,17 @@ impl Allocator {
     }
 }
 
-/// The address (`container_id`, `ifname`) holds in `set`, if any (the lowest, should there be several).
-fn held_in(set: &RangeSet, entries: &Entries, container_id: &str, ifname: &str) -> Option<IpAddr> {
-    entries
-        .iter()
-        .filter(|(address, _)| set.assignable_range_for(**address).is_some())
-        .find(|(_, owner)| {
-            owner
-                .as_ref()
-                .is_some_and(|o| o.matches(container_id, ifname))
-        })
-        .map(|(address, _)| *address)
+/// The address of `held` (an attachment's, in order) in `set`, if any (the lowest, should there be several).
+fn held_in(set: &RangeSet, held: &[IpAddr]) -> Option<IpAddr> {
+    held.iter()
+        .copied()
+        .find(|a| set.assignable_range_for(*a).is_some())
 }
 
 /// Round-robin search: the first address of `set` that is neither taken nor a gateway, starting after `last` (or
 /// at the first range's start when `last` is not in the set), through the following ranges, wrapping around to
 /// end just before `last`. Steps are bounded by the number of taken addresses, so a /64 is no slower than a /24.
-fn next_free(set: &RangeSet, taken: &Entries, last: Option<IpAddr>) -> Option<IpAddr> {
+fn next_free(set: &RangeSet, taken: &BTreeSet<IpAddr>, last: Option<IpAddr>) -> Option<IpAddr> {
     let ranges = set.ranges();
     let ipv4 = set.is_ipv4();
     let last = last.and_then(|l| {
@@ -469,7 +454,7 @@ fn next_free(set: &RangeSet, taken: &Entries, last: Option<IpAddr>) -> Option<Ip
         if from > to {
             return None;
         }
-        let used: BTreeSet<u128> = taken.range(lo..=hi).map(|(a, _)| to_u128(*a)).collect();
+        let used: BTreeSet<u128> = taken.range(lo..=hi).map(|a| to_u128(*a)).collect();
         let mut candidate = from;
         loop {
             if candidate > to {
@@ -856,6 +841,65 @@ mod tests {
         assert_eq!(a.usage().unwrap()[0].allocated, 4);
     }
 
+    /// The names of the store's owner links.
+    fn owner_links(allocator: &Allocator) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(allocator.store_dir())
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().into_string().ok())
+            .filter(|n| n.starts_with(".owner."))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Each allocation has a second link that names its owner, so ADD and DEL find an attachment's addresses from
+    /// the listing; a link counts only while it is the address file's own inode, and files without one are read.
+    #[test]
+    fn owner_links_find_an_attachment_without_reading_every_allocation() {
+        use std::os::unix::fs::MetadataExt;
+        let (_dir, a) = setup(json!({"subnet": "198.18.0.0/24"}));
+        one(&a, "a");
+        one(&a, "b");
+        let links = owner_links(&a);
+        assert_eq!(links.len(), 2, "{links:?}");
+        let store = a.store_dir();
+        let link_of = |address: &str| {
+            links
+                .iter()
+                .find(|l| l.ends_with(&format!(".{address}")))
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            fs::metadata(store.join(link_of("198.18.0.2")))
+                .unwrap()
+                .ino(),
+            fs::metadata(store.join("198.18.0.2")).unwrap().ino()
+        );
+
+        // b's address file replaced behind the store's back (another inode, another owner): b's link no longer
+        // counts, and the file, which has no link of its own now, is read.
+        fs::remove_file(store.join("198.18.0.3")).unwrap();
+        fs::write(store.join("198.18.0.3"), "c\neth0").unwrap();
+        assert!(a.allocations("b", "eth0").unwrap().is_empty());
+        assert_eq!(
+            a.allocations("c", "eth0").unwrap()[0].address,
+            net("198.18.0.3/24")
+        );
+        // A repeated ADD of a finds its address through its link.
+        assert_eq!(one(&a, "a"), ip("198.18.0.2"));
+
+        // DEL removes the address and its link; GC removes b's dangling link.
+        assert_eq!(a.release("a", "eth0").unwrap(), vec![ip("198.18.0.2")]);
+        assert_eq!(owner_links(&a), vec![link_of("198.18.0.3")]);
+        let valid = vec![("c".to_string(), "eth0".to_string())];
+        assert!(a.gc(&valid).unwrap().is_empty());
+        assert!(owner_links(&a).is_empty());
+        assert_eq!(stored(&a), vec![ip("198.18.0.3")]);
+        assert_eq!(a.release("c", "eth0").unwrap(), vec![ip("198.18.0.3")]);
+        assert!(stored(&a).is_empty());
+    }
+
     #[test]
     fn concurrent_allocators_hand_out_distinct_addresses_and_release_them_all() {
         let (_dir, a) = setup(json!({"subnet": "198.18.0.0/24"}));
@@ -971,9 +1015,9 @@ mod tests {
     fn next_free_walks_large_ipv6_ranges_without_enumerating_them() {
         let config = IpamConfig::parse(&json!({"type": "polis", "subnet": "fd00::/64"})).unwrap();
         let set = &config.range_sets()[0];
-        let mut taken = Entries::new();
+        let mut taken = BTreeSet::new();
         for n in 2..1000u128 {
-            taken.insert(IpAddr::V6((0xfd00u128 << 112 | n).into()), None);
+            taken.insert(IpAddr::V6((0xfd00u128 << 112 | n).into()));
         }
         assert_eq!(next_free(set, &taken, None), Some(ip("fd00::3e8")));
         assert_eq!(
@@ -985,7 +1029,7 @@ mod tests {
             Some(ip("fd00::3e8"))
         );
         assert_eq!(
-            next_free(set, &Entries::new(), Some(ip("fd00::5"))),
+            next_free(set, &BTreeSet::new(), Some(ip("fd00::5"))),
             Some(ip("fd00::6"))
         );
     }

@@ -8,15 +8,20 @@
 //!   reported, so after a crash an address file is either absent or complete.
 //! - `last_reserved_ip.<range set index>`: the last address handed out dynamically in that range set, where the
 //!   round-robin search resumes. A hint only: missing or unreadable means "start at the beginning".
+//! - `.owner.<hash>.<address>`: a second hard link to each allocation file, where `<hash>` is the first 16 hex digits
+//!   of SHA-256 of "container ID, newline, interface name". It tells whose an address is from the directory listing
+//!   alone, so an ADD or DEL reads no allocation file but its own, however many containers the network holds. A link
+//!   counts only while it names the same inode as the address file; files without one (written by host-local) are
+//!   read. GC removes links whose address file is gone.
 //! - `lock`: every read and change happens under an exclusive `flock` on it, taken by each operation on a fresh open
 //!   file description, so concurrent plugin processes (and threads) serialize.
 //! - `.tmp.*`: leftovers of a crash between writing and linking; ignored by readers, removed under the lock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, DirEntryExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -29,6 +34,21 @@ use crate::error::{Error, Result, io};
 const LOCK_FILE: &str = "lock";
 const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
 const TEMP_PREFIX: &str = ".tmp.";
+const OWNER_PREFIX: &str = ".owner.";
+
+/// The owner part of an owner link's name (see the module's documentation).
+fn owner_hash(container_id: &str, ifname: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{container_id}\n{ifname}").as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn owner_link_name(container_id: &str, ifname: &str, address: IpAddr) -> String {
+    format!(
+        "{OWNER_PREFIX}{}.{address}",
+        owner_hash(container_id, ifname)
+    )
+}
 
 /// Who holds an address: the attachment (container ID, interface name).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +84,15 @@ impl Owner {
 /// The allocations of the store: address -> owner, `None` for a file whose content cannot be read as an owner
 /// (written by something else): its address stays taken until garbage collection removes it.
 pub(crate) type Entries = BTreeMap<IpAddr, Option<Owner>>;
+
+/// The store's directory listing, read without opening any allocation file.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// Every allocated address, with the inode of its file.
+    pub addresses: BTreeMap<IpAddr, u64>,
+    /// Owner links: (owner hash, address, inode).
+    links: Vec<(String, IpAddr, u64)>,
+}
 
 /// One network's store directory.
 #[derive(Debug, Clone)]
@@ -164,9 +193,9 @@ fn remove_if_present(path: &Path, op: &'static str) -> Result<()> {
 }
 
 impl LockedStore<'_> {
-    /// Every allocation, read from the directory. Removes crash leftovers (`.tmp.*`) on the way.
-    pub fn entries(&self) -> Result<Entries> {
-        let mut entries = Entries::new();
+    /// The directory listing: addresses and owner links. Removes crash leftovers (`.tmp.*`) on the way.
+    pub fn list(&self) -> Result<Listing> {
+        let mut listing = Listing::default();
         let list = fs::read_dir(self.dir).map_err(io("list address store", self.dir))?;
         for dirent in list {
             let dirent = dirent.map_err(io("list address store", self.dir))?;
@@ -176,26 +205,96 @@ impl LockedStore<'_> {
                 let path = dirent.path();
                 tracing::info!(path = %path.display(), "removing a partly written allocation left by a crash");
                 remove_if_present(&path, "remove leftover temporary file")?;
-                continue;
+            } else if let Some(rest) = name.strip_prefix(OWNER_PREFIX) {
+                let Some((hash, address)) = rest.split_once('.') else {
+                    continue;
+                };
+                if let Ok(address) = address.parse::<IpAddr>() {
+                    listing
+                        .links
+                        .push((hash.to_string(), address, dirent.ino()));
+                }
+            } else if let Ok(address) = name.parse::<IpAddr>() {
+                listing.addresses.insert(address, dirent.ino());
             }
-            let Ok(address) = name.parse::<IpAddr>() else {
-                continue;
-            };
-            let path = dirent.path();
+        }
+        Ok(listing)
+    }
+
+    /// Who holds `address`, read from its file (`None` when it is free or its content is not an owner).
+    pub fn owner(&self, address: IpAddr) -> Option<Owner> {
+        let bytes = fs::read(self.dir.join(address.to_string())).ok()?;
+        Owner::parse(&String::from_utf8(bytes).ok()?)
+    }
+
+    /// The addresses (`container_id`, `ifname`) holds, in order. Only the files its owner links point to are read,
+    /// and those without any owner link.
+    pub fn held_by(&self, listing: &Listing, container_id: &str, ifname: &str) -> Vec<IpAddr> {
+        let hash = owner_hash(container_id, ifname);
+        let live = |address: &IpAddr, ino: &u64| listing.addresses.get(address) == Some(ino);
+        let linked: HashSet<(IpAddr, u64)> = listing
+            .links
+            .iter()
+            .filter(|(_, a, ino)| live(a, ino))
+            .map(|(_, a, ino)| (*a, *ino))
+            .collect();
+        let ours: HashSet<(IpAddr, u64)> = listing
+            .links
+            .iter()
+            .filter(|(h, a, ino)| *h == hash && live(a, ino))
+            .map(|(_, a, ino)| (*a, *ino))
+            .collect();
+        listing
+            .addresses
+            .iter()
+            .filter(|(a, ino)| {
+                let key = (**a, **ino);
+                ours.contains(&key) || !linked.contains(&key)
+            })
+            .filter(|(a, _)| {
+                self.owner(**a)
+                    .is_some_and(|o| o.matches(container_id, ifname))
+            })
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// Every allocation with its owner, read from the directory (for GC).
+    pub fn entries(&self) -> Result<Entries> {
+        let listing = self.list()?;
+        let mut entries = Entries::new();
+        for address in listing.addresses.keys() {
+            let path = self.dir.join(address.to_string());
             let owner = match fs::read(&path) {
                 Ok(bytes) => String::from_utf8(bytes).ok().and_then(|s| Owner::parse(&s)),
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(io("read allocation", path)(e)),
             };
-            entries.insert(address, owner);
+            entries.insert(*address, owner);
         }
         Ok(entries)
     }
 
+    /// Removes owner links whose address file is gone or is another file now (left by a crash).
+    pub fn remove_dangling_links(&self) -> Result<()> {
+        let listing = self.list()?;
+        for (hash, address, ino) in &listing.links {
+            if listing.addresses.get(address) != Some(ino) {
+                let path = self.dir.join(format!("{OWNER_PREFIX}{hash}.{address}"));
+                remove_if_present(&path, "remove a dangling owner link")?;
+            }
+        }
+        Ok(())
+    }
+
     /// Records `address` for `owner` unless the address is taken (then `false`). Durable only after [`Self::sync`].
+    /// The owner link is made first, so that an address file never lacks it.
     pub fn reserve(&self, address: IpAddr, container_id: &str, ifname: &str) -> Result<bool> {
         let path = self.dir.join(address.to_string());
         let temp = self.dir.join(format!("{TEMP_PREFIX}{address}"));
+        let link = self
+            .dir
+            .join(owner_link_name(container_id, ifname, address));
         remove_if_present(&temp, "remove leftover temporary file")?;
         let mut file = OpenOptions::new()
             .write(true)
@@ -207,18 +306,33 @@ impl LockedStore<'_> {
             .and_then(|()| file.sync_all())
             .map_err(io("write allocation", &temp))?;
         drop(file);
+        remove_if_present(&link, "remove a stale owner link")?;
+        fs::hard_link(&temp, &link).map_err(io("link allocation owner", &link))?;
         let linked = match fs::hard_link(&temp, &path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(io("link allocation", &path)(e)),
         };
+        if !matches!(linked, Ok(true)) {
+            remove_if_present(&link, "remove owner link")?;
+        }
         remove_if_present(&temp, "remove temporary file")?;
         linked
     }
 
-    /// Removes the allocation of `address` (absent is fine). Durable only after [`Self::sync`].
-    pub fn remove(&self, address: IpAddr) -> Result<()> {
-        remove_if_present(&self.dir.join(address.to_string()), "remove allocation")
+    /// Removes the allocation of `address` (absent is fine), then its owner's link. Durable only after
+    /// [`Self::sync`].
+    pub fn remove(&self, address: IpAddr, owner: Option<&Owner>) -> Result<()> {
+        remove_if_present(&self.dir.join(address.to_string()), "remove allocation")?;
+        match owner {
+            Some(o) => remove_if_present(
+                &self
+                    .dir
+                    .join(owner_link_name(&o.container_id, &o.ifname, address)),
+                "remove owner link",
+            ),
+            None => Ok(()),
+        }
     }
 
     /// The last address handed out dynamically in range set `set`, if recorded and readable.
@@ -227,13 +341,12 @@ impl LockedStore<'_> {
         fs::read_to_string(path).ok()?.trim().parse().ok()
     }
 
-    /// Records the last address handed out dynamically in range set `set` (replaced atomically by rename).
+    /// Records the last address handed out dynamically in range set `set`. The file is rewritten in place, not
+    /// replaced: creating a file costs half a millisecond on some filesystems, and a torn hint only restarts the
+    /// search at the beginning.
     pub fn set_last_reserved(&self, set: usize, address: IpAddr) -> Result<()> {
-        let name = format!("{LAST_RESERVED_PREFIX}{set}");
-        let path = self.dir.join(&name);
-        let temp = self.dir.join(format!("{TEMP_PREFIX}{name}"));
-        fs::write(&temp, address.to_string()).map_err(io("write", &temp))?;
-        fs::rename(&temp, &path).map_err(io("rename into place", &path))
+        let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"));
+        fs::write(&path, address.to_string()).map_err(io("write", &path))
     }
 
     /// Makes the changes so far durable (fsync of the directory; the files were fsynced when written).

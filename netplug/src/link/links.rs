@@ -7,8 +7,8 @@ use std::str::FromStr;
 
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    InfoBridge, InfoBridgePort, InfoData, InfoPortData, InfoPortKind, LinkAttribute, LinkFlags,
-    LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoPortData,
+    InfoPortKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 
 use super::netlink::{KernelError, Netlink, failed};
@@ -250,6 +250,24 @@ impl Netlink {
                 .attributes
                 .push(LinkAttribute::Controller(master.index))
         })
+    }
+
+    /// Gives `link` no IPv6 address of its own when it comes up (`IFLA_INET6_ADDR_GEN_MODE` none, as
+    /// `ip link set LINK addrgenmode none`): a bridge port needs none, and each link-local address would add a route
+    /// to the host's table, an IPv6 neighbour discovery and an MLD report per container. A kernel without IPv6
+    /// refuses the attribute; that is fine.
+    pub fn skip_ipv6_addresses(&mut self, link: &Link) -> Result<()> {
+        let mut message = link_message(link.index);
+        message
+            .attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]));
+        match self.request(RouteNetlinkMessage::SetLink(message), 0) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is(libc::EAFNOSUPPORT) => Ok(()),
+            Err(e) => Err(e.into_error("turn off IPv6 address generation", &link.name)),
+        }
     }
 
     /// Renames `link` (which must be down) and returns it as it is now.

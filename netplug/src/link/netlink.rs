@@ -114,6 +114,12 @@ impl Netlink {
         })
     }
 
+    /// Turns strict checking of dump requests on or off (`NETLINK_GET_STRICT_CHK`, Linux 4.20): with it on, the
+    /// kernel filters a dump by the request's header (a route dump by table, for one).
+    pub(crate) fn set_strict_check(&mut self, on: bool) -> std::io::Result<()> {
+        self.socket.set_netlink_get_strict_chk(on)
+    }
+
     /// Sends a request that changes something (`NLM_F_REQUEST | NLM_F_ACK | flags`) and waits for its ACK. Replies
     /// before the ACK (a `GET` by name answers with the object, then the ACK) are returned.
     pub(crate) fn request(

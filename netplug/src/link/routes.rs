@@ -248,12 +248,30 @@ impl Netlink {
         let answers = self
             .dump(RouteNetlinkMessage::GetRoute(RouteMessage::default()))
             .map_err(failed("list routes", "all tables"))?;
-        Ok(answers
+        Ok(routes_in(answers))
+    }
+
+    /// The routes of one address family in the main table. The kernel filters them when it can (strict checking,
+    /// Linux 4.20), so the answer leaves out the local table's route per interface (an IPv6 `multicast ff00::/8`
+    /// each, which would make every ADD slower with each container on the host).
+    pub fn main_table_routes(&mut self, family: AddressFamily) -> Result<Vec<Route>> {
+        let mut request = RouteMessage::default();
+        request.header.address_family = family;
+        request.header.table = RouteHeader::RT_TABLE_MAIN;
+        let strict = self.set_strict_check(true).is_ok();
+        let answers = self.dump(RouteNetlinkMessage::GetRoute(request));
+        if strict {
+            let _ = self.set_strict_check(false);
+        }
+        let answers = match answers {
+            Ok(answers) => answers,
+            // A namespace without any route of the family has no main table yet.
+            Err(e) if strict && e.is(libc::ENOENT) => Vec::new(),
+            Err(e) => return Err(e.into_error("list routes", "main table")),
+        };
+        Ok(routes_in(answers)
             .into_iter()
-            .filter_map(|answer| match answer {
-                RouteNetlinkMessage::NewRoute(message) => Route::from_message(message),
-                _ => None,
-            })
+            .filter(|r| r.table == MAIN_TABLE)
             .collect())
     }
 
@@ -261,13 +279,12 @@ impl Netlink {
     /// table with the lowest metric, else the IPv6 one; [`DEFAULT_MTU`] when there is neither. This is the
     /// bridge's MTU when the configuration names none.
     pub fn default_route_mtu(&mut self) -> Result<u32> {
-        let routes = self.routes()?;
-        for ipv4 in [true, false] {
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let routes = self.main_table_routes(family)?;
             let default_route = routes
                 .iter()
                 .filter(|route| {
                     route.destination.prefix_len() == 0
-                        && matches!(route.destination, IpNet::V4(_)) == ipv4
                         && route.table == MAIN_TABLE
                         && route.oif.is_some()
                 })
@@ -282,6 +299,16 @@ impl Netlink {
         }
         Ok(DEFAULT_MTU)
     }
+}
+
+fn routes_in(answers: Vec<RouteNetlinkMessage>) -> Vec<Route> {
+    answers
+        .into_iter()
+        .filter_map(|answer| match answer {
+            RouteNetlinkMessage::NewRoute(message) => Route::from_message(message),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -120,6 +120,7 @@ impl Netlink {
         peer_name: &str,
     ) -> Result<VethPair> {
         self.set_link_master(host, spec.bridge)?;
+        self.skip_ipv6_addresses(host)?;
         self.set_link_up(host)?;
         if spec.hairpin {
             self.set_hairpin(host, true)?;

@@ -1,5 +1,7 @@
 //! Masquerading, port mapping and isolation between networks, with nftables in a table of our own
-//! (`inet polis`), driven by `nft -f -` batches: one batch is one kernel transaction, so every change is atomic.
+//! (`inet polis`). Every change is one kernel transaction, so it is atomic: the table, its rules and a network's
+//! elements go through `nft -f -` batches (when a network is new or the rules were removed), a container's port
+//! mappings through nfnetlink directly ([`nfnetlink`]), so a common ADD or DEL runs no `nft` process.
 //!
 //! The rules are fixed; what changes is data in sets and maps, so a packet's lookup costs the same with one port
 //! mapping or five hundred:
@@ -13,14 +15,18 @@
 //!   into the same bridge and masqueraded, so the answer returns the same way.
 //!
 //! Departure from DESIGN.md (which names the `nftables` crate and `nft -j`): the batches are nft's own text
-//! syntax, which reads like the ruleset `nft list` prints and is what a person debugging it compares against; only
-//! reading the maps back uses `nft -j`.
+//! syntax, which reads like the ruleset `nft list` prints and is what a person debugging it compares against. The
+//! port mappings, which every ADD and DEL changes, are map elements sent over nfnetlink by our own small encoder.
 
 use crate::error::{Error, Result};
 use ipnet::IpNet;
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
+
+mod nfnetlink;
+use nfnetlink::Answer;
+pub use nfnetlink::Nfnetlink;
 
 pub const TABLE: &str = "polis";
 
@@ -194,19 +200,6 @@ pub fn add_mappings_batch(mappings: &[PortMapping]) -> String {
         .collect()
 }
 
-pub fn delete_mappings_batch(mappings: &[PortMapping]) -> String {
-    mappings
-        .iter()
-        .map(|m| {
-            format!(
-                "delete element inet {TABLE} {} {{ {} }}\n",
-                m.map(),
-                m.key()
-            )
-        })
-        .collect()
-}
-
 /// Runs one batch as one transaction (`nft -f -`); nft's message names what it refused.
 pub fn apply(op: &'static str, batch: &str) -> Result<()> {
     if batch.is_empty() {
@@ -247,42 +240,76 @@ fn nft_binary() -> String {
     std::env::var("POLIS_NFT").unwrap_or_else(|_| "nft".into())
 }
 
-/// The keys now in map `map` (`nft -j list map`), rendered as `delete element` wants them, so that a DEL removes
-/// only what is there (nft 1.0.6 has no `destroy element`).
-pub fn map_keys(map: &str) -> Result<Vec<String>> {
-    let out = Command::new(nft_binary())
-        .args(["-j", "list", "map", "inet", TABLE, map])
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| Error::Firewall {
-            op: "listing port mappings",
-            reason: format!("running nft: {e}"),
-        })?;
-    if !out.status.success() {
-        return Ok(Vec::new());
+/// How many rules [`base_batch`] puts in the table: fewer in the kernel means someone removed them.
+pub fn base_rule_count() -> usize {
+    base_batch()
+        .lines()
+        .filter(|l| l.starts_with("add rule "))
+        .count()
+}
+
+/// How many rules the table holds now (0 without the table).
+pub fn rule_count(nf: &mut Nfnetlink) -> Result<usize> {
+    nf.rule_count()
+}
+
+fn refused(op: &'static str, m: &PortMapping, errno: i32) -> Error {
+    Error::Firewall {
+        op,
+        reason: format!(
+            "map {} element {}: {}",
+            m.map(),
+            m.key(),
+            std::io::Error::from_raw_os_error(errno)
+        ),
     }
-    let doc: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| Error::Firewall {
-            op: "listing port mappings",
-            reason: format!("nft -j printed no JSON: {e}"),
-        })?;
-    let mut keys = Vec::new();
-    for item in doc["nftables"].as_array().into_iter().flatten() {
-        for elem in item["map"]["elem"].as_array().into_iter().flatten() {
-            // [[key, value]] where key is {"concat": [a, b, ...]}
-            if let Some(parts) = elem[0]["concat"].as_array() {
-                let key: Vec<String> = parts
-                    .iter()
-                    .map(|p| match p {
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .collect();
-                keys.push(key.join(" . "));
+}
+
+/// Adds a container's port mappings in one transaction, over nfnetlink. A host port that a map already holds
+/// (for another container) is refused, by name, and then none is added.
+pub fn add_mappings(nf: &mut Nfnetlink, mappings: &[PortMapping]) -> Result<()> {
+    const OP: &str = "adding port mappings";
+    let answers = nf.elements(OP, true, mappings)?;
+    for (m, answer) in mappings.iter().zip(answers) {
+        match answer {
+            Answer::Done => {}
+            Answer::Failed(libc::EEXIST | libc::EBUSY) => {
+                return Err(Error::InvalidConfig {
+                    reason: format!(
+                        "host port {}/{}{} is already mapped to another container",
+                        m.host_port,
+                        m.protocol,
+                        m.host_ip.map(|ip| format!(" on {ip}")).unwrap_or_default()
+                    ),
+                });
             }
+            Answer::Failed(errno) => return Err(refused(OP, m, errno)),
         }
     }
-    Ok(keys)
+    Ok(())
+}
+
+/// Removes port mappings, in one transaction when all are there; otherwise (someone flushed the ruleset or
+/// deleted an element) those still there, one by one.
+///
+/// The kernel frees deleted elements after an RCU grace period, and closing the socket waits for that (about 15
+/// ms here): keep the socket while other work goes on, and drop it last.
+pub fn delete_mappings(nf: &mut Nfnetlink, mappings: &[PortMapping]) -> Result<()> {
+    const OP: &str = "removing port mappings";
+    if nf
+        .elements(OP, false, mappings)?
+        .iter()
+        .all(|a| *a == Answer::Done)
+    {
+        return Ok(());
+    }
+    for m in mappings {
+        match nf.elements(OP, false, std::slice::from_ref(m))?[0] {
+            Answer::Done | Answer::Failed(libc::ENOENT) => {}
+            Answer::Failed(errno) => return Err(refused(OP, m, errno)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -306,10 +333,7 @@ mod tests {
             add_mappings_batch(std::slice::from_ref(&any4)),
             "add element inet polis ports4 { tcp . 8080 : 198.18.0.5 . 80 }\n"
         );
-        assert_eq!(
-            delete_mappings_batch(&[any4]),
-            "delete element inet polis ports4 { tcp . 8080 }\n"
-        );
+        assert_eq!(any4.key(), "tcp . 8080");
         let host6 = mapping(Some("fd00::1"), "fd00:198:18::5");
         assert_eq!(
             add_mappings_batch(&[host6]),
@@ -344,32 +368,90 @@ mod tests {
         assert!(!b.contains("\"polis0\" . \"polis0\""), "{b}");
     }
 
+    /// `nft list map inet polis MAP`, the elements lines only.
+    fn listed(map: &str) -> String {
+        let out = Command::new("nft")
+            .args(["list", "map", "inet", TABLE, map])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.contains(" : ") && !l.starts_with("type "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The base batch is accepted by the kernel, twice in a row (idempotent), inside a throw-away network
-    /// namespace; then a mapping is added and read back, and deleted.
+    /// namespace; mappings added over nfnetlink read back through nft as the text batches would have written them,
+    /// a host port already mapped is refused, and DEL removes what is there, also when some is gone.
     #[test]
-    fn the_batches_apply_in_a_private_network_namespace() {
+    fn the_rules_and_mappings_apply_in_a_private_network_namespace() {
         if !nix::unistd::Uid::effective().is_root() {
             eprintln!("needs root: skipped");
             return;
         }
         let result = std::thread::spawn(|| -> std::result::Result<(), String> {
+            let s = |e: Error| e.to_string();
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
-            apply("base", &base_batch()).map_err(|e| e.to_string())?;
-            apply("base again", &base_batch()).map_err(|e| e.to_string())?;
+            let mut nf = Nfnetlink::open().map_err(s)?;
+            if rule_count(&mut nf).map_err(s)? != 0 {
+                return Err("rules before the table exists".into());
+            }
+            apply("base", &base_batch()).map_err(s)?;
+            apply("base again", &base_batch()).map_err(s)?;
+            let count = rule_count(&mut nf).map_err(s)?;
+            if count != base_rule_count() {
+                return Err(format!("{count} rules, wanted {}", base_rule_count()));
+            }
             let subnets: Vec<IpNet> = vec!["198.18.0.0/24".parse().unwrap()];
-            apply("network", &network_batch("polis0", &subnets, &[], true))
-                .map_err(|e| e.to_string())?;
-            let m = mapping(None, "198.18.0.5");
-            apply("add", &add_mappings_batch(std::slice::from_ref(&m)))
-                .map_err(|e| e.to_string())?;
-            let keys = map_keys("ports4").map_err(|e| e.to_string())?;
-            if keys != ["tcp . 8080"] {
-                return Err(format!("keys {keys:?}"));
+            apply("network", &network_batch("polis0", &subnets, &[], true)).map_err(s)?;
+            let all = [
+                mapping(None, "198.18.0.5"),
+                mapping(Some("127.0.0.1"), "198.18.0.5"),
+                mapping(None, "fd00:198:18::5"),
+                mapping(Some("fd00::1"), "fd00:198:18::5"),
+            ];
+            add_mappings(&mut nf, &all).map_err(s)?;
+            for (map, want) in [
+                ("ports4", "tcp . 8080 : 198.18.0.5 . 80"),
+                ("hostports4", "127.0.0.1 . tcp . 8080 : 198.18.0.5 . 80"),
+                ("ports6", "tcp . 8080 : fd00:198:18::5 . 80"),
+                ("hostports6", "fd00::1 . tcp . 8080 : fd00:198:18::5 . 80"),
+            ] {
+                let got = listed(map);
+                if !got.contains(want) {
+                    return Err(format!("{map}: {got:?}, wanted {want:?}"));
+                }
             }
-            apply("delete", &delete_mappings_batch(&[m])).map_err(|e| e.to_string())?;
-            if !map_keys("ports4").map_err(|e| e.to_string())?.is_empty() {
-                return Err("mapping left".into());
+            // The same host port for another container: refused by name, and nothing of the batch is added.
+            let other = [
+                PortMapping {
+                    host_port: 9090,
+                    ..mapping(None, "198.18.0.6")
+                },
+                mapping(None, "198.18.0.6"),
+            ];
+            match add_mappings(&mut nf, &other) {
+                Err(Error::InvalidConfig { reason }) if reason.contains("8080/tcp") => {}
+                other => return Err(format!("a taken host port: {other:?}")),
             }
+            if listed("ports4").contains("9090") {
+                return Err("half a refused batch was applied".into());
+            }
+            // One element removed behind our back: DEL still removes the others.
+            apply(
+                "delete one",
+                "delete element inet polis ports6 { tcp . 8080 }\n",
+            )
+            .map_err(s)?;
+            delete_mappings(&mut nf, &all).map_err(s)?;
+            for map in ["ports4", "hostports4", "ports6", "hostports6"] {
+                if !listed(map).is_empty() {
+                    return Err(format!("{map} keeps {}", listed(map)));
+                }
+            }
+            delete_mappings(&mut nf, &all).map_err(s)?;
             Ok(())
         })
         .join()
