@@ -309,8 +309,9 @@ fn ensure_rules(
 }
 
 /// Removes an attachment's port mappings (those still in the maps) and its record.
+/// `nf` is opened here when there is something to remove, and kept by the caller (see [`firewall::delete_mappings`]).
 fn remove_attachment_rules(
-    nf: &mut firewall::Nfnetlink,
+    nf: &mut Option<firewall::Nfnetlink>,
     network: &Network,
     container_id: &str,
     ifname: &str,
@@ -323,7 +324,13 @@ fn remove_attachment_rules(
         what: "firewall record",
         reason: format!("{}: {e}", path.display()),
     })?;
-    firewall::delete_mappings(nf, &record.mappings)?;
+    if !record.mappings.is_empty() {
+        let nf = match nf {
+            Some(nf) => nf,
+            none @ None => none.insert(firewall::Nfnetlink::open()?),
+        };
+        firewall::delete_mappings(nf, &record.mappings)?;
+    }
     fs::remove_file(&path).map_err(io("removing", &path))
 }
 
@@ -367,7 +374,7 @@ impl Plugin for BridgePlugin {
         // The container's interface goes while the rest is removed: the kernel waits for an RCU grace period
         // (about 20 ms) before it returns from deleting a veth, and again when the nfnetlink socket that deleted
         // map elements is closed. The socket is closed last, after the veth is gone, so the two waits overlap.
-        let mut nf = firewall::Nfnetlink::open()?;
+        let mut nf = None;
         let interface = req.netns.clone().map(|netns| {
             let ifname = req.ifname.clone();
             std::thread::spawn(move || delete_container_interface(&netns, &ifname))
@@ -440,7 +447,7 @@ impl Plugin for BridgePlugin {
         let released = network.allocator()?.gc(&valid)?;
         tracing::info!(network = %network.name, released = released.len(), "gc");
         let _firewall = lock_firewall(network.ipam.data_dir())?;
-        let mut nf = firewall::Nfnetlink::open()?;
+        let mut nf = None;
         if let Ok(entries) = fs::read_dir(network.state_dir()) {
             for e in entries.filter_map(|e| e.ok()) {
                 let Some(rec) = fs::read(e.path())
@@ -494,6 +501,7 @@ impl BridgePlugin {
             mac: None,
             bridge: &bridge,
             hairpin: network.hairpin,
+            container_ipv6: allocations.iter().any(|a| a.address.addr().is_ipv6()),
         })?;
         let mut routes: Vec<RouteSpec> = Vec::new();
         let mut result_routes: Vec<ResultRoute> = Vec::new();

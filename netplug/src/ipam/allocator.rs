@@ -9,11 +9,14 @@ use serde::Serialize;
 
 use super::config::{IpamConfig, RangeSet, Route, from_u128, to_u128};
 use super::request::AddressRequest;
-use super::store::{LockedStore, Owner, Store};
+use super::store::{LockedStore, Owner, Pending, Store};
 use crate::error::{Error, Result};
 
 /// How long an operation waits for another process's lock on the store before answering "try again" (CNI code 11).
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many addresses after the last one handed out are tried directly before the store is listed.
+const DIRECT_TRIES: usize = 8;
 
 /// One address of an attachment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -192,12 +195,12 @@ impl Allocator {
         ifname: &str,
         wanted: &[Option<IpAddr>],
     ) -> Result<Vec<Allocation>> {
-        let listing = store.list()?;
-        let held = store.held_by(&listing, container_id, ifname);
-        let mut taken: BTreeSet<IpAddr> = listing.addresses.keys().copied().collect();
+        let mut pending = None;
         let mut allocations = Vec::new();
         for (set, want) in self.config.range_sets().iter().zip(wanted) {
-            let held = held_in(set, &held);
+            let held = store
+                .owned(container_id, ifname, set.index())
+                .filter(|a| set.assignable_range_for(*a).is_some());
             let address = match (held, *want) {
                 (Some(held), None) => held,
                 (Some(held), Some(want)) if held == want => held,
@@ -211,36 +214,18 @@ impl Allocator {
                         ),
                     });
                 }
-                (None, Some(want)) => {
-                    if taken.contains(&want) {
-                        return Err(self.taken(want, store.owner(want).as_ref()));
-                    }
-                    if !store.reserve(want, container_id, ifname)? {
-                        return Err(self.taken(want, None));
-                    }
-                    reserved.push(want);
-                    taken.insert(want);
-                    want
-                }
-                (None, None) => {
-                    let last = store.last_reserved(set.index());
-                    let address =
-                        next_free(set, &taken, last).ok_or_else(|| Error::PoolExhausted {
-                            network: self.network.clone(),
-                            pool: set.to_string(),
-                        })?;
-                    if !store.reserve(address, container_id, ifname)? {
-                        // Only something ignoring the lock could have taken it since the directory was read.
-                        return Err(Error::Ipam {
-                            network: self.network.clone(),
-                            reason: format!(
-                                "address {address} appeared in the store while it was locked"
-                            ),
-                        });
-                    }
+                (None, want) => {
+                    let file = match &mut pending {
+                        Some(file) => file,
+                        none @ None => none.insert(store.pending(container_id, ifname)?),
+                    };
+                    let address = match want {
+                        Some(want) if file.claim(want)? => want,
+                        Some(want) => return Err(self.taken(want, store.owner(want).as_ref())),
+                        None => self.claim_next(store, file, set)?,
+                    };
                     reserved.push(address);
-                    taken.insert(address);
-                    store.set_last_reserved(set.index(), address)?;
+                    store.link_owner(container_id, ifname, set.index(), address)?;
                     address
                 }
             };
@@ -255,6 +240,42 @@ impl Allocator {
             "allocated addresses"
         );
         Ok(allocations)
+    }
+
+    /// Claims the next free address of `set` after the last one handed out (round robin). The addresses after it
+    /// are tried in turn, so a network with hundreds of allocations is not listed; after [`DIRECT_TRIES`] taken
+    /// ones, the search goes on from the directory listing.
+    fn claim_next(
+        &self,
+        store: &LockedStore<'_>,
+        file: &Pending<'_>,
+        set: &RangeSet,
+    ) -> Result<IpAddr> {
+        let last = store.last_reserved(set.index());
+        let exhausted = || Error::PoolExhausted {
+            network: self.network.clone(),
+            pool: set.to_string(),
+        };
+        let mut taken = BTreeSet::new();
+        for _ in 0..DIRECT_TRIES {
+            let candidate = next_free(set, &taken, last).ok_or_else(exhausted)?;
+            if file.claim(candidate)? {
+                store.set_last_reserved(set.index(), candidate)?;
+                return Ok(candidate);
+            }
+            taken.insert(candidate);
+        }
+        taken.extend(store.list_but(Some(file))?);
+        let address = next_free(set, &taken, last).ok_or_else(exhausted)?;
+        if !file.claim(address)? {
+            // Only something ignoring the lock could have taken it since the directory was read.
+            return Err(Error::Ipam {
+                network: self.network.clone(),
+                reason: format!("address {address} appeared in the store while it was locked"),
+            });
+        }
+        store.set_last_reserved(set.index(), address)?;
+        Ok(address)
     }
 
     fn taken(&self, address: IpAddr, owner: Option<&Owner>) -> Error {
@@ -274,9 +295,11 @@ impl Allocator {
 
     fn roll_back(&self, store: &LockedStore<'_>, reserved: &[IpAddr], owner: &Owner) {
         // The error being returned is the one that matters; a failed undo leaves an allocation GC will collect.
+        let sets = self.config.range_sets().len();
         let undone = reserved
             .iter()
-            .try_for_each(|a| store.remove(*a, Some(owner)))
+            .try_for_each(|a| store.remove(*a))
+            .and_then(|()| store.unlink_owner(&owner.container_id, &owner.ifname, sets))
             .and_then(|()| store.sync());
         if let Err(e) = undone {
             tracing::warn!(network = %self.network, error = %e, "could not undo a failed allocation");
@@ -299,9 +322,13 @@ impl Allocator {
     /// succeeds (DEL must be idempotent).
     pub fn release(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
         let store = self.store.lock(self.lock_timeout)?;
-        let released = store.held_by(&store.list()?, container_id, ifname);
-        let owner = Owner::new(container_id, ifname);
-        self.remove_all(&store, released.iter().map(|a| (*a, Some(&owner))))?;
+        let sets = self.config.range_sets().len();
+        let released = store.held_by(container_id, ifname, sets)?;
+        released.iter().try_for_each(|a| store.remove(*a))?;
+        store.unlink_owner(container_id, ifname, sets)?;
+        if !released.is_empty() {
+            store.sync()?;
+        }
         tracing::debug!(network = %self.network, container_id, ifname, addresses = ?released, "released addresses");
         Ok(released)
     }
@@ -310,7 +337,7 @@ impl Allocator {
     /// allocations whose file cannot be read, and returns the removed addresses.
     pub fn gc(&self, valid: &[(String, String)]) -> Result<Vec<IpAddr>> {
         let store = self.store.lock(self.lock_timeout)?;
-        let stale: Vec<(IpAddr, Option<Owner>)> = store
+        let stale: Vec<IpAddr> = store
             .entries()?
             .into_iter()
             .filter(|(_, owner)| {
@@ -318,34 +345,22 @@ impl Allocator {
                     .as_ref()
                     .is_some_and(|o| valid.iter().any(|(id, ifname)| o.matches(id, ifname)))
             })
+            .map(|(address, _)| address)
             .collect();
-        self.remove_all(&store, stale.iter().map(|(a, o)| (*a, o.as_ref())))?;
+        stale.iter().try_for_each(|a| store.remove(*a))?;
         store.remove_dangling_links()?;
-        let stale: Vec<IpAddr> = stale.into_iter().map(|(a, _)| a).collect();
         if !stale.is_empty() {
+            store.sync()?;
             tracing::info!(network = %self.network, addresses = ?stale, "collected addresses of gone attachments");
         }
         Ok(stale)
-    }
-
-    fn remove_all<'o>(
-        &self,
-        store: &LockedStore<'_>,
-        addresses: impl Iterator<Item = (IpAddr, Option<&'o Owner>)>,
-    ) -> Result<()> {
-        let mut removed = false;
-        for (address, owner) in addresses {
-            store.remove(address, owner)?;
-            removed = true;
-        }
-        if removed { store.sync() } else { Ok(()) }
     }
 
     /// The addresses (`container_id`, `ifname`) holds, one per range set at most, in range set order. Addresses
     /// outside the current ranges (the config changed) are not listed (DEL and GC still remove them).
     pub fn allocations(&self, container_id: &str, ifname: &str) -> Result<Vec<Allocation>> {
         let store = self.store.lock(self.lock_timeout)?;
-        let held = store.held_by(&store.list()?, container_id, ifname);
+        let held = store.held_by(container_id, ifname, self.config.range_sets().len())?;
         Ok(self
             .config
             .range_sets()
@@ -384,8 +399,7 @@ impl Allocator {
             .map(|set| RangeSetUsage {
                 range_set: set.index(),
                 allocated: listing
-                    .addresses
-                    .keys()
+                    .iter()
                     .filter(|a| set.assignable_range_for(**a).is_some())
                     .count() as u128,
                 capacity: set.capacity(),
@@ -824,12 +838,16 @@ mod tests {
         // A crash between writing and linking an allocation leaves a temporary file: it does not hold its address.
         let leftover = a.store_dir().join(".tmp.198.18.0.3");
         fs::write(&leftover, "b").unwrap();
-        // A crash while replacing the round-robin hint leaves an unreadable hint: the search restarts at the start.
+        // A crash while rewriting the round-robin hint leaves an unreadable hint: the search restarts at the start.
         fs::write(a.store_dir().join("last_reserved_ip.0"), "198.18").unwrap();
 
         let reopened = Allocator::open(a.config(), "test").unwrap();
         assert_eq!(reopened.allocations("a", "eth0").unwrap(), first);
-        assert!(!leftover.exists(), "the leftover is cleaned under the lock");
+        assert_eq!(reopened.usage().unwrap()[0].allocated, 1);
+        assert!(
+            !leftover.exists(),
+            "a listing cleans the leftover under the lock"
+        );
         assert_eq!(one(&reopened, "b"), ip("198.18.0.3"));
         assert_eq!(one(&reopened, "c"), ip("198.18.0.4"));
         // An owner in host-local's format (CRLF) is read too.
@@ -841,63 +859,101 @@ mod tests {
         assert_eq!(a.usage().unwrap()[0].allocated, 4);
     }
 
-    /// The names of the store's owner links.
-    fn owner_links(allocator: &Allocator) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(allocator.store_dir())
+    /// The store's owner links: name -> target.
+    fn owner_links(allocator: &Allocator) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = fs::read_dir(allocator.store_dir())
             .unwrap()
-            .filter_map(|e| e.unwrap().file_name().into_string().ok())
-            .filter(|n| n.starts_with(".owner."))
+            .map(|e| e.unwrap())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let target = fs::read_link(e.path()).ok()?;
+                name.starts_with(".owner.")
+                    .then(|| (name, target.display().to_string()))
+            })
             .collect();
         v.sort();
         v
     }
 
-    /// Each allocation has a second link that names its owner, so ADD and DEL find an attachment's addresses from
-    /// the listing; a link counts only while it is the address file's own inode, and files without one are read.
+    /// Each attachment has an owner link per range set (a symlink to its address), so ADD and DEL find its
+    /// addresses without listing the store; a link counts only while the address file names the same owner, and an
+    /// attachment without links (host-local's) is found by reading the allocations.
     #[test]
-    fn owner_links_find_an_attachment_without_reading_every_allocation() {
-        use std::os::unix::fs::MetadataExt;
-        let (_dir, a) = setup(json!({"subnet": "198.18.0.0/24"}));
-        one(&a, "a");
-        one(&a, "b");
+    fn owner_links_find_an_attachment_without_listing_the_store() {
+        let (_dir, a) = setup(
+            json!({"ranges": [[{"subnet": "198.18.0.0/24"}], [{"subnet": "fd00:198:18::/64"}]]}),
+        );
+        a.allocate("a", "eth0", &[]).unwrap();
+        a.allocate("b", "eth0", &[]).unwrap();
         let links = owner_links(&a);
-        assert_eq!(links.len(), 2, "{links:?}");
-        let store = a.store_dir();
-        let link_of = |address: &str| {
+        assert_eq!(links.len(), 4, "{links:?}");
+        assert!(
             links
                 .iter()
-                .find(|l| l.ends_with(&format!(".{address}")))
-                .unwrap()
-                .clone()
-        };
-        assert_eq!(
-            fs::metadata(store.join(link_of("198.18.0.2")))
-                .unwrap()
-                .ino(),
-            fs::metadata(store.join("198.18.0.2")).unwrap().ino()
+                .any(|(n, t)| n.ends_with(".0") && t == "198.18.0.2"),
+            "{links:?}"
         );
+        assert!(
+            links
+                .iter()
+                .any(|(n, t)| n.ends_with(".1") && t == "fd00:198:18::2"),
+            "{links:?}"
+        );
+        let store = a.store_dir();
 
-        // b's address file replaced behind the store's back (another inode, another owner): b's link no longer
-        // counts, and the file, which has no link of its own now, is read.
+        // b's IPv4 address file replaced behind the store's back (another owner): b's link to it no longer counts.
         fs::remove_file(store.join("198.18.0.3")).unwrap();
         fs::write(store.join("198.18.0.3"), "c\neth0").unwrap();
-        assert!(a.allocations("b", "eth0").unwrap().is_empty());
+        let b: Vec<IpAddr> = a
+            .allocations("b", "eth0")
+            .unwrap()
+            .iter()
+            .map(|x| x.address.addr())
+            .collect();
+        assert_eq!(b, [ip("fd00:198:18::3")]);
+        // c has no link: found by reading the allocations.
         assert_eq!(
             a.allocations("c", "eth0").unwrap()[0].address,
             net("198.18.0.3/24")
         );
-        // A repeated ADD of a finds its address through its link.
-        assert_eq!(one(&a, "a"), ip("198.18.0.2"));
+        // A repeated ADD of a finds its addresses through its links.
+        let again = a.allocate("a", "eth0", &[]).unwrap();
+        assert_eq!(again[0].address.addr(), ip("198.18.0.2"));
+        assert_eq!(owner_links(&a).len(), 4);
 
-        // DEL removes the address and its link; GC removes b's dangling link.
-        assert_eq!(a.release("a", "eth0").unwrap(), vec![ip("198.18.0.2")]);
-        assert_eq!(owner_links(&a), vec![link_of("198.18.0.3")]);
-        let valid = vec![("c".to_string(), "eth0".to_string())];
+        // DEL removes the addresses and the links; GC removes b's link to c's address.
+        assert_eq!(
+            a.release("a", "eth0").unwrap(),
+            vec![ip("198.18.0.2"), ip("fd00:198:18::2")]
+        );
+        assert_eq!(owner_links(&a).len(), 2);
+        let valid = vec![
+            ("b".to_string(), "eth0".to_string()),
+            ("c".to_string(), "eth0".to_string()),
+        ];
         assert!(a.gc(&valid).unwrap().is_empty());
-        assert!(owner_links(&a).is_empty());
-        assert_eq!(stored(&a), vec![ip("198.18.0.3")]);
+        let links = owner_links(&a);
+        assert_eq!(links.len(), 1, "{links:?}");
+        assert_eq!(links[0].1, "fd00:198:18::3");
         assert_eq!(a.release("c", "eth0").unwrap(), vec![ip("198.18.0.3")]);
+        assert_eq!(a.release("b", "eth0").unwrap(), vec![ip("fd00:198:18::3")]);
         assert!(stored(&a).is_empty());
+        assert!(owner_links(&a).is_empty());
+    }
+
+    /// With many addresses taken after the last one handed out, the search goes on from the listing.
+    #[test]
+    fn a_long_run_of_taken_addresses_is_skipped() {
+        let (_dir, a) = setup(json!({"subnet": "198.18.0.0/24"}));
+        for n in 2..40 {
+            fs::write(
+                a.store_dir().join(format!("198.18.0.{n}")),
+                format!("x{n}\neth0"),
+            )
+            .unwrap();
+        }
+        assert_eq!(one(&a, "c"), ip("198.18.0.40"));
+        assert_eq!(one(&a, "d"), ip("198.18.0.41"));
     }
 
     #[test]

@@ -8,20 +8,21 @@
 //!   reported, so after a crash an address file is either absent or complete.
 //! - `last_reserved_ip.<range set index>`: the last address handed out dynamically in that range set, where the
 //!   round-robin search resumes. A hint only: missing or unreadable means "start at the beginning".
-//! - `.owner.<hash>.<address>`: a second hard link to each allocation file, where `<hash>` is the first 16 hex digits
-//!   of SHA-256 of "container ID, newline, interface name". It tells whose an address is from the directory listing
-//!   alone, so an ADD or DEL reads no allocation file but its own, however many containers the network holds. A link
-//!   counts only while it names the same inode as the address file; files without one (written by host-local) are
-//!   read. GC removes links whose address file is gone.
+//! - `.owner.<hash>.<range set index>`: a symlink to the address an attachment holds in that range set, where
+//!   `<hash>` is the first 16 hex digits of SHA-256 of "container ID, newline, interface name". ADD and DEL find
+//!   an attachment's addresses through it without listing the directory, so they cost the same however many
+//!   containers the network holds. It counts only while the address file names the same owner. An attachment
+//!   without one (its allocation written by host-local) is found by reading every allocation, on DEL and CHECK;
+//!   GC removes links whose address is gone or someone else's.
 //! - `lock`: every read and change happens under an exclusive `flock` on it, taken by each operation on a fresh open
 //!   file description, so concurrent plugin processes (and threads) serialize.
 //! - `.tmp.*`: leftovers of a crash between writing and linking; ignored by readers, removed under the lock.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, DirEntryExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -43,11 +44,8 @@ fn owner_hash(container_id: &str, ifname: &str) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn owner_link_name(container_id: &str, ifname: &str, address: IpAddr) -> String {
-    format!(
-        "{OWNER_PREFIX}{}.{address}",
-        owner_hash(container_id, ifname)
-    )
+fn owner_link_name(container_id: &str, ifname: &str, set: usize) -> String {
+    format!("{OWNER_PREFIX}{}.{set}", owner_hash(container_id, ifname))
 }
 
 /// Who holds an address: the attachment (container ID, interface name).
@@ -85,14 +83,8 @@ impl Owner {
 /// (written by something else): its address stays taken until garbage collection removes it.
 pub(crate) type Entries = BTreeMap<IpAddr, Option<Owner>>;
 
-/// The store's directory listing, read without opening any allocation file.
-#[derive(Debug, Default)]
-pub(crate) struct Listing {
-    /// Every allocated address, with the inode of its file.
-    pub addresses: BTreeMap<IpAddr, u64>,
-    /// Owner links: (owner hash, address, inode).
-    links: Vec<(String, IpAddr, u64)>,
-}
+/// The allocated addresses, from the directory listing alone.
+pub(crate) type Listing = BTreeSet<IpAddr>;
 
 /// One network's store directory.
 #[derive(Debug, Clone)]
@@ -104,6 +96,31 @@ pub(crate) struct Store {
 pub(crate) struct LockedStore<'a> {
     dir: &'a Path,
     _lock: Flock<File>,
+}
+
+/// A written allocation file not yet linked to an address (see [`LockedStore::pending`]).
+pub(crate) struct Pending<'s> {
+    store: &'s LockedStore<'s>,
+    temp: PathBuf,
+}
+
+impl Pending<'_> {
+    /// Links the file to `address` unless the address is taken (then `false`): the exclusive create that reserves
+    /// it. Durable only after [`LockedStore::sync`].
+    pub fn claim(&self, address: IpAddr) -> Result<bool> {
+        let path = self.store.dir.join(address.to_string());
+        match fs::hard_link(&self.temp, &path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io("link allocation", &path)(e)),
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.temp);
+    }
 }
 
 impl Store {
@@ -193,9 +210,14 @@ fn remove_if_present(path: &Path, op: &'static str) -> Result<()> {
 }
 
 impl LockedStore<'_> {
-    /// The directory listing: addresses and owner links. Removes crash leftovers (`.tmp.*`) on the way.
+    /// The allocated addresses, from the directory listing. Removes crash leftovers (`.tmp.*`) on the way.
     pub fn list(&self) -> Result<Listing> {
-        let mut listing = Listing::default();
+        self.list_but(None)
+    }
+
+    /// [`Self::list`], keeping the allocation file that `pending` is still linking.
+    pub fn list_but(&self, pending: Option<&Pending<'_>>) -> Result<Listing> {
+        let mut listing = Listing::new();
         let list = fs::read_dir(self.dir).map_err(io("list address store", self.dir))?;
         for dirent in list {
             let dirent = dirent.map_err(io("list address store", self.dir))?;
@@ -203,19 +225,13 @@ impl LockedStore<'_> {
             let Some(name) = name.to_str() else { continue };
             if name.starts_with(TEMP_PREFIX) {
                 let path = dirent.path();
+                if pending.is_some_and(|p| p.temp == path) {
+                    continue;
+                }
                 tracing::info!(path = %path.display(), "removing a partly written allocation left by a crash");
                 remove_if_present(&path, "remove leftover temporary file")?;
-            } else if let Some(rest) = name.strip_prefix(OWNER_PREFIX) {
-                let Some((hash, address)) = rest.split_once('.') else {
-                    continue;
-                };
-                if let Ok(address) = address.parse::<IpAddr>() {
-                    listing
-                        .links
-                        .push((hash.to_string(), address, dirent.ino()));
-                }
             } else if let Ok(address) = name.parse::<IpAddr>() {
-                listing.addresses.insert(address, dirent.ino());
+                listing.insert(address);
             }
         }
         Ok(listing)
@@ -227,74 +243,105 @@ impl LockedStore<'_> {
         Owner::parse(&String::from_utf8(bytes).ok()?)
     }
 
-    /// The addresses (`container_id`, `ifname`) holds, in order. Only the files its owner links point to are read,
-    /// and those without any owner link.
-    pub fn held_by(&self, listing: &Listing, container_id: &str, ifname: &str) -> Vec<IpAddr> {
-        let hash = owner_hash(container_id, ifname);
-        let live = |address: &IpAddr, ino: &u64| listing.addresses.get(address) == Some(ino);
-        let linked: HashSet<(IpAddr, u64)> = listing
-            .links
-            .iter()
-            .filter(|(_, a, ino)| live(a, ino))
-            .map(|(_, a, ino)| (*a, *ino))
-            .collect();
-        let ours: HashSet<(IpAddr, u64)> = listing
-            .links
-            .iter()
-            .filter(|(h, a, ino)| *h == hash && live(a, ino))
-            .map(|(_, a, ino)| (*a, *ino))
-            .collect();
-        listing
-            .addresses
-            .iter()
-            .filter(|(a, ino)| {
-                let key = (**a, **ino);
-                ours.contains(&key) || !linked.contains(&key)
-            })
-            .filter(|(a, _)| {
-                self.owner(**a)
-                    .is_some_and(|o| o.matches(container_id, ifname))
-            })
-            .map(|(a, _)| *a)
-            .collect()
+    /// The address (`container_id`, `ifname`) holds in range set `set`, through its owner link.
+    pub fn owned(&self, container_id: &str, ifname: &str, set: usize) -> Option<IpAddr> {
+        let target =
+            fs::read_link(self.dir.join(owner_link_name(container_id, ifname, set))).ok()?;
+        let address: IpAddr = target.to_str()?.parse().ok()?;
+        self.owner(address)
+            .is_some_and(|o| o.matches(container_id, ifname))
+            .then_some(address)
     }
 
-    /// Every allocation with its owner, read from the directory (for GC).
+    /// The addresses (`container_id`, `ifname`) holds in range sets `0..sets`, in order: through its owner links,
+    /// or, when it has none, by reading every allocation (one written by host-local).
+    pub fn held_by(&self, container_id: &str, ifname: &str, sets: usize) -> Result<Vec<IpAddr>> {
+        let mut held: Vec<IpAddr> = (0..sets)
+            .filter_map(|set| self.owned(container_id, ifname, set))
+            .collect();
+        if held.is_empty() {
+            held = self
+                .entries()?
+                .into_iter()
+                .filter(|(_, o)| o.as_ref().is_some_and(|o| o.matches(container_id, ifname)))
+                .map(|(a, _)| a)
+                .collect();
+        }
+        held.sort();
+        held.dedup();
+        Ok(held)
+    }
+
+    /// Points the owner link of (`container_id`, `ifname`) in range set `set` at `address`.
+    pub fn link_owner(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        set: usize,
+        address: IpAddr,
+    ) -> Result<()> {
+        let link = self.dir.join(owner_link_name(container_id, ifname, set));
+        remove_if_present(&link, "remove a stale owner link")?;
+        std::os::unix::fs::symlink(address.to_string(), &link)
+            .map_err(io("link allocation owner", &link))
+    }
+
+    /// Removes the owner links of (`container_id`, `ifname`) in range sets `0..sets`.
+    pub fn unlink_owner(&self, container_id: &str, ifname: &str, sets: usize) -> Result<()> {
+        (0..sets).try_for_each(|set| {
+            remove_if_present(
+                &self.dir.join(owner_link_name(container_id, ifname, set)),
+                "remove owner link",
+            )
+        })
+    }
+
+    /// Every allocation with its owner, read from the directory (for GC, and attachments without owner links).
     pub fn entries(&self) -> Result<Entries> {
-        let listing = self.list()?;
         let mut entries = Entries::new();
-        for address in listing.addresses.keys() {
+        for address in self.list()? {
             let path = self.dir.join(address.to_string());
             let owner = match fs::read(&path) {
                 Ok(bytes) => String::from_utf8(bytes).ok().and_then(|s| Owner::parse(&s)),
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(io("read allocation", path)(e)),
             };
-            entries.insert(*address, owner);
+            entries.insert(address, owner);
         }
         Ok(entries)
     }
 
-    /// Removes owner links whose address file is gone or is another file now (left by a crash).
+    /// Removes owner links whose address file is gone or belongs to someone else now.
     pub fn remove_dangling_links(&self) -> Result<()> {
-        let listing = self.list()?;
-        for (hash, address, ino) in &listing.links {
-            if listing.addresses.get(address) != Some(ino) {
-                let path = self.dir.join(format!("{OWNER_PREFIX}{hash}.{address}"));
-                remove_if_present(&path, "remove a dangling owner link")?;
+        let list = fs::read_dir(self.dir).map_err(io("list address store", self.dir))?;
+        for dirent in list.filter_map(|d| d.ok()) {
+            let name = dirent.file_name();
+            let Some(hash) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(OWNER_PREFIX))
+                .and_then(|rest| rest.split_once('.'))
+                .map(|(hash, _)| hash.to_string())
+            else {
+                continue;
+            };
+            let live = fs::read_link(dirent.path())
+                .ok()
+                .and_then(|t| t.to_str()?.parse::<IpAddr>().ok())
+                .and_then(|a| self.owner(a))
+                .is_some_and(|o| owner_hash(&o.container_id, &o.ifname) == hash);
+            if !live {
+                remove_if_present(&dirent.path(), "remove a dangling owner link")?;
             }
         }
         Ok(())
     }
 
-    /// Records `address` for `owner` unless the address is taken (then `false`). Durable only after [`Self::sync`].
-    /// The owner link is made first, so that an address file never lacks it.
-    pub fn reserve(&self, address: IpAddr, container_id: &str, ifname: &str) -> Result<bool> {
-        let path = self.dir.join(address.to_string());
-        let temp = self.dir.join(format!("{TEMP_PREFIX}{address}"));
-        let link = self
+    /// An allocation file for (`container_id`, `ifname`), written and fsynced, to be linked to the addresses tried
+    /// ([`Pending::claim`]); removed when dropped.
+    pub fn pending(&self, container_id: &str, ifname: &str) -> Result<Pending<'_>> {
+        let temp = self
             .dir
-            .join(owner_link_name(container_id, ifname, address));
+            .join(format!("{TEMP_PREFIX}{}", owner_hash(container_id, ifname)));
         remove_if_present(&temp, "remove leftover temporary file")?;
         let mut file = OpenOptions::new()
             .write(true)
@@ -305,34 +352,12 @@ impl LockedStore<'_> {
         file.write_all(format!("{container_id}\n{ifname}").as_bytes())
             .and_then(|()| file.sync_all())
             .map_err(io("write allocation", &temp))?;
-        drop(file);
-        remove_if_present(&link, "remove a stale owner link")?;
-        fs::hard_link(&temp, &link).map_err(io("link allocation owner", &link))?;
-        let linked = match fs::hard_link(&temp, &path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(io("link allocation", &path)(e)),
-        };
-        if !matches!(linked, Ok(true)) {
-            remove_if_present(&link, "remove owner link")?;
-        }
-        remove_if_present(&temp, "remove temporary file")?;
-        linked
+        Ok(Pending { store: self, temp })
     }
 
-    /// Removes the allocation of `address` (absent is fine), then its owner's link. Durable only after
-    /// [`Self::sync`].
-    pub fn remove(&self, address: IpAddr, owner: Option<&Owner>) -> Result<()> {
-        remove_if_present(&self.dir.join(address.to_string()), "remove allocation")?;
-        match owner {
-            Some(o) => remove_if_present(
-                &self
-                    .dir
-                    .join(owner_link_name(&o.container_id, &o.ifname, address)),
-                "remove owner link",
-            ),
-            None => Ok(()),
-        }
+    /// Removes the allocation of `address` (absent is fine). Durable only after [`Self::sync`].
+    pub fn remove(&self, address: IpAddr) -> Result<()> {
+        remove_if_present(&self.dir.join(address.to_string()), "remove allocation")
     }
 
     /// The last address handed out dynamically in range set `set`, if recorded and readable.

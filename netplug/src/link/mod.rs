@@ -19,7 +19,8 @@
 //!     addresses: &[gateway],
 //! })?;
 //! let mtu = host.default_route_mtu()?; // unless the config names one
-//! let pair = host.create_veth_pair(&VethSpec { netns, ifname, mtu, mac: None, bridge: &bridge, hairpin: true })?;
+//! let pair = host.create_veth_pair(&VethSpec { netns, ifname, mtu, mac: None, bridge: &bridge, hairpin: true,
+//!     container_ipv6: true })?;
 //! in_netns(netns, || {
 //!     let mut container = Netlink::open()?;
 //!     let link = container.require_link(ifname)?;

@@ -33,6 +33,10 @@ pub struct VethSpec<'a> {
     pub bridge: &'a Link,
     /// Hairpin mode on the host end's bridge port, so a container can reach itself through a port mapping.
     pub hairpin: bool,
+    /// Whether the container end gets its IPv6 link-local address. Without IPv6 on the network it does not: each
+    /// link-local address sends duplicate-address detection, router solicitations and MLD reports, which the
+    /// bridge floods to every other container, so that an ADD would cost more with each container there.
+    pub container_ipv6: bool,
 }
 
 /// Both ends of a veth pair: `host` (in the caller's namespace, attached to the bridge) and `container` (in the
@@ -129,6 +133,9 @@ impl Netlink {
             let mut netlink = Netlink::open()?;
             let peer = netlink.require_link(peer_name)?;
             let peer = netlink.rename_link(&peer, spec.ifname)?;
+            if !spec.container_ipv6 {
+                netlink.skip_ipv6_addresses(&peer)?;
+            }
             netlink.set_link_up(&peer)?;
             netlink.require_link(spec.ifname)
         })?;
@@ -189,6 +196,7 @@ mod tests {
                 mac: None,
                 bridge,
                 hairpin,
+                container_ipv6: true,
             })
         });
         let addresses = [
@@ -228,6 +236,38 @@ mod tests {
         (container, pair)
     }
 
+    /// A link-local address (RFC 4862) only in the container, and only where the network has IPv6.
+    #[test]
+    fn link_local_addresses_only_in_containers_of_ipv6_networks() {
+        let (host, bridge) = host_with_bridge(7);
+        let link_local = |addresses: Vec<ipnet::IpNet>| {
+            addresses
+                .iter()
+                .any(|a| matches!(a, ipnet::IpNet::V6(v6) if v6.addr().segments()[0] == 0xfe80))
+        };
+        for container_ipv6 in [false, true] {
+            let container = TestNetns::new();
+            let pair = host.run(|netlink| {
+                netlink.create_veth_pair(&VethSpec {
+                    netns: container.path(),
+                    ifname: "eth0",
+                    mtu: 1500,
+                    mac: None,
+                    bridge: &bridge,
+                    hairpin: true,
+                    container_ipv6,
+                })
+            });
+            let in_container = container.run(|netlink| {
+                let eth0 = netlink.require_link("eth0")?;
+                Ok(link_local(netlink.addresses(&eth0)?))
+            });
+            assert_eq!(in_container, container_ipv6);
+            let on_host = host.run(|netlink| Ok(link_local(netlink.addresses(&pair.host)?)));
+            assert!(!on_host, "the bridge port has a link-local address");
+        }
+    }
+
     #[test]
     fn veth_joins_the_bridge_and_the_container_reaches_the_bridge() {
         let (host, bridge) = host_with_bridge(2);
@@ -241,6 +281,7 @@ mod tests {
                 mac: Some(mac),
                 bridge: &bridge,
                 hairpin: false,
+                container_ipv6: true,
             })
         });
         assert!(
@@ -352,6 +393,7 @@ mod tests {
                 mac: None,
                 bridge: &bridge,
                 hairpin: false,
+                container_ipv6: true,
             })
         })
         .unwrap_err();
@@ -371,6 +413,7 @@ mod tests {
                 mac: None,
                 bridge: &bridge,
                 hairpin: false,
+                container_ipv6: true,
             })
         })
         .unwrap_err();
