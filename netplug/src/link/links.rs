@@ -253,9 +253,7 @@ impl Netlink {
     }
 
     /// Gives `link` no IPv6 address of its own when it comes up (`IFLA_INET6_ADDR_GEN_MODE` none, as
-    /// `ip link set LINK addrgenmode none`): a bridge port needs none, and each link-local address would add a route
-    /// to the host's table, an IPv6 neighbour discovery and an MLD report per container. A kernel without IPv6
-    /// refuses the attribute; that is fine.
+    /// `ip link set LINK addrgenmode none`). A kernel without IPv6 refuses the attribute; that is fine.
     pub fn skip_ipv6_addresses(&mut self, link: &Link) -> Result<()> {
         let mut message = link_message(link.index);
         message
