@@ -316,7 +316,8 @@ pub fn delete_mappings(nf: &mut Nfnetlink, mappings: &[PortMapping]) -> Result<(
 mod tests {
     use super::*;
 
-    fn mapping(host_ip: Option<&str>, container_ip: &str) -> PortMapping {
+    /// tcp 8080 -> `container_ip`:80.
+    pub(super) fn mapping(host_ip: Option<&str>, container_ip: &str) -> PortMapping {
         PortMapping {
             protocol: Protocol::Tcp,
             host_port: 8080,

@@ -425,27 +425,18 @@ impl Nfnetlink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn mapping(host_ip: Option<&str>, container_ip: &str) -> PortMapping {
-        PortMapping {
-            protocol: Protocol::Udp,
-            host_port: 0x1f90,
-            container_port: 53,
-            host_ip: host_ip.map(|h| h.parse().unwrap()),
-            container_ip: container_ip.parse().unwrap(),
-        }
-    }
+    use crate::firewall::tests::mapping;
 
     /// Each field of a concatenation fills a whole 32-bit register (the key lengths nft gives the maps).
     #[test]
     fn concatenations_use_one_register_per_field() {
         let m = mapping(None, "198.18.0.5");
-        assert_eq!(element_key(&m), [17, 0, 0, 0, 0x1f, 0x90, 0, 0]);
-        assert_eq!(element_data(&m), [198, 18, 0, 5, 0, 53, 0, 0]);
+        assert_eq!(element_key(&m), [6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
+        assert_eq!(element_data(&m), [198, 18, 0, 5, 0, 80, 0, 0]);
         let m = mapping(Some("127.0.0.1"), "198.18.0.5");
         assert_eq!(
             element_key(&m),
-            [127, 0, 0, 1, 17, 0, 0, 0, 0x1f, 0x90, 0, 0]
+            [127, 0, 0, 1, 6, 0, 0, 0, 0x1f, 0x90, 0, 0]
         );
         let m = mapping(Some("fd00::1"), "fd00::5");
         assert_eq!(element_key(&m).len(), 24);
