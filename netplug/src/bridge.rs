@@ -288,7 +288,7 @@ fn ensure_rules(
         write_json(&path, record)?;
     }
     let data_dir = network.ipam.data_dir();
-    let applied = if firewall::rule_count(nf)? != firewall::base_rule_count() {
+    let applied = if nf.rule_count()? != firewall::base_rule_count() {
         firewall::apply("adding the firewall rules", &full_batch(data_dir))
     } else if changed {
         let bridges: Vec<String> = known_networks(data_dir)
@@ -558,6 +558,7 @@ impl BridgePlugin {
             }
             Ok(())
         })?;
+
         // DNS (crate::dns): register the attachment's names and run the network's resolver on the gateways.
         let nameservers = if network.is_gateway {
             let record = crate::dns::NameRecord {
@@ -582,6 +583,7 @@ impl BridgePlugin {
         } else {
             Vec::new()
         };
+
         if allocations.iter().any(|a| a.address.addr().is_ipv4()) {
             enable_sysctl("net.ipv4.ip_forward")?;
             // 127.0.0.1:PORT to a container: the bridge must route packets with a loopback source.

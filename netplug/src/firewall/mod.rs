@@ -248,11 +248,6 @@ pub fn base_rule_count() -> usize {
         .count()
 }
 
-/// How many rules the table holds now (0 without the table).
-pub fn rule_count(nf: &mut Nfnetlink) -> Result<usize> {
-    nf.rule_count()
-}
-
 fn refused(op: &'static str, m: &PortMapping, errno: i32) -> Error {
     Error::Firewall {
         op,
@@ -396,12 +391,12 @@ mod tests {
             let s = |e: Error| e.to_string();
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
             let mut nf = Nfnetlink::open().map_err(s)?;
-            if rule_count(&mut nf).map_err(s)? != 0 {
+            if nf.rule_count().map_err(s)? != 0 {
                 return Err("rules before the table exists".into());
             }
             apply("base", &base_batch()).map_err(s)?;
             apply("base again", &base_batch()).map_err(s)?;
-            let count = rule_count(&mut nf).map_err(s)?;
+            let count = nf.rule_count().map_err(s)?;
             if count != base_rule_count() {
                 return Err(format!("{count} rules, wanted {}", base_rule_count()));
             }
