@@ -132,14 +132,19 @@ impl containerd_shim::Shim for PolisShim {
 }
 
 impl PolisShim {
-    /// After a shim died (containerd runs `delete` then), its socket stays behind: remove it unless a shim still
-    /// answers on it (the pod's shim serving other containers).
+    /// After a shim died (containerd runs `delete` then), its socket stays behind: remove it. A pod's socket is
+    /// kept while a shim still answers on it (the pod's shim serving other containers). A container's own socket
+    /// is removed without asking: the killed shim's listener can outlive the disconnection that made containerd
+    /// run `delete` by a moment, and a connection accepted then would keep a dead socket for ever.
     fn remove_dead_socket(&self, bundle: &Path) {
         let grouping = sandbox_id(&bundle.join("config.json")).unwrap_or_else(|| self.id.clone());
         let address =
             containerd_shim::socket_address(&self.containerd_address, &self.namespace, &grouping);
         let path = socket_path(&address);
-        if Path::new(path).exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let shared = grouping != self.id;
+        if Path::new(path).exists()
+            && (!shared || std::os::unix::net::UnixStream::connect(path).is_err())
+        {
             let _ = std::fs::remove_file(path);
         }
     }
