@@ -613,6 +613,15 @@ pub fn polis_runc_path() -> PathBuf {
     workspace_binary("POLIS_RUNC", "polis-runc")
 }
 
+/// Address number `index` of a CNI result (`ips[index].address`), without its prefix length.
+pub fn cni_result_address(result: &serde_json::Value, index: usize) -> String {
+    result["ips"][index]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no address {index} in {result}"))
+        .to_string()
+}
+
 /// A binary of the workspace: `$ENV_VAR` when set, else `<workspace>/target/release/NAME` (what `make build` made).
 pub fn workspace_binary(env_var: &str, name: &str) -> PathBuf {
     std::env::var_os(env_var)

@@ -199,15 +199,6 @@ fn cnitool_container_id(ns: &NetNs) -> String {
     format!("cnitool-{}", &hex[..20])
 }
 
-/// The first address of a result, without its prefix.
-fn address_of(result: &Value) -> String {
-    result["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {result}"))
-        .to_string()
-}
-
 /// CNI spec "Network configuration lists" and "Adding an attachment": polis-cnitool runs a list of
 /// [polis-netplug, Debian's tuning, Debian's bandwidth] in order, each given the previous result as prevResult,
 /// and prints the last one; the loopback plugin runs as a network of its own (as container runtimes attach `lo`).
@@ -418,7 +409,7 @@ fn reference_chain_and_polis_netplug_are_equivalent() {
             "the host reaches the mapped port ({})",
             host.ns.name
         );
-        assert_eq!(address_of(&result), "198.19.2.2");
+        assert_eq!(cni_result_address(&result, 0), "198.19.2.2");
         containers.push(c);
     }
     assert_eq!(shapes[0], shapes[1], "reference vs polis-netplug");
@@ -512,7 +503,7 @@ fn gc_releases_attachments_not_listed() {
             .json();
         // --ip is the `ips` capability: the address asked for.
         assert_eq!(result["ips"][0]["address"], ip.as_str());
-        addresses.push(address_of(&result));
+        addresses.push(cni_result_address(&result, 0));
     }
     assert_eq!(host.allocated("cnt-gc").len(), 3);
     // --alias is the `aliases` capability, keyed by the network, cached with the other capability arguments.

@@ -159,13 +159,7 @@ fn containers_connect_and_ports_map() {
     assert!(msg.contains("8080"), "{msg}");
     assert_eq!(net.allocated("np-add"), ["198.18.0.2"]);
     let r2 = net.cni("ADD", "c2", Some(&c2.name), &plain).ok().json();
-    let c2_ip = r2["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let c2_ip = cni_result_address(&r2, 0);
 
     assert_eq!(
         tcp_round_trip(&c1, 80, &c2, "198.18.0.2", 80, "direct"),
@@ -625,13 +619,7 @@ fn dual_stack_and_older_config_versions() {
         .map(|i| i["version"].as_str().unwrap())
         .collect();
     assert_eq!(versions, ["4", "6"], "{r1}");
-    let v6 = r1["ips"][1]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let v6 = cni_result_address(&r1, 1);
     assert!(v6.starts_with("fd00:198:18:12::"), "{v6}");
     net.cni("ADD", "v6b", Some(&c2.name), &conf).ok();
     assert_eq!(
