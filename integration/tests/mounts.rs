@@ -381,3 +381,231 @@ conformance_test!(
         assert!(!sub.join("inner").exists());
     }
 );
+
+/// A tmpfs mounted on a host temp dir and made shared (`mount --make-shared`), as Kubernetes wants the source of a
+/// `Bidirectional` or `HostToContainer` hostPath to be (this host's own mounts are private). Everything mounted
+/// at or below it is unmounted when it drops, also when a test fails half-way.
+struct SharedHostMount {
+    dir: tempfile::TempDir,
+}
+
+impl SharedHostMount {
+    fn new() -> SharedHostMount {
+        let dir = host_dir();
+        let p = dir.path().to_str().unwrap().to_string();
+        sh_on_host(&format!(
+            "mount -t tmpfs polis-prop {p} && mount --make-shared {p} && echo host > {p}/marker"
+        ));
+        SharedHostMount { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Mounts a tmpfs with a file `marker` at `sub` below the shared mount, from the host.
+    fn mount_from_host(&self, sub: &str) {
+        let p = self.path().join(sub);
+        let p = p.to_str().unwrap();
+        sh_on_host(&format!(
+            "mkdir -p {p} && mount -t tmpfs polis-from-host {p} && echo from-host > {p}/marker"
+        ));
+    }
+
+    /// Whether the host sees a mount at `sub` below the shared mount.
+    fn host_sees_mount(&self, sub: &str) -> bool {
+        let point = self.path().join(sub);
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(MountInfo::parse)
+            .any(|m| std::path::Path::new(&m.mount_point) == point)
+    }
+}
+
+impl Drop for SharedHostMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-R")
+            .arg("-l")
+            .arg(self.path())
+            .status();
+    }
+}
+
+fn sh_on_host(script: &str) {
+    let st = std::process::Command::new("sh")
+        .args(["-c", script])
+        .status()
+        .unwrap();
+    assert!(st.success(), "{script}");
+}
+
+/// runtime-spec config.md#mounts (bind propagation options) with config-linux.md#rootfs-mount-propagation
+/// (runc's recursive forms too). Not the unbindable values: runc 1.1.5 cannot bind an unbindable rootfs.
+const ROOT_PROPAGATIONS: [&str; 6] = [
+    "shared", "rshared", "slave", "rslave", "private", "rprivate",
+];
+const BIND_PROPAGATIONS: [&str; 6] = [
+    "rshared", "rslave", "rprivate", "shared", "slave", "private",
+];
+
+conformance_test!(
+    /// config-linux.md#rootfs-mount-propagation: every rootfsPropagation value runc accepts (containerd's CRI writes
+    /// `rshared` and `rslave` for Kubernetes' Bidirectional and HostToContainer hostPaths) starts the container, and
+    /// bind mounts with each propagation option (config.md#mounts) keep working under each of them.
+    rootfs_propagation_with_bind_propagation,
+    |rt| {
+        let host = host_dir();
+        std::fs::write(host.path().join("marker"), "bound").unwrap();
+        for root in ROOT_PROPAGATIONS {
+            let mut b = Bundle::new();
+            b.set("/linux/rootfsPropagation", json!(root));
+            let mut script = String::new();
+            for opt in BIND_PROPAGATIONS {
+                b.push(
+                    "/mounts",
+                    json!({"destination": format!("/mnt/{opt}"), "type": "bind", "source": host.path(),
+                           "options": ["rbind", opt]}),
+                );
+                script.push_str(&format!("echo {opt}=$(cat /mnt/{opt}/marker); "));
+            }
+            b.sh(&script);
+            let out = rt.container().run(&b);
+            out.ok();
+            for opt in BIND_PROPAGATIONS {
+                assert!(out.stdout.contains(&format!("{opt}=bound")), "rootfsPropagation {root}, bind {opt}: {out}");
+            }
+        }
+    }
+);
+
+/// The container's `/` and `/proc` mounts as its mountinfo shows them, for `linux.rootfsPropagation` = `value`.
+fn root_and_proc(rt: &Runtime, value: &str) -> (MountInfo, MountInfo) {
+    let mut b = Bundle::new();
+    b.set("/linux/rootfsPropagation", json!(value));
+    let v = run_report(rt, &mut b);
+    let root = mount_at(&v, "/").unwrap_or_else(|| panic!("no root mount: {v}"));
+    let proc = mount_at(&v, "/proc").unwrap_or_else(|| panic!("no /proc: {v}"));
+    (root, proc)
+}
+
+fn has_optional(m: &MountInfo, prefix: &str) -> bool {
+    m.optional.iter().any(|o| o.starts_with(prefix))
+}
+
+conformance_test!(
+    /// config-linux.md#rootfs-mount-propagation: "sets the rootfs's mount propagation": with `shared` the container's
+    /// root mount is shared (mountinfo `shared:N`), with `rshared` the mounts below it are too; the slave and
+    /// private values leave it without a peer group.
+    rootfs_propagation_shared_root,
+    runc_lacks = "runc 1.1.5 leaves the container's root private for shared and rshared (runc 1.2 applies the value \
+                  after pivot_root)",
+    |rt| {
+        let (root, proc) = root_and_proc(rt, "shared");
+        assert!(has_optional(&root, "shared:"), "{root:?}");
+        assert!(!has_optional(&proc, "shared:"), "shared is not recursive: {proc:?}");
+        let (root, proc) = root_and_proc(rt, "rshared");
+        assert!(has_optional(&root, "shared:") && has_optional(&proc, "shared:"), "{root:?} {proc:?}");
+        for value in ["slave", "rslave", "private", "rprivate"] {
+            let (root, _) = root_and_proc(rt, value);
+            assert!(!has_optional(&root, "shared:"), "{value}: {root:?}");
+        }
+    }
+);
+
+conformance_test!(
+    /// config-linux.md#rootfs-mount-propagation: `unbindable` makes the container's root mount unbindable,
+    /// `runbindable` the mounts below it too.
+    rootfs_propagation_unbindable,
+    runc_lacks = "runc 1.1.5 fails to bind-mount an unbindable rootfs (EINVAL)",
+    |rt| {
+        let (root, proc) = root_and_proc(rt, "unbindable");
+        assert!(has_optional(&root, "unbindable"), "{root:?}");
+        assert!(!has_optional(&proc, "unbindable"), "unbindable is not recursive: {proc:?}");
+        let (root, proc) = root_and_proc(rt, "runbindable");
+        assert!(has_optional(&root, "unbindable") && has_optional(&proc, "unbindable"), "{root:?} {proc:?}");
+    }
+);
+
+/// A running container with the shared host mount bound at /mnt/h with `bind_option`, and CAP_SYS_ADMIN so that
+/// it can mount below it; with its bundle, which must outlive it.
+fn container_on_shared_mount<'a>(
+    rt: &'a Runtime,
+    host: &SharedHostMount,
+    root: Option<&str>,
+    bind_option: &str,
+) -> (Container<'a>, Bundle) {
+    let mut b = Bundle::new();
+    if let Some(root) = root {
+        b.set("/linux/rootfsPropagation", json!(root));
+    }
+    b.push(
+        "/mounts",
+        json!({"destination": "/mnt/h", "type": "bind", "source": host.path(), "options": ["rbind", bind_option]}),
+    );
+    let caps = json!(["CAP_SYS_ADMIN", "CAP_KILL"]);
+    b.set(
+        "/process/capabilities",
+        json!({"bounding": caps, "effective": caps, "permitted": caps}),
+    );
+    b.probe(&["sleep", "60"]);
+    let c = rt.container();
+    c.create_running(&b);
+    (c, b)
+}
+
+/// Reads /mnt/h/SUB/marker in the container.
+fn container_reads(c: &Container<'_>, sub: &str) -> String {
+    let out = c.exec(&["/bin/polis-probe", "read", &format!("/mnt/h/{sub}/marker")]);
+    out.ok();
+    out.json()["content"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+conformance_test!(
+    /// config.md#mounts (propagation options) as Kubernetes' HostToContainer and Bidirectional use them: a mount
+    /// made on the host below an `rslave` or `rshared` bind source after the container started appears inside it.
+    host_mounts_propagate_into_slave_and_shared_binds,
+    |rt| {
+        for (root, bind) in [("rslave", "rslave"), ("rshared", "rshared")] {
+            let host = SharedHostMount::new();
+            let (c, _bundle) = container_on_shared_mount(rt, &host, Some(root), bind);
+            assert_eq!(container_reads(&c, "."), "host");
+            host.mount_from_host("late");
+            assert_eq!(container_reads(&c, "late"), "from-host", "rootfsPropagation {root}, bind {bind}");
+        }
+    }
+);
+
+conformance_test!(
+    /// config.md#mounts with config-linux.md#rootfs-mount-propagation `rshared` (Kubernetes' Bidirectional): a mount
+    /// made inside the container below an `rshared` bind appears on the host.
+    container_mounts_propagate_to_the_host_with_rshared,
+    |rt| {
+        let host = SharedHostMount::new();
+        let (c, _bundle) = container_on_shared_mount(rt, &host, Some("rshared"), "rshared");
+        c.exec(&["sh", "-c", "mkdir -p /mnt/h/inner && mount -t tmpfs polis-from-container /mnt/h/inner"]).ok();
+        assert!(host.host_sees_mount("inner"), "the container's mount did not reach the host");
+    }
+);
+
+conformance_test!(
+    /// config.md#mounts: an `rprivate` bind (Kubernetes' default, PROPAGATION_PRIVATE) receives no mount from the host
+    /// and sends none to it.
+    rprivate_bind_propagates_nothing,
+    |rt| {
+        let host = SharedHostMount::new();
+        let (c, _bundle) = container_on_shared_mount(rt, &host, None, "rprivate");
+        assert_eq!(container_reads(&c, "."), "host");
+        host.mount_from_host("late");
+        let out = c.exec(&["/bin/polis-probe", "read", "/mnt/h/late/marker"]);
+        out.ok();
+        assert_eq!(out.json()["errno"], libc::ENOENT, "the host's mount reached the container: {out}");
+        c.exec(&["sh", "-c", "mkdir -p /mnt/h/inner && mount -t tmpfs polis-from-container /mnt/h/inner"]).ok();
+        assert!(!host.host_sees_mount("inner"), "the container's mount reached the host");
+    }
+);

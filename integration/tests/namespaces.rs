@@ -100,6 +100,42 @@ conformance_test!(
 );
 
 conformance_test!(
+    /// config-linux.md#namespaces ("the runtime MUST place the container process in the namespace specified by that
+    /// path") with config.md#mounts (a `cgroup` mount, as containerd's CRI writes for every container): containers
+    /// that join another container's pid, ipc, uts and network namespaces start every time, as the containers of a
+    /// Kubernetes pod that shares its process namespace do. 30 in a row: each gets the next PID of the shared
+    /// namespace, and polis-runc used to fail when no host process had that number ("procfs failed").
+    join_pid_ipc_uts_net_with_cgroup_mount_in_a_loop,
+    |rt| {
+        let mut first = Bundle::new();
+        first.set("/hostname", json!("pod-sandbox"));
+        first.probe(&["sleep", "120"]);
+        let sandbox = rt.container();
+        sandbox.create_running(&first);
+        let pid = sandbox.pid();
+        let mut b = Bundle::new();
+        b.remove("/hostname");
+        for (ns, link) in [("pid", "pid"), ("ipc", "ipc"), ("uts", "uts"), ("network", "net")] {
+            b.with_namespace(ns, Some(&format!("/proc/{pid}/ns/{link}")));
+        }
+        assert!(
+            b.get("/mounts").unwrap().as_array().unwrap().iter().any(|m| m["type"] == "cgroup"),
+            "the config has a cgroup mount"
+        );
+        b.probe(&["report"]);
+        for round in 1..=30 {
+            let c = rt.container();
+            let out = c.run(&b);
+            assert!(out.success(), "round {round}: {out}");
+            let v = out.json();
+            assert_eq!(v["hostname"], "pod-sandbox", "round {round}");
+            assert_eq!(v["namespaces"]["pid"].as_str(), Some(process_namespace(pid, "pid").as_str()), "round {round}");
+            assert!(v["pid"].as_i64().unwrap_or(1) > 1, "round {round}: not in the shared PID namespace: {v}");
+        }
+    }
+);
+
+conformance_test!(
     /// config-linux.md#namespaces: "If a path is specified ... the runtime MUST generate an error" when the path is
     /// not a namespace that can be joined (here it does not exist).
     join_missing_namespace_path_fails,

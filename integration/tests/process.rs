@@ -573,3 +573,30 @@ conformance_test!(
         assert_eq!(out.trim(), "3");
     }
 );
+
+conformance_test!(
+    /// config.md#linux-process: "Runtimes SHOULD NOT fail if the container configuration requests capabilities that
+    /// cannot be granted, for example, if the runtime operates in a restricted environment with limited
+    /// capabilities", and such values "MUST be logged as a warning". A config that asks for every capability up to
+    /// CAP_LAST_CAP gets exactly the host's bounding set in every set, with a warning naming what was left out.
+    all_capabilities_become_the_hosts_bounding_set,
+    runc_lacks = "runc 1.1.5 fails (\"unable to apply caps: operation not permitted\") when the host's bounding set \
+                  lacks a requested capability, as this host's lacks CAP_SYS_RESOURCE",
+    |rt| {
+        let last: usize = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").unwrap().trim().parse().unwrap();
+        let all: Vec<&str> = CAPABILITY_NAMES[..=last.min(CAPABILITY_NAMES.len() - 1)].to_vec();
+        let mut b = Bundle::new();
+        set_caps(&mut b, &all);
+        b.probe(&["report"]);
+        let out = rt.container().run(&b);
+        out.ok();
+        let v = out.json();
+        let host = host_bounding_set();
+        for set in ["CapBnd", "CapEff", "CapPrm", "CapInh", "CapAmb"] {
+            assert_eq!(cap_mask(v[set].as_str().unwrap()), host, "{set}: {v}");
+        }
+        for name in all.iter().filter(|n| host & (1 << cap_number(n)) == 0) {
+            out.stderr_mentions(name);
+        }
+    }
+);

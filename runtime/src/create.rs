@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
-use oci_spec::runtime::{Hook, LinuxCapabilities, LinuxSeccomp, Spec};
+use oci_spec::runtime::{Hook, LinuxCapabilities, LinuxSeccomp};
 
+use crate::bundle::{CheckedBundle, check_bundle};
 use crate::cgroups::{manager_for, resolve_cgroup_path};
 use crate::console::ConsoleTarget;
 use crate::container_mounts::MountFixups;
@@ -33,143 +34,6 @@ pub struct CreateOptions {
     pub detach: bool,
 }
 
-/// A bundle whose config.json has been read and checked.
-pub struct CheckedBundle {
-    pub bundle: PathBuf,
-    pub spec: Spec,
-    pub raw: serde_json::Value,
-    pub rootfs: PathBuf,
-    /// Whether `raw` differs from the user's config.json.
-    pub rewritten: bool,
-}
-
-/// Reads and checks a bundle's config.json, with errors that name the problem.
-pub fn check_bundle(bundle: &Path) -> Result<CheckedBundle> {
-    let bundle_err = |reason: String| Error::Bundle {
-        path: bundle.to_path_buf(),
-        reason,
-    };
-    let bundle = fs::canonicalize(bundle).map_err(|e| bundle_err(e.to_string()))?;
-    if !bundle.is_dir() {
-        return Err(bundle_err("not a directory".into()));
-    }
-    let config_path = bundle.join("config.json");
-    let config_err = |reason: String| Error::Config {
-        path: bundle.clone(),
-        reason,
-    };
-    let data = fs::read(&config_path).map_err(|e| config_err(format!("cannot read: {e}")))?;
-    let mut raw: serde_json::Value =
-        serde_json::from_slice(&data).map_err(|e| config_err(format!("malformed JSON: {e}")))?;
-    let rewritten = drop_unknown_capabilities(&mut raw);
-    let spec: Spec = serde_path_to_error::deserialize(&raw).map_err(|e| {
-        config_err(format!(
-            "does not match the runtime spec at {}: {}",
-            e.path(),
-            e.inner()
-        ))
-    })?;
-    let version = spec.version();
-    if !version.starts_with("1.") {
-        return Err(config_err(format!(
-            "unsupported ociVersion {version:?}: polis-runc supports runtime-spec 1.x"
-        )));
-    }
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| config_err("process is missing".into()))?;
-    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
-        return Err(config_err("process.args must not be empty".into()));
-    }
-    if !process.cwd().is_absolute() {
-        return Err(config_err(format!(
-            "process.cwd {:?} must be an absolute path",
-            process.cwd()
-        )));
-    }
-    let Some(linux) = spec.linux() else {
-        return Err(config_err("linux is missing".into()));
-    };
-    // config-linux.md#namespaces: "If a namespace type is specified more than once ... the
-    // runtime MUST generate an error."
-    let mut seen = std::collections::HashSet::new();
-    for ns in linux.namespaces().iter().flatten() {
-        if !seen.insert(ns.typ()) {
-            return Err(config_err(format!(
-                "namespace type {:?} is listed more than once in linux.namespaces",
-                ns.typ()
-            )));
-        }
-    }
-    for mount in spec.mounts().iter().flatten() {
-        let is_bind = mount.typ().as_deref() == Some("bind")
-            || mount
-                .options()
-                .iter()
-                .flatten()
-                .any(|o| o == "bind" || o == "rbind");
-        if let (true, Some(source)) = (is_bind, mount.source()) {
-            let source = bundle.join(source);
-            if fs::symlink_metadata(&source).is_err() {
-                return Err(config_err(format!(
-                    "source {} of the bind mount on {} does not exist",
-                    source.display(),
-                    mount.destination().display()
-                )));
-            }
-        }
-    }
-    let root = spec
-        .root()
-        .as_ref()
-        .ok_or_else(|| config_err("root is missing".into()))?;
-    let rootfs = bundle.join(root.path());
-    let rootfs = fs::canonicalize(&rootfs)
-        .map_err(|e| config_err(format!("root.path {}: {e}", rootfs.display())))?;
-    if !rootfs.is_dir() {
-        return Err(config_err(format!(
-            "root.path {} is not a directory",
-            rootfs.display()
-        )));
-    }
-    Ok(CheckedBundle {
-        bundle,
-        spec,
-        raw,
-        rootfs,
-        rewritten,
-    })
-}
-
-/// runtime-spec config.md#linux-process: a capability that cannot be mapped to the kernel "MUST
-/// be logged as a warning", and runtimes "SHOULD NOT fail" for it. Unknown names are warned about
-/// and left out. Returns whether anything was removed.
-fn drop_unknown_capabilities(raw: &mut serde_json::Value) -> bool {
-    let Some(caps) = raw
-        .pointer_mut("/process/capabilities")
-        .and_then(|c| c.as_object_mut())
-    else {
-        return false;
-    };
-    let mut removed = false;
-    for (set, names) in caps.iter_mut() {
-        let Some(names) = names.as_array_mut() else {
-            continue;
-        };
-        names.retain(|name| {
-            let known =
-                serde_json::from_value::<oci_spec::runtime::Capability>(name.clone()).is_ok();
-            if !known {
-                tracing::warn!("unknown capability {name} in process.capabilities.{set}: ignored");
-                removed = true;
-            }
-            known
-        });
-    }
-    removed
-}
-
 /// What libcontainer is given, where it differs from the user's config.json.
 struct LibcontainerConfig {
     raw: serde_json::Value,
@@ -183,14 +47,38 @@ struct LibcontainerConfig {
     start_container_hooks: Option<Vec<Hook>>,
 }
 
-fn libcontainer_config(checked: &CheckedBundle, cgroup_path: &Path) -> Result<LibcontainerConfig> {
+fn libcontainer_config(
+    checked: &CheckedBundle,
+    cgroup_path: &Path,
+    cgroup_v1_host: bool,
+) -> Result<LibcontainerConfig> {
     let mut raw = checked.raw.clone();
+    let mut rewritten = false;
+    // container_mounts.rs: libcontainer knows only the plain rootfsPropagation words; polis-runc
+    // applies the rest of runc's meaning itself.
+    if let Some(value) = raw["linux"]["rootfsPropagation"].as_str() {
+        let plain = crate::container_mounts::libcontainer_rootfs_propagation(value);
+        if plain != value {
+            raw["linux"]["rootfsPropagation"] = serde_json::Value::String(plain.to_string());
+            rewritten = true;
+        }
+    }
+    // cgroup_mount.rs: polis-runc makes `cgroup` mounts itself on v1 and hybrid hosts.
+    if let Some(mounts) = raw["mounts"].as_array_mut() {
+        let before = mounts.len();
+        mounts.retain(|m| {
+            serde_json::from_value::<oci_spec::runtime::Mount>(m.clone()).map_or(true, |m| {
+                !crate::container_mounts::is_cgroup_mount_made_here(&m, cgroup_v1_host)
+            })
+        });
+        rewritten |= mounts.len() != before;
+    }
     let given_path = checked
         .spec
         .linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().as_deref());
-    let mut rewritten = checked.rewritten || given_path != Some(cgroup_path);
+    rewritten |= checked.rewritten || given_path != Some(cgroup_path);
     raw["linux"]["cgroupsPath"] = serde_json::Value::String(cgroup_path.to_string_lossy().into());
     let seccomp = checked
         .spec
@@ -308,7 +196,10 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<CreatedCo
             return Err(err);
         }
     };
-    let result = libcontainer_config(&checked, &cgroup_path).and_then(|config| {
+    let cgroup_v1_host = crate::cgroup_mount::made_by_polis_runc()
+        && !crate::container_mounts::mounts_below_a_cgroup_mount(&checked.spec);
+    let result = libcontainer_config(&checked, &cgroup_path, cgroup_v1_host).and_then(|config| {
+        crate::cwd::make_cwd_in_rootfs(&checked)?;
         let exec_fifo = make_exec_fifo(store, id)?;
         let linux = checked.spec.linux().as_ref();
         let ranges = |m: Option<&Vec<_>>| m.map_or(0, |m| m.len());
@@ -358,7 +249,7 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<CreatedCo
             .and_then(|l| l.resources().as_ref());
         crate::cgroups::apply_device_rules_on_host(&cgroup_path, resources)?;
         let terminal = console.receive_own_master()?;
-        MountFixups::from_spec(&checked.spec)
+        MountFixups::from_spec(&checked.spec, cgroup_v1_host)
             .apply_to_container(pid)
             .map_err(|reason| Error::Invalid(format!("container {id}: {reason}")))?;
         crate::cgroups::apply_disable_oom_killer_on_host(id, &cgroup_path, resources)?;
@@ -385,7 +276,8 @@ fn build(
     console_socket: Option<&PathBuf>,
 ) -> Result<i32> {
     let id = opts.id.as_str();
-    let lib = |e| Error::lib("create", id, e);
+    let capture = crate::logging::CauseCapture::start()?;
+    let lib = |e| Error::lib_with_causes("create", id, e, capture.lines());
     let container = container_builder(
         store,
         id,

@@ -121,8 +121,10 @@ fn merge_env(base: Vec<String>, extra: &[String]) -> Vec<String> {
 fn build_process(opts: &ExecOptions, spec: &Spec, rootfs: &Path) -> Result<Process> {
     if let Some(path) = &opts.process_file {
         let data = fs::read(path).map_err(|e| Error::io("read process file", path, e))?;
-        return serde_json::from_slice(&data)
-            .map_err(|e| Error::Invalid(format!("process file {}: {e}", path.display())));
+        let mut process: Process = serde_json::from_slice(&data)
+            .map_err(|e| Error::Invalid(format!("process file {}: {e}", path.display())))?;
+        crate::bundle::drop_process_capabilities_not_held(&mut process);
+        return Ok(process);
     }
     if opts.args.is_empty() {
         return Err(Error::Invalid("exec needs a command to run".into()));
@@ -155,6 +157,7 @@ fn build_process(opts: &ExecOptions, spec: &Spec, rootfs: &Path) -> Result<Proce
         process.set_user(u);
     }
     add_caps(&mut process, &opts.caps)?;
+    crate::bundle::drop_process_capabilities_not_held(&mut process);
     if opts.no_new_privs {
         process.set_no_new_privileges(Some(true));
     }
@@ -228,7 +231,8 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<ExecedProcess> 
     if created {
         save_status(&mut loaded, ContainerStatus::Running)?;
     }
-    let lib = |e| Error::lib("exec in", id, e);
+    let capture = crate::logging::CauseCapture::start()?;
+    let lib = |e| Error::lib_with_causes("exec in", id, e, capture.lines());
     let result = container_builder(
         store,
         id,
@@ -245,6 +249,7 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<ExecedProcess> 
             .build()
     })
     .map_err(lib);
+    drop(capture);
     let _ = fs::remove_file(&process_path);
     if created {
         save_status(&mut loaded, ContainerStatus::Created)?;

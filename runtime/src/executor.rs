@@ -195,8 +195,16 @@ impl Executor for PolisExecutor {
             join_session_keyring(name);
         }
         set_console_size(spec);
-        if let Some(hooks) = &self.start_container_hooks {
-            hooks.run().map_err(|e| fail(e.to_string()))?;
+        if let Some(hooks) = &self.start_container_hooks
+            && let Err(e) = hooks.run()
+        {
+            // `start` waits on the exec FIFO: it reads why, and reports it.
+            if let Some(fd) = self.exec_fifo {
+                let msg = format!("E{e}");
+                // SAFETY: writing a buffer we own to a descriptor inherited from create.
+                unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len().min(4000)) };
+            }
+            return Err(fail(e.to_string()));
         }
         if let Some(fd) = self.exec_fifo {
             // SAFETY: writing one byte from a static buffer to a descriptor inherited from create.

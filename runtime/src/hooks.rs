@@ -47,13 +47,14 @@ pub fn take_lifecycle_hooks_from_libcontainer(container_dir: &Path, id: &str) ->
 
 /// Runs each hook with the container's state on stdin; a failure is a warning.
 pub fn run_hooks_warning_on_failure(kind: &str, hooks: Option<&Vec<Hook>>, state: &State) {
-    for hook in hooks.into_iter().flatten() {
+    for (index, hook) in hooks.into_iter().flatten().enumerate() {
         let one = vec![hook.clone()];
         if let Err(e) = libcontainer::hooks::run_hooks(Some(&one), Some(state), None, None, None) {
             tracing::warn!(
-                "{kind} hook {} of container {} failed: {e}",
-                hook.path().display(),
-                state.id
+                "{} of container {} failed: {}",
+                crate::bundle::describe_hook(kind, index, hook),
+                state.id,
+                hook_failure(hook, &e)
             );
         }
     }
@@ -204,10 +205,35 @@ impl StartContainerHooks {
                 )
             })
             .collect();
-        libcontainer::hooks::run_hooks(Some(&self.hooks), Some(&state), None, None, Some(&env))
-            .map_err(|e| {
-                Error::Invalid(format!("startContainer hook of container {}: {e}", self.id))
-            })
+        for (index, hook) in self.hooks.iter().enumerate() {
+            let one = vec![hook.clone()];
+            libcontainer::hooks::run_hooks(Some(&one), Some(&state), None, None, Some(&env))
+                .map_err(|e| {
+                    Error::Invalid(format!(
+                        "{} of container {}: {}",
+                        crate::bundle::describe_hook("startContainer", index, hook),
+                        self.id,
+                        hook_failure(hook, &e)
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a hook failed, in words: libcontainer reports a hook it could not execute only as exit
+/// code 127 (its child's execve failed), so a missing or non-executable path is named here.
+fn hook_failure(hook: &Hook, err: &libcontainer::hooks::HookError) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(hook.path()) {
+        Err(e) => format!("cannot execute it: {e}"),
+        Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => {
+            "cannot execute it: not an executable file".to_string()
+        }
+        Ok(_) => match std::error::Error::source(err) {
+            Some(cause) => format!("{err}: {cause}"),
+            None => err.to_string(),
+        },
     }
 }
 

@@ -2,10 +2,12 @@
 
 use crate::error::{Error, Result};
 
-/// The longest ID accepted, in bytes. Longer IDs would overflow socket paths and file names.
-pub const MAX_ID_LEN: usize = 1024;
+/// The longest ID accepted, in bytes: an ID is a file name in the state root, and a file name
+/// has at most NAME_MAX (255) bytes.
+pub const MAX_ID_LEN: usize = 255;
 
-/// Checks an ID as runc does: letters, digits and `_ + - .`, not `.` or `..`, at most 1024 bytes.
+/// Checks an ID as runc does: letters, digits and `_ + - .`, not `.` or `..`, at most 255 bytes
+/// (runc finds that limit only when the file system refuses the name).
 pub fn validate_container_id(id: &str) -> Result<()> {
     let invalid = |reason| {
         Err(Error::InvalidId {
@@ -20,7 +22,7 @@ pub fn validate_container_id(id: &str) -> Result<()> {
         return invalid("it names a directory");
     }
     if id.len() > MAX_ID_LEN {
-        return invalid("it is longer than 1024 bytes");
+        return invalid("it is longer than 255 bytes, the longest file name (NAME_MAX)");
     }
     if !id
         .bytes()
@@ -37,14 +39,14 @@ mod tests {
 
     #[test]
     fn accepts_what_runc_accepts() {
-        for id in ["a", "abc-123", "A_b+c.d", "x".repeat(1024).as_str()] {
+        for id in ["a", "abc-123", "A_b+c.d", "x".repeat(255).as_str()] {
             assert!(validate_container_id(id).is_ok(), "{id}");
         }
     }
 
     #[test]
     fn rejects_paths_and_odd_names() {
-        let long = "x".repeat(1025);
+        let long = "x".repeat(256);
         for id in [
             "",
             ".",

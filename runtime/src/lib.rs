@@ -2,10 +2,13 @@
 //!
 //! The library holds the operations; `main.rs` parses runc's command line and calls them.
 
+pub mod bundle;
+pub mod cgroup_mount;
 pub mod cgroups;
 pub mod console;
 pub mod container_mounts;
 pub mod create;
+pub mod cwd;
 pub mod device_filter;
 pub mod error;
 pub mod events;

@@ -111,7 +111,12 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
 /// startContainer hook "MUST generate an error" from `start`.
 fn wait_for_exec(fifo: &std::fs::File, loaded: &LoadedContainer) -> Result<()> {
     let id = loaded.container.id();
-    let mut buf = [0u8; 1];
+    // "0": the program is about to run; "E" and a message: a startContainer hook failed.
+    let mut buf = [0u8; 4096];
+    let outcome = |n: usize, buf: &[u8]| match buf[..n].strip_prefix(b"E") {
+        Some(msg) => Err(Error::Invalid(String::from_utf8_lossy(msg).into_owned())),
+        None => Ok(()),
+    };
     loop {
         let mut fds = [nix::poll::PollFd::new(
             fifo.as_fd(),
@@ -119,7 +124,7 @@ fn wait_for_exec(fifo: &std::fs::File, loaded: &LoadedContainer) -> Result<()> {
         )];
         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16));
         match nix::unistd::read(fifo.as_raw_fd(), &mut buf) {
-            Ok(1..) => return Ok(()),
+            Ok(n @ 1..) => return outcome(n, &buf),
             // Every writer is gone without a word: the init process died.
             Ok(0) => break,
             Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
@@ -129,8 +134,8 @@ fn wait_for_exec(fifo: &std::fs::File, loaded: &LoadedContainer) -> Result<()> {
             == ContainerStatus::Stopped
         {
             // It may have written just before exiting.
-            if matches!(nix::unistd::read(fifo.as_raw_fd(), &mut buf), Ok(1..)) {
-                return Ok(());
+            if let Ok(n @ 1..) = nix::unistd::read(fifo.as_raw_fd(), &mut buf) {
+                return outcome(n, &buf);
             }
             break;
         }

@@ -78,6 +78,14 @@ impl Store {
         Ok(Store { root })
     }
 
+    /// The state root for commands that only act on existing containers: nothing is created, so
+    /// a root that does not exist, or is read-only, simply holds no container (as with runc).
+    pub fn existing(root: &Path) -> Self {
+        Store {
+            root: fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -164,8 +172,11 @@ impl Store {
     /// The IDs of all containers in the root, sorted.
     pub fn ids(&self) -> Result<Vec<String>> {
         let mut ids = Vec::new();
-        let entries =
-            fs::read_dir(&self.root).map_err(|e| Error::io("list state root", &self.root, e))?;
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+            Err(e) => return Err(Error::io("list state root", &self.root, e)),
+        };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };

@@ -67,6 +67,14 @@ pub fn run(_cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
     if args.apparmor.as_deref().is_some_and(|l| !l.is_empty()) {
         anyhow::bail!("--apparmor is not supported by polis-runc exec yet");
     }
+    polis_runc::id::validate_container_id(&args.id)?;
+    // Before the sealed re-exec, which needs a state root to work in.
+    if !store.container_dir(&args.id).is_dir() {
+        return Err(polis_runc::Error::NotExist {
+            id: args.id.clone(),
+        }
+        .into());
+    }
     super::ensure_sealed(store)?;
     let opts = ExecOptions {
         id: args.id.clone(),

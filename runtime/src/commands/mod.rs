@@ -29,34 +29,35 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
     {
         bail!("--rootless={mode} is not supported: polis-runc runs containers as root");
     }
-    let store = || Store::open(&cli.root);
+    // Only the commands that make containers create the state root.
+    let store = || Store::existing(&cli.root);
     match &cli.command {
-        Command::Create(args) => create::run(cli, &store()?, args),
+        Command::Create(args) => create::run(cli, &Store::open(&cli.root)?, args),
         Command::Start(a) => {
-            polis_runc::lifecycle::start(&store()?, &a.id)?;
+            polis_runc::lifecycle::start(&store(), &a.id)?;
             Ok(0)
         }
         Command::State(a) => {
-            let state = polis_runc::lifecycle::state(&store()?, &a.id)?;
+            let state = polis_runc::lifecycle::state(&store(), &a.id)?;
             println!("{}", serde_json::to_string_pretty(&state)?);
             Ok(0)
         }
-        Command::Kill(args) => kill::run(&store()?, args),
-        Command::Delete(args) => delete::run(&store()?, args),
-        Command::Run(args) => run::run(cli, &store()?, args),
-        Command::Exec(args) => exec::run(cli, &store()?, args),
-        Command::List(args) => list::run(&store()?, args),
-        Command::Ps(args) => ps::run(&store()?, args),
+        Command::Kill(args) => kill::run(&store(), args),
+        Command::Delete(args) => delete::run(&store(), args),
+        Command::Run(args) => run::run(cli, &Store::open(&cli.root)?, args),
+        Command::Exec(args) => exec::run(cli, &store(), args),
+        Command::List(args) => list::run(&store(), args),
+        Command::Ps(args) => ps::run(&store(), args),
         Command::Pause(a) => {
-            polis_runc::lifecycle::pause(&store()?, &a.id)?;
+            polis_runc::lifecycle::pause(&store(), &a.id)?;
             Ok(0)
         }
         Command::Resume(a) => {
-            polis_runc::lifecycle::resume(&store()?, &a.id)?;
+            polis_runc::lifecycle::resume(&store(), &a.id)?;
             Ok(0)
         }
-        Command::Events(args) => events::run(&store()?, args),
-        Command::Update(args) => update::run(&store()?, args),
+        Command::Events(args) => events::run(&store(), args),
+        Command::Update(args) => update::run(&store(), args),
         Command::Features => {
             println!(
                 "{}",
