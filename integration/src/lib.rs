@@ -1682,6 +1682,74 @@ pub fn host_bounding_set() -> u64 {
         .unwrap_or(0)
 }
 
+/// A host directory with a tmpfs of its own, made a shared mount: CRI accepts Bidirectional propagation only from a
+/// shared mount and HostToContainer only from a shared or slave one, and this machine's root mount is private. On
+/// drop (also when the test fails) everything mounted at or below it is unmounted (lazily: containers may still hold
+/// copies) and the directory removed.
+pub struct SharedHostDir {
+    dir: tempfile::TempDir,
+}
+
+impl SharedHostDir {
+    pub fn new() -> SharedHostDir {
+        let shared = SharedHostDir {
+            dir: temp_dir("polis-it-prop-"),
+        };
+        let dir = shared.path().to_str().unwrap();
+        host(&["mount", "-t", "tmpfs", "polis-prop", dir]);
+        host(&["mount", "--make-shared", dir]);
+        shared
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Mounts a tmpfs at `name` below the directory, with the file `marker` in it saying "from-host".
+    pub fn mount_tmpfs_below(&self, name: &str) {
+        let at = self.path().join(name);
+        std::fs::create_dir_all(&at).unwrap();
+        host(&["mount", "-t", "tmpfs", "polis-host", at.to_str().unwrap()]);
+        std::fs::write(at.join("marker"), "from-host\n").unwrap();
+    }
+
+    /// The tmpfs mounted at `name` below the directory, if this (the host's) mount namespace has one there.
+    pub fn mount_below(&self, name: &str) -> Option<MountInfo> {
+        let at = self.path().join(name).display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(MountInfo::parse)
+            .find(|m| m.mount_point == at && m.fstype == "tmpfs")
+    }
+}
+
+impl Default for SharedHostDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for SharedHostDir {
+    fn drop(&mut self) {
+        crate::containerd::unmount_below(self.dir.path());
+    }
+}
+
+/// Runs a command on the host; panics with its output unless it succeeds.
+pub fn host(cmd: &[&str]) {
+    let out = std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// One line of /proc/PID/mountinfo, split into the fields tests look at.
 #[derive(Debug, Clone)]
 pub struct MountInfo {

@@ -266,6 +266,218 @@ fn shim_pids(ctrd: &Containerd) -> Vec<i32> {
         .collect()
 }
 
+/// The kubelet's side of CRI: one connection to containerd's RuntimeService and ImageService, and the calls the pod
+/// tests repeat; each call fails the test with containerd's log (see [`call`]).
+struct Kubelet<'a> {
+    ctrd: &'a Containerd,
+    rt: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+}
+
+impl<'a> Kubelet<'a> {
+    async fn connect(ctrd: &'a Containerd) -> Kubelet<'a> {
+        let channel = cri_channel(ctrd.socket()).await;
+        Kubelet {
+            ctrd,
+            rt: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+        }
+    }
+
+    async fn pull(&mut self, image: &str) {
+        call(
+            "PullImage",
+            self.ctrd,
+            self.images.pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        )
+        .await;
+    }
+
+    /// RunPodSandbox; returns the sandbox's ID.
+    async fn run_pod(&mut self, config: &PodSandboxConfig, handler: &str) -> String {
+        call(
+            "RunPodSandbox",
+            self.ctrd,
+            self.rt.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: handler.into(),
+            }),
+        )
+        .await
+        .pod_sandbox_id
+    }
+
+    /// CreateContainer and StartContainer, as the kubelet starts a pod's container; returns the container's ID.
+    async fn run_container(
+        &mut self,
+        pod: &str,
+        pod_config: &PodSandboxConfig,
+        config: ContainerConfig,
+    ) -> String {
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let id = call(
+            &format!("CreateContainer {name}"),
+            self.ctrd,
+            self.rt.create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(config),
+                sandbox_config: Some(pod_config.clone()),
+            }),
+        )
+        .await
+        .container_id;
+        call(
+            &format!("StartContainer {name}"),
+            self.ctrd,
+            self.rt.start_container(StartContainerRequest {
+                container_id: id.clone(),
+            }),
+        )
+        .await;
+        id
+    }
+
+    /// ExecSync of `cmd` in `container` (30 s timeout).
+    async fn exec(&mut self, container: &str, cmd: &[&str]) -> ExecSyncResponse {
+        call(
+            &format!("ExecSync {cmd:?}"),
+            self.ctrd,
+            self.rt.exec_sync(ExecSyncRequest {
+                container_id: container.into(),
+                cmd: cmd.iter().map(|a| a.to_string()).collect(),
+                timeout: 30,
+            }),
+        )
+        .await
+    }
+
+    /// The host PID of a container's process, from containerd's verbose ContainerStatus.
+    async fn container_pid(&mut self, container: &str) -> i32 {
+        let info = call(
+            "ContainerStatus (verbose)",
+            self.ctrd,
+            self.rt.container_status(ContainerStatusRequest {
+                container_id: container.into(),
+                verbose: true,
+            }),
+        )
+        .await
+        .info;
+        let info: Value = serde_json::from_str(info.get("info").map_or("", String::as_str))
+            .unwrap_or_else(|e| panic!("verbose status of {container}: {e}: {info:?}"));
+        info["pid"]
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|&p| p > 0)
+            .unwrap_or_else(|| panic!("no pid in the verbose status of {container}: {info}"))
+    }
+
+    /// Takes a pod down as the kubelet does: StopContainer and RemoveContainer for each of its containers, then
+    /// StopPodSandbox and RemovePodSandbox.
+    async fn remove_pod(&mut self, pod: &str) {
+        let containers = call(
+            "ListContainers",
+            self.ctrd,
+            self.rt.list_containers(ListContainersRequest {
+                filter: Some(ContainerFilter {
+                    pod_sandbox_id: pod.into(),
+                    ..Default::default()
+                }),
+            }),
+        )
+        .await
+        .containers;
+        for c in containers {
+            call(
+                "StopContainer",
+                self.ctrd,
+                self.rt.stop_container(StopContainerRequest {
+                    container_id: c.id.clone(),
+                    timeout: 2,
+                }),
+            )
+            .await;
+            call(
+                "RemoveContainer",
+                self.ctrd,
+                self.rt
+                    .remove_container(RemoveContainerRequest { container_id: c.id }),
+            )
+            .await;
+        }
+        call(
+            "StopPodSandbox",
+            self.ctrd,
+            self.rt.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.into(),
+            }),
+        )
+        .await;
+        call(
+            "RemovePodSandbox",
+            self.ctrd,
+            self.rt.remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod.into(),
+            }),
+        )
+        .await;
+    }
+}
+
+/// A pod's sandbox config as the kubelet writes it: metadata unique to this test process, the hostname `name`, the
+/// containers' logs under `logs`, the pod's cgroups below [`pod_cgroup_parent`].
+fn pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}-{}", std::process::id()),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: logs.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: pod_cgroup_parent(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A busybox container named `name` running `command`, logging to `<name>.log` in the pod's log directory.
+fn busybox_container(name: &str, command: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: BUSYBOX.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|a| a.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+/// A directory for pods' log files under containerd's test dir.
+fn log_dir(ctrd: &Containerd, pod: &str) -> PathBuf {
+    let dir = ctrd.dir.path().join("pod-logs").join(pod);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 #[tokio::test(flavor = "current_thread")]
 /// Kubernetes behaviour: a pod with runtime_handler "polis" goes through RunPodSandbox, PullImage,
 /// CreateContainer, StartContainer, ExecSync, ContainerStats, UpdateContainerResources, the container's log file,
@@ -276,43 +488,16 @@ async fn cri_pod_lifecycle_through_the_polis_handler() {
         return;
     };
     let ctrd = world.ctrd.as_ref().expect("containerd runs");
-    let channel = cri_channel(ctrd.socket()).await;
-    let mut rt = RuntimeServiceClient::new(channel.clone());
-    let mut images = ImageServiceClient::new(channel);
+    let mut k = Kubelet::connect(ctrd).await;
 
-    let logs = ctrd.dir.path().join("pod-logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let uid = format!("uid-{}", std::process::id());
-    let sandbox_config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: "polis-pod".into(),
-            uid: uid.clone(),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: "polis-pod".into(),
-        log_directory: logs.display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: pod_cgroup_parent(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let pod = call(
-        "RunPodSandbox",
-        ctrd,
-        rt.run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(sandbox_config.clone()),
-            runtime_handler: "polis".into(),
-        }),
-    )
-    .await
-    .pod_sandbox_id;
+    let logs = log_dir(ctrd, "polis-pod");
+    let sandbox_config = pod_config("polis-pod", &logs);
+    let pod = k.run_pod(&sandbox_config, "polis").await;
 
     let status = call(
         "PodSandboxStatus",
         ctrd,
-        rt.pod_sandbox_status(PodSandboxStatusRequest {
+        k.rt.pod_sandbox_status(PodSandboxStatusRequest {
             pod_sandbox_id: pod.clone(),
             verbose: false,
         }),
@@ -335,53 +520,17 @@ async fn cri_pod_lifecycle_through_the_polis_handler() {
         "{ip} belongs to the pod sandbox {pod}: {owner:?}"
     );
 
-    call(
-        "PullImage",
-        ctrd,
-        images.pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: BUSYBOX.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    )
-    .await;
-    let container = call(
-        "CreateContainer",
-        ctrd,
-        rt.create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: "app".into(),
-                    attempt: 0,
-                }),
-                image: Some(ImageSpec {
-                    image: BUSYBOX.into(),
-                    ..Default::default()
-                }),
-                command: vec![
-                    "sh".into(),
-                    "-c".into(),
-                    "echo hello-from-the-pod; exec sleep 300".into(),
-                ],
-                log_path: "app.log".into(),
-                ..Default::default()
-            }),
-            sandbox_config: Some(sandbox_config.clone()),
-        }),
-    )
-    .await
-    .container_id;
-    call(
-        "StartContainer",
-        ctrd,
-        rt.start_container(StartContainerRequest {
-            container_id: container.clone(),
-        }),
-    )
-    .await;
+    k.pull(BUSYBOX).await;
+    let container = k
+        .run_container(
+            &pod,
+            &sandbox_config,
+            busybox_container(
+                "app",
+                &["sh", "-c", "echo hello-from-the-pod; exec sleep 300"],
+            ),
+        )
+        .await;
 
     // The pod (sandbox and container) is served by one polis shim.
     assert_eq!(
@@ -398,20 +547,9 @@ async fn cri_pod_lifecycle_through_the_polis_handler() {
         );
     }
 
-    let exec = call(
-        "ExecSync",
-        ctrd,
-        rt.exec_sync(ExecSyncRequest {
-            container_id: container.clone(),
-            cmd: vec![
-                "sh".into(),
-                "-c".into(),
-                "echo exec-ok; hostname; exit 3".into(),
-            ],
-            timeout: 30,
-        }),
-    )
-    .await;
+    let exec = k
+        .exec(&container, &["sh", "-c", "echo exec-ok; hostname; exit 3"])
+        .await;
     assert_eq!(exec.exit_code, 3);
     assert_eq!(
         String::from_utf8_lossy(&exec.stdout),
@@ -421,7 +559,7 @@ async fn cri_pod_lifecycle_through_the_polis_handler() {
     let stats = call(
         "ContainerStats",
         ctrd,
-        rt.container_stats(ContainerStatsRequest {
+        k.rt.container_stats(ContainerStatsRequest {
             container_id: container.clone(),
         }),
     )
@@ -444,7 +582,7 @@ async fn cri_pod_lifecycle_through_the_polis_handler() {
     call(
         "UpdateContainerResources",
         ctrd,
-        rt.update_container_resources(UpdateContainerResourcesRequest {
+        k.rt.update_container_resources(UpdateContainerResourcesRequest {
             container_id: container.clone(),
             linux: Some(LinuxContainerResources {
                 memory_limit_in_bytes: 64 << 20,
@@ -454,20 +592,16 @@ async fn cri_pod_lifecycle_through_the_polis_handler() {
         }),
     )
     .await;
-    let limit = call(
-        "ExecSync",
-        ctrd,
-        rt.exec_sync(ExecSyncRequest {
-            container_id: container.clone(),
-            cmd: vec![
-                "sh".into(),
-                "-c".into(),
-                "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max".into(),
+    let limit = k
+        .exec(
+            &container,
+            &[
+                "sh",
+                "-c",
+                "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
             ],
-            timeout: 30,
-        }),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(
         String::from_utf8_lossy(&limit.stdout).trim(),
         (64u64 << 20).to_string()
@@ -488,7 +622,7 @@ async fn cri_pod_lifecycle_through_the_polis_handler() {
     call(
         "StopContainer",
         ctrd,
-        rt.stop_container(StopContainerRequest {
+        k.rt.stop_container(StopContainerRequest {
             container_id: container.clone(),
             timeout: 2,
         }),
@@ -497,7 +631,7 @@ async fn cri_pod_lifecycle_through_the_polis_handler() {
     let cstatus = call(
         "ContainerStatus",
         ctrd,
-        rt.container_status(ContainerStatusRequest {
+        k.rt.container_status(ContainerStatusRequest {
             container_id: container.clone(),
             verbose: false,
         }),
@@ -508,30 +642,8 @@ async fn cri_pod_lifecycle_through_the_polis_handler() {
     assert_eq!(cstatus.state, ContainerState::ContainerExited as i32);
     // StopContainer's SIGTERM, sent from outside the container's PID namespace, ends its init: 128 + 15.
     assert_eq!(cstatus.exit_code, 143, "exit status after StopContainer");
-    call(
-        "RemoveContainer",
-        ctrd,
-        rt.remove_container(RemoveContainerRequest {
-            container_id: container.clone(),
-        }),
-    )
-    .await;
-    call(
-        "StopPodSandbox",
-        ctrd,
-        rt.stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        }),
-    )
-    .await;
-    call(
-        "RemovePodSandbox",
-        ctrd,
-        rt.remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        }),
-    )
-    .await;
+    // RemoveContainer, StopPodSandbox, RemovePodSandbox.
+    k.remove_pod(&pod).await;
 
     eventually("the pod's shim exits", Duration::from_secs(20), || {
         shim_pids(ctrd).is_empty()
@@ -564,19 +676,7 @@ async fn cri_misconfigured_handler_is_refused_clearly() {
     };
     let ctrd = world.ctrd.as_ref().expect("containerd runs");
     let mut rt = RuntimeServiceClient::new(cri_channel(ctrd.socket()).await);
-    let config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: "misconfigured".into(),
-            uid: format!("uid-bad-{}", std::process::id()),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: pod_cgroup_parent(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let config = pod_config("misconfigured", &log_dir(ctrd, "misconfigured"));
     let result = tokio::time::timeout(
         Duration::from_secs(60),
         rt.run_pod_sandbox(RunPodSandboxRequest {
@@ -600,4 +700,327 @@ async fn cri_misconfigured_handler_is_refused_clearly() {
         shim_pids(ctrd).is_empty()
     });
     assert!(state_entries(&world.runtime_root).is_empty());
+}
+
+/// `config` with the pod's security context `security` (the kubelet's pod-level securityContext).
+fn pod_with(
+    mut config: PodSandboxConfig,
+    security: LinuxSandboxSecurityContext,
+) -> PodSandboxConfig {
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context = Some(security);
+    config
+}
+
+/// `config` with the container's security context `security`.
+fn container_with(
+    config: ContainerConfig,
+    security: LinuxContainerSecurityContext,
+) -> ContainerConfig {
+    ContainerConfig {
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(security),
+            ..Default::default()
+        }),
+        ..config
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+/// Kubernetes behaviour: a hostPath volume's `mountPropagation`. In a privileged pod (Bidirectional needs one), three
+/// privileged containers each mount a shared host directory of their own at /mnt/prop, as the kubelet passes
+/// `mountPropagation` to CRI: with None (PROPAGATION_PRIVATE, "rprivate") no mount made later on either side crosses
+/// over; with HostToContainer (PROPAGATION_HOST_TO_CONTAINER, rootfs "rslave") a mount the host makes below the
+/// directory appears in the container but not the other way; with Bidirectional (PROPAGATION_BIDIRECTIONAL, rootfs
+/// "rshared") both: a mount the container makes below /mnt/prop appears on the host too.
+async fn cri_host_path_mount_propagation() {
+    let Some(world) = start_world() else {
+        return;
+    };
+    let ctrd = world.ctrd.as_ref().expect("containerd runs");
+    let mut k = Kubelet::connect(ctrd).await;
+    // (container, propagation, a host mount reaches the container, a container mount reaches the host)
+    let cases = [
+        (
+            "private",
+            MountPropagation::PropagationPrivate,
+            false,
+            false,
+        ),
+        (
+            "host-to-container",
+            MountPropagation::PropagationHostToContainer,
+            true,
+            false,
+        ),
+        (
+            "bidirectional",
+            MountPropagation::PropagationBidirectional,
+            true,
+            true,
+        ),
+    ];
+    let dirs: Vec<SharedHostDir> = cases.iter().map(|_| SharedHostDir::new()).collect();
+
+    // Privileged: all capabilities, so `mount` works in the containers; CRI runs a privileged container only in a
+    // privileged pod.
+    let config = pod_with(
+        pod_config("propagation", &log_dir(ctrd, "propagation")),
+        LinuxSandboxSecurityContext {
+            privileged: true,
+            ..Default::default()
+        },
+    );
+    let pod = k.run_pod(&config, "polis").await;
+    k.pull(BUSYBOX).await;
+    let mut containers = Vec::new();
+    for ((name, propagation, ..), dir) in cases.iter().zip(&dirs) {
+        // A file in the directory itself, which every container sees, whatever its propagation.
+        std::fs::write(dir.path().join("here"), format!("{name}\n")).unwrap();
+        let container = ContainerConfig {
+            mounts: vec![Mount {
+                container_path: "/mnt/prop".into(),
+                host_path: dir.path().display().to_string(),
+                propagation: *propagation as i32,
+                ..Default::default()
+            }],
+            ..busybox_container(name, &["sleep", "300"])
+        };
+        let container = container_with(
+            container,
+            LinuxContainerSecurityContext {
+                privileged: true,
+                ..Default::default()
+            },
+        );
+        containers.push(k.run_container(&pod, &config, container).await);
+    }
+
+    // Mount propagation happens within mount(2), so each check holds, or not, as soon as the mount is made.
+    let mut wrong = Vec::new();
+    for ((name, _, from_host, to_host), (dir, container)) in
+        cases.iter().zip(dirs.iter().zip(&containers))
+    {
+        dir.mount_tmpfs_below("fromhost");
+        let seen = k
+            .exec(
+                container,
+                &[
+                    "sh",
+                    "-c",
+                    "cat /mnt/prop/here; cat /mnt/prop/fromhost/marker",
+                ],
+            )
+            .await;
+        let seen = String::from_utf8_lossy(&seen.stdout).into_owned();
+        let want = if *from_host {
+            format!("{name}\nfrom-host\n")
+        } else {
+            format!("{name}\n")
+        };
+        if seen != want {
+            wrong.push(format!(
+                "{name}: a host mount below the hostPath should {}reach the container; it read {seen:?}",
+                if *from_host { "" } else { "not " }
+            ));
+        }
+
+        let mounted = k
+            .exec(
+                container,
+                &[
+                    "sh",
+                    "-c",
+                    "mkdir -p /mnt/prop/fromctr && mount -t tmpfs polis-in /mnt/prop/fromctr \
+                     && echo from-container > /mnt/prop/fromctr/marker",
+                ],
+            )
+            .await;
+        assert_eq!(
+            mounted.exit_code,
+            0,
+            "{name}: mount in the privileged container: {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        let on_host = dir.mount_below("fromctr");
+        let marker = std::fs::read_to_string(dir.path().join("fromctr/marker")).ok();
+        if on_host.is_some() != *to_host || marker.is_some() != *to_host {
+            wrong.push(format!(
+                "{name}: a mount in the container below /mnt/prop should {}reach the host; host mount: {on_host:?}, \
+                 marker: {marker:?}",
+                if *to_host { "" } else { "not " }
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    k.remove_pod(&pod).await;
+}
+
+/// How many pods [`cri_pods_with_two_containers_sharing_namespaces`] runs one after another.
+const POD_ROUNDS: usize = 30;
+
+/// On drop during a failure: which pod round failed, and containerd's log from the round's start.
+struct Round<'a> {
+    n: usize,
+    ctrd: &'a Containerd,
+    log_from: usize,
+}
+
+impl<'a> Round<'a> {
+    fn new(n: usize, ctrd: &'a Containerd) -> Round<'a> {
+        Round {
+            n,
+            ctrd,
+            log_from: ctrd.log().len(),
+        }
+    }
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.ctrd.log();
+            eprintln!(
+                "pod {} of {POD_ROUNDS} failed; containerd's log during it:\n{}",
+                self.n,
+                log.get(self.log_from..).unwrap_or(&log)
+            );
+        }
+    }
+}
+
+/// Whether a process of `pid`'s network namespace listens on TCP `port` (IPv4 or IPv6).
+fn listens(pid: i32, port: u16) -> bool {
+    let local = format!(":{port:04X}");
+    // /proc/PID/net/tcp: "sl local_address rem_address st ...", state 0A is LISTEN.
+    ["tcp", "tcp6"].iter().any(|table| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .any(|f| f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A")
+    })
+}
+
+/// The PID that process `pid` has in its own PID namespace (the last field of NSpid), 0 if it is gone.
+fn pid_in_its_namespace(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|ids| ids.split_whitespace().next_back()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "current_thread")]
+/// Kubernetes behaviour: a pod's containers share its network namespace and, with `shareProcessNamespace`
+/// (NamespaceMode POD for pid in the sandbox's and the containers' security context), its PID namespace, which the
+/// second container joins while the first lives in it. Thirty pods one after another each start "web" (busybox httpd
+/// on 8080) and then "client", which reads web's page over 127.0.0.1, and are taken down; every StartContainer must
+/// succeed. Pod n forks n - 1 processes in web before client starts, so that client's processes get other PIDs of the
+/// pod in each pod: polis-runc once looked such a PID up in the host's /proc, and failed to start the second container
+/// (about 1 run in 6) when no host process had it.
+async fn cri_pods_with_two_containers_sharing_namespaces() {
+    let Some(world) = start_world() else {
+        return;
+    };
+    let ctrd = world.ctrd.as_ref().expect("containerd runs");
+    let mut k = Kubelet::connect(ctrd).await;
+    k.pull(BUSYBOX).await;
+    let pod_namespaces = NamespaceOption {
+        pid: NamespaceMode::Pod as i32,
+        network: NamespaceMode::Pod as i32,
+        ..Default::default()
+    };
+    let in_pod_namespaces = |config| {
+        container_with(
+            config,
+            LinuxContainerSecurityContext {
+                namespace_options: Some(pod_namespaces.clone()),
+                ..Default::default()
+            },
+        )
+    };
+    let started = std::time::Instant::now();
+    let mut client_pids = Vec::new();
+    for n in 1..=POD_ROUNDS {
+        let _round = Round::new(n, ctrd);
+        let name = format!("pair-{n}");
+        let config = pod_with(
+            pod_config(&name, &log_dir(ctrd, &name)),
+            LinuxSandboxSecurityContext {
+                namespace_options: Some(pod_namespaces.clone()),
+                ..Default::default()
+            },
+        );
+        let pod = k.run_pod(&config, "polis").await;
+        let web = in_pod_namespaces(busybox_container(
+            "web",
+            &[
+                "sh",
+                "-c",
+                "echo polis-pod-ok > /index.html && exec busybox httpd -f -p 8080 -h /",
+            ],
+        ));
+        let web = k.run_container(&pod, &config, web).await;
+        // In a real pod, probes and execs have used PIDs of the pod's namespace before a container starts; pod n forks
+        // n - 1 processes in it first, so the next container's processes get other PIDs in each pod.
+        let forks = format!("for i in $(seq {}); do /bin/true; done", n - 1);
+        let forked = k.exec(&web, &["sh", "-c", &forks]).await;
+        assert_eq!(
+            forked.exit_code,
+            0,
+            "pod {n}: {forks}: {}",
+            String::from_utf8_lossy(&forked.stderr)
+        );
+        let client = in_pod_namespaces(busybox_container("client", &["sleep", "300"]));
+        let client = k.run_container(&pod, &config, client).await;
+
+        let web_pid = k.container_pid(&web).await;
+        let client_pid = k.container_pid(&client).await;
+        client_pids.push(pid_in_its_namespace(client_pid));
+        for ns in ["pid", "net"] {
+            let (web_ns, client_ns) = (
+                process_namespace(web_pid, ns),
+                process_namespace(client_pid, ns),
+            );
+            assert!(
+                !web_ns.is_empty() && web_ns == client_ns && web_ns != host_namespace(ns),
+                "pod {n}: web and client share the pod's {ns} namespace: {web_ns:?} {client_ns:?}"
+            );
+        }
+        eventually(
+            &format!("httpd listens on 8080 in pod {n}"),
+            Duration::from_secs(20),
+            || listens(web_pid, 8080),
+        );
+        let page = k
+            .exec(
+                &client,
+                &[
+                    "busybox",
+                    "wget",
+                    "-qO-",
+                    "http://127.0.0.1:8080/index.html",
+                ],
+            )
+            .await;
+        assert_eq!(
+            (
+                page.exit_code,
+                String::from_utf8_lossy(&page.stdout).as_ref()
+            ),
+            (0, "polis-pod-ok\n"),
+            "pod {n}: the client reads web's page; stderr: {}",
+            String::from_utf8_lossy(&page.stderr)
+        );
+        k.remove_pod(&pod).await;
+    }
+    eprintln!(
+        "{POD_ROUNDS} pods with two containers in {:.1?}; the client's PID in its pod: {client_pids:?}",
+        started.elapsed()
+    );
 }

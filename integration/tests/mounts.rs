@@ -382,63 +382,11 @@ conformance_test!(
     }
 );
 
-/// A tmpfs mounted on a host temp dir and made shared (`mount --make-shared`), as Kubernetes wants the source of a
-/// `Bidirectional` or `HostToContainer` hostPath to be (this host's own mounts are private). Everything mounted
-/// at or below it is unmounted when it drops, also when a test fails half-way.
-struct SharedHostMount {
-    dir: tempfile::TempDir,
-}
-
-impl SharedHostMount {
-    fn new() -> SharedHostMount {
-        let dir = host_dir();
-        let p = dir.path().to_str().unwrap().to_string();
-        sh_on_host(&format!(
-            "mount -t tmpfs polis-prop {p} && mount --make-shared {p} && echo host > {p}/marker"
-        ));
-        SharedHostMount { dir }
-    }
-
-    fn path(&self) -> &std::path::Path {
-        self.dir.path()
-    }
-
-    /// Mounts a tmpfs with a file `marker` at `sub` below the shared mount, from the host.
-    fn mount_from_host(&self, sub: &str) {
-        let p = self.path().join(sub);
-        let p = p.to_str().unwrap();
-        sh_on_host(&format!(
-            "mkdir -p {p} && mount -t tmpfs polis-from-host {p} && echo from-host > {p}/marker"
-        ));
-    }
-
-    /// Whether the host sees a mount at `sub` below the shared mount.
-    fn host_sees_mount(&self, sub: &str) -> bool {
-        let point = self.path().join(sub);
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(MountInfo::parse)
-            .any(|m| std::path::Path::new(&m.mount_point) == point)
-    }
-}
-
-impl Drop for SharedHostMount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-R")
-            .arg("-l")
-            .arg(self.path())
-            .status();
-    }
-}
-
-fn sh_on_host(script: &str) {
-    let st = std::process::Command::new("sh")
-        .args(["-c", script])
-        .status()
-        .unwrap();
-    assert!(st.success(), "{script}");
+/// The shared host mount (SharedHostDir) with a file `marker` saying "host" at its top.
+fn shared_host_mount() -> SharedHostDir {
+    let host = SharedHostDir::new();
+    std::fs::write(host.path().join("marker"), "host").unwrap();
+    host
 }
 
 /// runtime-spec config.md#mounts (bind propagation options) with config-linux.md#rootfs-mount-propagation
@@ -499,8 +447,7 @@ conformance_test!(
     /// root mount is shared (mountinfo `shared:N`), with `rshared` the mounts below it are too; the slave and
     /// private values leave it without a peer group.
     rootfs_propagation_shared_root,
-    runc_lacks = "runc 1.1.5 leaves the container's root private for shared and rshared (runc 1.2 applies the value \
-                  after pivot_root)",
+    runc_lacks = "runc 1.1.5 leaves the container's root private for shared and rshared (runc 1.2 applies the value after pivot_root)",
     |rt| {
         let (root, proc) = root_and_proc(rt, "shared");
         assert!(has_optional(&root, "shared:"), "{root:?}");
@@ -532,7 +479,7 @@ conformance_test!(
 /// it can mount below it; with its bundle, which must outlive it.
 fn container_on_shared_mount<'a>(
     rt: &'a Runtime,
-    host: &SharedHostMount,
+    host: &SharedHostDir,
     root: Option<&str>,
     bind_option: &str,
 ) -> (Container<'a>, Bundle) {
@@ -572,10 +519,10 @@ conformance_test!(
     host_mounts_propagate_into_slave_and_shared_binds,
     |rt| {
         for (root, bind) in [("rslave", "rslave"), ("rshared", "rshared")] {
-            let host = SharedHostMount::new();
+            let host = shared_host_mount();
             let (c, _bundle) = container_on_shared_mount(rt, &host, Some(root), bind);
             assert_eq!(container_reads(&c, "."), "host");
-            host.mount_from_host("late");
+            host.mount_tmpfs_below("late");
             assert_eq!(container_reads(&c, "late"), "from-host", "rootfsPropagation {root}, bind {bind}");
         }
     }
@@ -586,10 +533,10 @@ conformance_test!(
     /// made inside the container below an `rshared` bind appears on the host.
     container_mounts_propagate_to_the_host_with_rshared,
     |rt| {
-        let host = SharedHostMount::new();
+        let host = shared_host_mount();
         let (c, _bundle) = container_on_shared_mount(rt, &host, Some("rshared"), "rshared");
         c.exec(&["sh", "-c", "mkdir -p /mnt/h/inner && mount -t tmpfs polis-from-container /mnt/h/inner"]).ok();
-        assert!(host.host_sees_mount("inner"), "the container's mount did not reach the host");
+        assert!(host.mount_below("inner").is_some(), "the container's mount did not reach the host");
     }
 );
 
@@ -598,14 +545,14 @@ conformance_test!(
     /// and sends none to it.
     rprivate_bind_propagates_nothing,
     |rt| {
-        let host = SharedHostMount::new();
+        let host = shared_host_mount();
         let (c, _bundle) = container_on_shared_mount(rt, &host, None, "rprivate");
         assert_eq!(container_reads(&c, "."), "host");
-        host.mount_from_host("late");
+        host.mount_tmpfs_below("late");
         let out = c.exec(&["/bin/polis-probe", "read", "/mnt/h/late/marker"]);
         out.ok();
         assert_eq!(out.json()["errno"], libc::ENOENT, "the host's mount reached the container: {out}");
         c.exec(&["sh", "-c", "mkdir -p /mnt/h/inner && mount -t tmpfs polis-from-container /mnt/h/inner"]).ok();
-        assert!(!host.host_sees_mount("inner"), "the container's mount reached the host");
+        assert!(host.mount_below("inner").is_none(), "the container's mount reached the host");
     }
 );

@@ -580,8 +580,7 @@ conformance_test!(
     /// capabilities", and such values "MUST be logged as a warning". A config that asks for every capability up to
     /// CAP_LAST_CAP gets exactly the host's bounding set in every set, with a warning naming what was left out.
     all_capabilities_become_the_hosts_bounding_set,
-    runc_lacks = "runc 1.1.5 fails (\"unable to apply caps: operation not permitted\") when the host's bounding set \
-                  lacks a requested capability, as this host's lacks CAP_SYS_RESOURCE",
+    runc_lacks = "runc 1.1.5 fails (\"unable to apply caps: operation not permitted\") when the host's bounding set lacks a requested capability, as this host's lacks CAP_SYS_RESOURCE",
     |rt| {
         let last: usize = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").unwrap().trim().parse().unwrap();
         let all: Vec<&str> = CAPABILITY_NAMES[..=last.min(CAPABILITY_NAMES.len() - 1)].to_vec();
