@@ -678,6 +678,33 @@ impl Container<'_> {
         self.run_captured(args, COMMAND_TIMEOUT)
     }
 
+    /// `--log FILE --log-format json create --bundle B ID` (runc's log contract, which containerd and conmon read);
+    /// returns the output and every log line, each parsed as JSON (a line that is not JSON fails the test).
+    pub fn create_with_json_log(&self, bundle: &Bundle) -> (Output, Vec<Value>) {
+        self.prepare(bundle);
+        let log = self.rt.scratch().join(format!("{}.log", self.id));
+        let out = self.rt.cmd(&[
+            "--log".as_ref(),
+            log.as_os_str(),
+            "--log-format".as_ref(),
+            "json".as_ref(),
+            "create".as_ref(),
+            "--bundle".as_ref(),
+            bundle.path().as_os_str(),
+            self.id.as_ref(),
+        ]);
+        let lines = fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))
+            })
+            .collect();
+        (out, lines)
+    }
+
     /// `run --bundle B ID`: waits for the container's process; stdout is the container's.
     pub fn run(&self, bundle: &Bundle) -> Output {
         self.run_with(bundle, &[])

@@ -374,27 +374,15 @@ conformance_test!(
 // containerd's shims show to kubectl users), name the cause and the object. Asserted for polis-runc, whose wording
 // we own; runc must fail and leave nothing too.
 
-/// `--log FILE --log-format json create`; returns the output and the msg of the log's last error line.
-fn create_logged(rt: &Runtime, c: &Container<'_>, b: &Bundle) -> (Output, String) {
-    b.write_config(Some(&c.cgroups_path()));
-    let log = rt.scratch().join(format!("{}.log", c.id));
-    let out = rt.cmd(&[
-        "--log",
-        log.to_str().unwrap(),
-        "--log-format",
-        "json",
-        "create",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &c.id,
-    ]);
+/// `create` with runc's JSON log, which must fail and leave nothing; returns the output and the msg of the log's
+/// last error line.
+fn create_logged(c: &Container<'_>, b: &Bundle) -> (Output, String) {
+    let (out, lines) = c.create_with_json_log(b);
     out.fails();
     c.assert_gone();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let last_error = text
-        .lines()
+    let last_error = lines
+        .iter()
         .rev()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["level"] == "error")
         .map(|v| v["msg"].as_str().unwrap_or_default().to_string())
         .unwrap_or_default();
@@ -432,7 +420,7 @@ conformance_test!(
         let mut b = Bundle::new();
         b.push("/mounts", json!({"destination": "/mnt/dev", "type": "ext4", "source": "/dev/polis-no-such-device"}));
         let c = rt.container();
-        let r = create_logged(rt, &c, &b);
+        let r = create_logged(&c, &b);
         assert_error_names(rt, &r, &["/dev/polis-no-such-device", "/mnt/dev", "No such file or directory"]);
     }
 );
@@ -444,7 +432,7 @@ conformance_test!(
         let mut b = Bundle::new();
         b.set("/linux/rootfsPropagation", json!("rsharde"));
         let c = rt.container();
-        let r = create_logged(rt, &c, &b);
+        let r = create_logged(&c, &b);
         assert_error_names(rt, &r, &["rootfsPropagation", "rsharde"]);
     }
 );
@@ -469,7 +457,7 @@ conformance_test!(
             c.run(&b).ok();
             return;
         }
-        let r = create_logged(rt, &c, &b);
+        let r = create_logged(&c, &b);
         assert_error_names(rt, &r, &["hugetlb"]);
     }
 );
@@ -482,7 +470,7 @@ conformance_test!(
         let mut b = Bundle::new();
         b.push("/process/capabilities/effective", json!("CAP_NET_ADMIN"));
         let c = rt.container();
-        let r = create_logged(rt, &c, &b);
+        let r = create_logged(&c, &b);
         assert_error_names(rt, &r, &["CAP_NET_ADMIN", "permitted"]);
     }
 );
@@ -495,7 +483,7 @@ conformance_test!(
         let mut b = Bundle::new();
         b.args(&["/bin/polis-no-such-program"]);
         let c = rt.container();
-        let r = create_logged(rt, &c, &b);
+        let r = create_logged(&c, &b);
         assert_error_names(rt, &r, &["/bin/polis-no-such-program", "no such file or directory"]);
     }
 );
@@ -508,7 +496,7 @@ conformance_test!(
         std::fs::write(b.rootfs().join("data.txt"), "not a program").unwrap();
         b.args(&["/data.txt"]);
         let c = rt.container();
-        let r = create_logged(rt, &c, &b);
+        let r = create_logged(&c, &b);
         assert_error_names(rt, &r, &["/data.txt", "not an executable file"]);
     }
 );

@@ -94,30 +94,13 @@ conformance_test!(
         let mut b = Bundle::new();
         b.set("/root/path", json!("no-such-rootfs"));
         let c = rt.container();
-        b.write_config(Some(&c.cgroups_path()));
-        let log = rt.scratch().join("runtime.log");
-        let out = rt.cmd(&[
-            "--log",
-            log.to_str().unwrap(),
-            "--log-format",
-            "json",
-            "create",
-            "--bundle",
-            b.path().to_str().unwrap(),
-            &c.id,
-        ]);
+        let (out, lines) = c.create_with_json_log(&b);
         out.fails();
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}")))
-            .collect();
         assert!(!lines.is_empty(), "nothing logged; stderr: {}", out.stderr);
         for l in &lines {
             assert!(l["level"].is_string() && l["msg"].is_string() && l["time"].is_string(), "{l}");
         }
-        assert!(lines.iter().any(|l| l["level"] == "error"), "no error line: {text}");
+        assert!(lines.iter().any(|l| l["level"] == "error"), "no error line: {lines:?}");
     }
 );
 
