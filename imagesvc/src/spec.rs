@@ -5,12 +5,8 @@
 //! profile, and no rlimit above what the caller holds (raising a hard limit needs CAP_SYS_RESOURCE).
 
 use crate::error::{Error, Result};
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::stat::Mode;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// Docker's and containerd's default capability set for containers.
@@ -64,14 +60,6 @@ pub struct ContainerConfig {
     pub stop_signal: Option<String>,
 }
 
-/// The user a process runs as.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessUser {
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-}
-
 /// Builds config.json for an image whose rootfs is `rootfs` (mounted; /etc/passwd and /etc/group are read from
 /// it, confined to it). `args`, when not empty, replaces the image's Cmd (as `docker run IMAGE ARGS` does).
 pub fn runtime_config(
@@ -102,7 +90,8 @@ pub fn runtime_config(
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
     }
-    let user = resolve_user(rootfs, c.user.as_deref().unwrap_or("")).map_err(bundle_err)?;
+    let user = polis_host::users::resolve_user(rootfs, c.user.as_deref().unwrap_or(""))
+        .map_err(bundle_err)?;
     let cwd = c
         .working_dir
         .clone()
@@ -114,7 +103,7 @@ pub fn runtime_config(
         )));
     }
 
-    let mut spec = polis_runc::spec_default::default_spec(&process_args);
+    let mut spec = polis_host::spec::default_spec(&process_args);
     spec["process"]["terminal"] = json!(false);
     spec["process"]["env"] = json!(env);
     spec["process"]["cwd"] = json!(cwd);
@@ -173,147 +162,12 @@ fn caller_nofile_limit() -> u64 {
     }
 }
 
-/// Reads a file of the rootfs with every path resolved inside it (RESOLVE_IN_ROOT), so an image whose /etc/passwd
-/// is a symlink to an absolute path reads its own file or nothing, never the host's. None when it does not exist.
-fn read_in_root(rootfs: &Path, path: &str) -> std::result::Result<Option<String>, String> {
-    let root =
-        std::fs::File::open(rootfs).map_err(|e| format!("opening {}: {e}", rootfs.display()))?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
-        .mode(Mode::empty())
-        .resolve(
-            ResolveFlag::RESOLVE_IN_ROOT
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                | ResolveFlag::RESOLVE_NO_XDEV,
-        );
-    let fd = match openat2(std::os::fd::AsRawFd::as_raw_fd(&root), path, how) {
-        Ok(fd) => fd,
-        Err(nix::errno::Errno::ENOENT) => return Ok(None),
-        Err(e) => return Err(format!("opening the image's {path}: {e}")),
-    };
-    // SAFETY: openat2 returned a new fd that nothing else owns.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let mut text = String::new();
-    file.take(4 << 20)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("reading the image's {path}: {e}"))?;
-    Ok(Some(text))
-}
-
-/// Resolves an image's `User` (`name`, `uid`, `name:group`, `uid:gid`, ...) as Docker does: names through the
-/// image's /etc/passwd and /etc/group; without a group, the user's primary group from /etc/passwd (0 for a uid
-/// it does not list); supplementary groups are the /etc/group entries that list the user.
-pub fn resolve_user(rootfs: &Path, user: &str) -> std::result::Result<ProcessUser, String> {
-    let passwd = read_in_root(rootfs, "/etc/passwd")?.unwrap_or_default();
-    let group = read_in_root(rootfs, "/etc/group")?.unwrap_or_default();
-    resolve_user_from(user, &passwd, &group)
-}
-
-pub fn resolve_user_from(
-    user: &str,
-    passwd: &str,
-    group: &str,
-) -> std::result::Result<ProcessUser, String> {
-    let (user_part, group_part) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let user_part = if user_part.is_empty() { "0" } else { user_part };
-    // name:password:uid:gid:gecos:home:shell
-    let entries: Vec<Vec<&str>> = passwd
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= 4)
-        .collect();
-    let found = entries
-        .iter()
-        .find(|f| f[0] == user_part || (user_part.parse::<u32>().is_ok() && f[2] == user_part));
-    let (name, uid, primary) = match (found, user_part.parse::<u32>()) {
-        (Some(f), _) => {
-            let uid = f[2]
-                .parse::<u32>()
-                .map_err(|_| format!("bad uid in /etc/passwd line for {}", f[0]))?;
-            let gid = f[3]
-                .parse::<u32>()
-                .map_err(|_| format!("bad gid in /etc/passwd line for {}", f[0]))?;
-            (Some(f[0]), uid, gid)
-        }
-        (None, Ok(uid)) => (None, uid, 0),
-        (None, Err(_)) => {
-            return Err(format!(
-                "user {user_part:?} is not in the image's /etc/passwd"
-            ));
-        }
-    };
-    // name:password:gid:member,member
-    let groups: Vec<Vec<&str>> = group
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= 3)
-        .collect();
-    let gid = match group_part {
-        None | Some("") => primary,
-        Some(g) => match groups.iter().find(|f| f[0] == g) {
-            Some(f) => f[2]
-                .parse::<u32>()
-                .map_err(|_| format!("bad gid in /etc/group line for {g}"))?,
-            None => g
-                .parse::<u32>()
-                .map_err(|_| format!("group {g:?} is not in the image's /etc/group"))?,
-        },
-    };
-    let mut additional_gids: Vec<u32> = Vec::new();
-    if let Some(name) = name {
-        for f in &groups {
-            let members = f.get(3).copied().unwrap_or("");
-            if members.split(',').any(|m| m == name)
-                && let Ok(g) = f[2].parse::<u32>()
-                && g != gid
-                && !additional_gids.contains(&g)
-            {
-                additional_gids.push(g);
-            }
-        }
-    }
-    Ok(ProcessUser {
-        uid,
-        gid,
-        additional_gids,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:App:/home/app:/bin/sh\n";
     const GROUP: &str = "root:x:0:\nappgrp:x:1001:\nstaff:x:50:app,other\naudio:x:29:app\n";
-
-    fn user(spec: &str) -> std::result::Result<ProcessUser, String> {
-        resolve_user_from(spec, PASSWD, GROUP)
-    }
-
-    /// config.md "User": "user, uid, user:group, uid:gid, uid:group, user:gid"; names resolve through the
-    /// image's /etc/passwd and /etc/group.
-    #[test]
-    fn users_resolve_as_docker_resolves_them() {
-        let u = |uid, gid, extra: &[u32]| ProcessUser {
-            uid,
-            gid,
-            additional_gids: extra.to_vec(),
-        };
-        assert_eq!(user("").unwrap(), u(0, 0, &[]));
-        assert_eq!(user("app").unwrap(), u(1000, 1001, &[50, 29]));
-        assert_eq!(user("1000").unwrap(), u(1000, 1001, &[50, 29]));
-        assert_eq!(user("app:staff").unwrap(), u(1000, 50, &[29]));
-        assert_eq!(user("app:77").unwrap(), u(1000, 77, &[50, 29]));
-        assert_eq!(user("4242").unwrap(), u(4242, 0, &[]));
-        assert_eq!(user("4242:4343").unwrap(), u(4242, 4343, &[]));
-        assert!(user("nobody").unwrap_err().contains("nobody"));
-        assert!(user("app:nogroup").unwrap_err().contains("nogroup"));
-    }
 
     /// conversion.md: Entrypoint + Cmd are the args, Env and WorkingDir carry over, Labels, StopSignal and
     /// ExposedPorts become annotations.
@@ -364,7 +218,8 @@ mod tests {
         assert!(parsed.linux().as_ref().unwrap().seccomp().is_some());
     }
 
-    /// An image whose /etc/passwd is a symlink to an absolute path reads its own rootfs's file, not the host's.
+    /// An image whose /etc/passwd is a symlink to an absolute path reads its own rootfs's file, not the host's
+    /// (polis_host::users), and an image without a command is refused.
     #[test]
     fn passwd_is_read_inside_the_rootfs() {
         let tmp = tempfile::tempdir().unwrap();
@@ -376,11 +231,11 @@ mod tests {
         )
         .unwrap();
         std::os::unix::fs::symlink("/other/passwd", tmp.path().join("etc/passwd")).unwrap();
-        assert_eq!(resolve_user(tmp.path(), "polisonly").unwrap().uid, 4321);
-        assert!(
-            resolve_user(tmp.path(), "root").is_err(),
-            "the host's root must not be found"
-        );
+        let image: ImageConfig =
+            serde_json::from_value(json!({"config": {"User": "polisonly", "Cmd": ["true"]}}))
+                .unwrap();
+        let spec = runtime_config(&image, tmp.path(), &[], tmp.path()).unwrap();
+        assert_eq!(spec["process"]["user"]["uid"], 4321);
         let empty: ImageConfig = serde_json::from_value(json!({"config": {}})).unwrap();
         let err = runtime_config(&empty, tmp.path(), &[], tmp.path()).unwrap_err();
         assert!(err.to_string().contains("no Entrypoint or Cmd"), "{err}");

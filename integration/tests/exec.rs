@@ -125,6 +125,34 @@ conformance_test!(
 );
 
 conformance_test!(
+    /// exec: `--user NAME` resolves the name through the container's own /etc/passwd; one that the container made a
+    /// symbolic link to a host file (here an absolute path that exists only on the host) is read inside the
+    /// rootfs, where the link leads nowhere, so the host's file is never read and the name is not found.
+    exec_user_name_never_reads_a_host_file,
+    runc_lacks = "runc 1.1.5's exec --user takes only uid[:gid]",
+    |rt| {
+        let mut b = Bundle::new();
+        let passwd = b.rootfs().join("etc/passwd");
+        let _ = std::fs::remove_file(&passwd);
+        std::fs::write(&passwd, "root:x:0:0::/root:/bin/sh\nbyname:x:1234:1235::/:/bin/sh\n").unwrap();
+        let c = running(rt, &mut b);
+        let v = exec_report(&c, &["--user", "byname"]);
+        assert_eq!((v["uid"].as_u64(), v["gid"].as_u64()), (Some(1234), Some(1235)));
+
+        let host = temp_dir("polis-it-host-passwd-");
+        let host_passwd = host.path().join("passwd");
+        std::fs::write(&host_passwd, "hostonly:x:4321:4321::/:/bin/sh\n").unwrap();
+        std::fs::remove_file(&passwd).unwrap();
+        std::os::unix::fs::symlink(&host_passwd, &passwd).unwrap();
+        let out = c.exec_with(&["--user", "hostonly"], &["/bin/polis-probe", "report"]);
+        out.fails();
+        if rt.is_polis() {
+            out.stderr_mentions("hostonly");
+        }
+    }
+);
+
+conformance_test!(
     /// exec: `--additional-gids` adds supplementary groups.
     exec_additional_gids_flag,
     |rt| {

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use libcgroups::common::CgroupSetup;
 use nix::mount::{MsFlags, mount};
+use polis_host::mountinfo::Mount;
 
 /// Where the host mounts its cgroup hierarchies; others (a test's own mount, say) are not shown.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -45,7 +46,10 @@ pub struct HierarchyBind {
 /// host's mountinfo and the init process's /proc/PID/cgroup (read from the host, so its paths are
 /// the host's).
 pub fn hierarchies(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<HierarchyBind>, String> {
-    let mounts: Vec<V1Mount> = mountinfo.lines().filter_map(V1Mount::parse).collect();
+    let mounts: Vec<Mount> = polis_host::mountinfo::parse(mountinfo)
+        .into_iter()
+        .filter(|m| m.fstype == "cgroup" && m.mount_point.parent() == Some(Path::new(CGROUP_ROOT)))
+        .collect();
     let mut binds: Vec<HierarchyBind> = Vec::new();
     for line in proc_cgroup.lines() {
         let mut fields = line.splitn(3, ':');
@@ -68,75 +72,22 @@ pub fn hierarchies(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<HierarchyBi
             return Err(format!(
                 "the container's cgroup {path} in the {controllers} hierarchy lies outside its \
                  mount at {}",
-                m.point.display()
+                m.mount_point.display()
             ));
         };
         let name = m
-            .point
+            .mount_point
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if binds.iter().all(|b| b.name != name) {
             binds.push(HierarchyBind {
                 name,
-                source: m.point.join(below_root),
+                source: m.mount_point.join(below_root),
             });
         }
     }
     Ok(binds)
-}
-
-/// A cgroup v1 mount of the host, from one mountinfo line.
-struct V1Mount {
-    root: PathBuf,
-    point: PathBuf,
-    super_options: Vec<String>,
-}
-
-impl V1Mount {
-    fn parse(line: &str) -> Option<V1Mount> {
-        let (fields, fs) = line.split_once(" - ")?;
-        let mut fs = fs.split(' ');
-        if fs.next()? != "cgroup" {
-            return None;
-        }
-        let super_options = fs.nth(1)?.split(',').map(str::to_string).collect();
-        let fields: Vec<&str> = fields.split(' ').collect();
-        let point = PathBuf::from(unescape_octal(fields.get(4)?));
-        if point.parent() != Some(Path::new(CGROUP_ROOT)) {
-            return None;
-        }
-        Some(V1Mount {
-            root: PathBuf::from(unescape_octal(fields.get(3)?)),
-            point,
-            super_options,
-        })
-    }
-}
-
-/// mountinfo escapes space, tab, newline and backslash in paths as `\ooo`.
-fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let code = bytes.get(i + 1..i + 4).and_then(|d| {
-            std::str::from_utf8(d)
-                .ok()
-                .and_then(|d| u8::from_str_radix(d, 8).ok())
-        });
-        match (bytes[i], code) {
-            (b'\\', Some(c)) => {
-                out.push(c);
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A hierarchy's cgroup, cloned from the host's mount table (open_tree(2) with OPEN_TREE_CLONE)
@@ -292,11 +243,5 @@ mod tests {
         assert!(err.contains("/other/c1"), "{err}");
         let ok = hierarchies(info, "4:memory:/pod/c1\n").unwrap();
         assert_eq!(ok[0].source, PathBuf::from("/sys/fs/cgroup/memory/c1"));
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_octal("/a\\040b\\134c"), "/a b\\c");
-        assert_eq!(unescape_octal("/plain\\"), "/plain\\");
     }
 }

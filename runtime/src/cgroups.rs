@@ -149,21 +149,14 @@ pub fn remove_cgroup_on_host(id: &str, cgroup_path: &Path) -> Result<()> {
 /// from below its root.
 fn cgroup_mount_points(mountinfo: &str) -> Option<Vec<PathBuf>> {
     let mut points = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((fields, fs)) = line.split_once(" - ") else {
-            continue;
-        };
-        if !matches!(fs.split(' ').next(), Some("cgroup" | "cgroup2")) {
+    for m in polis_host::mountinfo::parse(mountinfo) {
+        if !matches!(m.fstype.as_str(), "cgroup" | "cgroup2") {
             continue;
         }
-        let fields: Vec<&str> = fields.split(' ').collect();
-        let (Some(root), Some(point)) = (fields.get(3), fields.get(4)) else {
-            continue;
-        };
-        if *root != "/" || point.contains('\\') {
+        if m.root != Path::new("/") {
             return None;
         }
-        points.push(PathBuf::from(point));
+        points.push(m.mount_point);
     }
     Some(points)
 }

@@ -214,17 +214,13 @@ impl MountFixups {
 
 /// Mount points at or below `dest`, with their per-mount flags, from mountinfo text.
 fn mounts_at_or_below(mountinfo: &str, dest: &Path) -> Vec<(PathBuf, MsFlags)> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let point = PathBuf::from(fields.get(4)?);
-            if !point.starts_with(dest) {
-                return None;
-            }
-            let mut flags = MsFlags::empty();
-            for opt in fields.get(5)?.split(',') {
-                flags |= match opt {
+    let mounts = polis_host::mountinfo::parse(mountinfo);
+    polis_host::mountinfo::at_or_below(&mounts, dest)
+        .map(|m| {
+            let flags = m
+                .options
+                .iter()
+                .map(|o| match o.as_str() {
                     "ro" => MsFlags::MS_RDONLY,
                     "nosuid" => MsFlags::MS_NOSUID,
                     "nodev" => MsFlags::MS_NODEV,
@@ -234,9 +230,9 @@ fn mounts_at_or_below(mountinfo: &str, dest: &Path) -> Vec<(PathBuf, MsFlags)> {
                     "relatime" => MsFlags::MS_RELATIME,
                     "strictatime" => MsFlags::MS_STRICTATIME,
                     _ => MsFlags::empty(),
-                };
-            }
-            Some((point, flags))
+                })
+                .fold(MsFlags::empty(), |a, b| a | b);
+            (m.mount_point.clone(), flags)
         })
         .collect()
 }

@@ -51,6 +51,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Invalid(String),
+    /// The shared Linux plumbing (polis-host), whose errors name the operation and the path.
+    #[error(transparent)]
+    Host(#[from] polis_host::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -40,42 +40,22 @@ pub struct ExecOptions {
     pub preserve_fds: i32,
 }
 
-/// Looks a user name up in the container's /etc/passwd, as runc does.
-fn lookup_user(rootfs: &Path, name: &str) -> Result<(u32, u32)> {
-    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    passwd
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 4 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-        })
-        .flatten()
-        .next()
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "user {name:?} not found in the container's /etc/passwd"
-            ))
-        })
-}
-
+/// `--user`: `uid[:gid]`, or names resolved through the container's /etc/passwd and /etc/group, as runc does.
+/// The files are read inside the rootfs (polis_host::users, openat2 `RESOLVE_IN_ROOT`): a symbolic link the
+/// container planted there, such as /etc/passwd -> /etc/shadow or a path out of the rootfs, is never followed
+/// to a host file.
 fn parse_user(rootfs: &Path, spec: &str) -> Result<(u32, Option<u32>)> {
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let gid = g
-        .map(|g| {
-            g.parse::<u32>()
-                .map_err(|_| Error::Invalid(format!("invalid group {g:?} in --user")))
-        })
-        .transpose()?;
-    match u.parse::<u32>() {
-        Ok(uid) => Ok((uid, gid)),
-        Err(_) => {
-            let (uid, pgid) = lookup_user(rootfs, u)?;
-            Ok((uid, gid.or(Some(pgid))))
-        }
+    let numeric_gid = g.map(str::parse::<u32>).transpose();
+    if let (Ok(uid), Ok(gid)) = (u.parse::<u32>(), numeric_gid) {
+        return Ok((uid, gid));
     }
+    let user = polis_host::users::resolve_user(rootfs, spec)
+        .map_err(|reason| Error::Invalid(format!("--user {spec:?}: {reason}")))?;
+    Ok((user.uid, Some(user.gid)))
 }
 
 fn add_caps(process: &mut Process, names: &[String]) -> Result<()> {
@@ -303,5 +283,12 @@ mod tests {
         assert_eq!(parse_user(dir.path(), "5:6").unwrap(), (5, Some(6)));
         assert_eq!(parse_user(dir.path(), "polis").unwrap(), (1000, Some(1001)));
         assert!(parse_user(dir.path(), "nobody-here").is_err());
+        // A link the container planted to a host file is resolved inside the rootfs, where it leads nowhere.
+        let host = tempfile::NamedTempFile::new().unwrap();
+        fs::write(host.path(), "hostonly:x:4321:4321::/:/bin/sh\n").unwrap();
+        fs::remove_file(dir.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink(host.path(), dir.path().join("etc/passwd")).unwrap();
+        let err = parse_user(dir.path(), "hostonly").unwrap_err().to_string();
+        assert!(err.contains("hostonly"), "{err}");
     }
 }

@@ -22,10 +22,9 @@ pub mod idmap;
 pub mod lifecycle;
 pub mod logging;
 pub mod seal;
-pub mod spec_default;
 pub mod store;
 
 pub use error::{Error, Result};
 
 /// The runtime-spec version polis-runc implements, reported in `state`, `spec` and `features`.
-pub const OCI_VERSION: &str = "1.2.1";
+pub use polis_host::OCI_VERSION;

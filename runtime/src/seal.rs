@@ -66,7 +66,7 @@ pub fn reexec_sealed_host(scratch_dir: &Path) -> Result<()> {
 fn open_read_only_self(scratch_dir: &Path) -> Result<OwnedFd> {
     let target = scratch_dir.join(format!(".exe-{}", std::process::id()));
     File::create(&target).map_err(|e| Error::io("create mount point", &target, e))?;
-    let result = (|| {
+    let result = (|| -> Result<OwnedFd> {
         mount(
             Some("/proc/self/exe"),
             &target,

@@ -5,10 +5,8 @@
 //! polis-runc command that changes a container holds that container's lock, so writers never race;
 //! readers retry a `state.json` they catch half-written.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::validate_container_id;
+use polis_host::lock::{LockKind, RecordLock};
 
 const META_FILE: &str = "polis.json";
 const CREATED_CONFIG_FILE: &str = "polis-config.json";
@@ -45,7 +44,7 @@ pub struct Store {
 /// A record lock held on a container's lock file; released on drop.
 #[derive(Debug)]
 pub struct ContainerLock {
-    _file: File,
+    _lock: RecordLock,
 }
 
 /// A container as loaded from the store, with its status checked against the live process.
@@ -108,43 +107,22 @@ impl Store {
     fn lock_file(&self, id: &str, exclusive: bool, create: bool) -> Result<ContainerLock> {
         validate_container_id(id)?;
         let path = self.root.join(LOCK_DIR).join(id);
-        let file = OpenOptions::new()
-            .create(create)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::NotExist { id: id.to_string() },
-                _ => Error::io("open lock file", &path, e),
-            })?;
-        // A POSIX record lock, not flock: it belongs to this process only, so the container's
-        // init process (forked while the lock is held, and alive until `start`) never holds it.
-        let lock = libc::flock {
-            l_type: if exclusive {
-                libc::F_WRLCK
-            } else {
-                libc::F_RDLCK
-            } as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
+        let kind = if exclusive {
+            LockKind::Exclusive
+        } else {
+            LockKind::Shared
         };
-        loop {
-            // SAFETY: F_SETLKW with a valid flock struct on a descriptor we own.
-            let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLKW, &lock) };
-            if rc == 0 {
-                break;
+        // A record lock, not flock: it belongs to this process only, so the container's init process
+        // (forked while the lock is held, and alive until `start`) never holds it.
+        match RecordLock::acquire(&path, kind, create) {
+            Ok(lock) => Ok(ContainerLock { _lock: lock }),
+            Err(polis_host::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Err(Error::NotExist { id: id.to_string() })
             }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(Error::io("lock", &path, err));
-            }
+            Err(e) => Err(e.into()),
         }
-        Ok(ContainerLock { _file: file })
     }
 
     /// polis-runc's own directory for a container, outside the one libcontainer owns: the
@@ -224,18 +202,9 @@ impl Store {
     }
 }
 
-/// Writes a file by renaming a complete temporary file over it.
+/// Writes a file atomically (polis_host::atomic): a reader sees the old or the new content.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+    Ok(polis_host::atomic::write_atomic(path, data)?)
 }
 
 fn read_state(dir: &Path, id: &str) -> Result<State> {

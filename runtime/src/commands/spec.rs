@@ -17,7 +17,7 @@ pub fn run(args: &Args) -> Result<u8> {
     if path.exists() {
         bail!("File {} exists. Remove it first", path.display());
     }
-    let spec = polis_runc::spec_default::default_spec(&args.args);
+    let spec = polis_host::spec::default_spec(&args.args);
     std::fs::write(&path, serde_json::to_string_pretty(&spec)? + "\n")
         .with_context(|| format!("write {}", path.display()))?;
     Ok(0)
