@@ -116,8 +116,10 @@ test: install-deps build probe cargo-test lint
 # POLIS_PROBE is passed only when `probe` made the binary (the recipe is
 # expanded after the prerequisites ran). --no-fail-fast: every test binary
 # runs and reports, and the exit status is still non-zero on any failure.
+# POLIS_REQUIRE_PEERS=1: a test whose peer (runc, containerd, a registry, ...)
+# is missing fails here, as under CI; a bare `cargo test` only prints a notice.
 cargo-test: build probe
-	POLIS_RUNC=$(POLIS_RUNC_BIN) $(if $(wildcard $(PROBE_BIN)),POLIS_PROBE=$(PROBE_BIN)) \
+	POLIS_REQUIRE_PEERS=1 POLIS_RUNC=$(POLIS_RUNC_BIN) $(if $(wildcard $(PROBE_BIN)),POLIS_PROBE=$(PROBE_BIN)) \
 		$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=2
 
 lint:

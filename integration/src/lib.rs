@@ -156,15 +156,20 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// True under CI, where a missing peer is a failure rather than a skip.
+/// True where a missing peer is a failure rather than a skip: under `make test` (which sets
+/// POLIS_REQUIRE_PEERS=1) and under CI (CI=true).
 pub fn is_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+    let set = |var: &str, value: &str| std::env::var(var).is_ok_and(|v| v == value);
+    set("POLIS_REQUIRE_PEERS", "1") || set("CI", "true")
 }
 
-/// A peer binary is missing: fail under CI, print a notice otherwise. Returns `None` for the caller to skip.
+/// A peer binary is missing: a failure under `make test` and CI, a notice otherwise (a developer's `cargo test`).
+/// Returns `None` for the caller to skip.
 pub fn missing_peer<T>(what: &str) -> Option<T> {
     if is_ci() {
-        panic!("{what} is missing, and CI=true makes a missing peer a failure");
+        panic!(
+            "{what} is missing, and `make test` (POLIS_REQUIRE_PEERS=1) or CI=true makes a missing peer a failure"
+        );
     }
     eprintln!("notice: {what} is missing; skipping this test (set CI=true to make this a failure)");
     None
