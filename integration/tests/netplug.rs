@@ -630,3 +630,311 @@ fn dual_stack_and_older_config_versions() {
     net.cni("DEL", "v6b", Some(&c2.name), &conf).ok();
     assert!(net.allocated("np-v6").is_empty());
 }
+
+/// The names of the links in `ns` (`ip -o link show`: "2: eth0@if5: <...>").
+fn link_names(ns: &NetNs, scratch: &Path) -> Vec<String> {
+    let mut cmd = ns.command("ip");
+    cmd.args(["-o", "link", "show"]);
+    let out = run_command(cmd, scratch, TIMEOUT);
+    out.ok()
+        .stdout
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The DNS resolvers (`polis-netplug dns-serve`) that ADDs under `ipam` started do not outlive a test that
+/// fails before its DELs stop them: each `<ipam>/<network>/dns.pid` is killed on drop.
+struct Resolvers(PathBuf);
+
+impl Drop for Resolvers {
+    fn drop(&mut self) {
+        let Ok(networks) = fs::read_dir(&self.0) else {
+            return;
+        };
+        for network in networks.filter_map(|e| e.ok()) {
+            if let Some(pid) = fs::read_to_string(network.path().join("dns.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                // SAFETY: a plain kill(2) of the daemon's pid.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// What a failed ADD may have left in the host namespace and in the container's: the host's bridges and veths,
+/// the container's links, the network's addresses, firewall record and resolver.
+fn assert_nothing_left(
+    net: &Net,
+    network: &str,
+    container: &NetNs,
+    bridges: &[&str],
+    veths: usize,
+) {
+    let listed = |kind: &str| -> Vec<String> {
+        net.host_sh(&format!("ip -o link show type {kind}"))
+            .ok()
+            .stdout
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+            .collect()
+    };
+    let mut host_bridges = listed("bridge");
+    host_bridges.sort();
+    assert_eq!(host_bridges, bridges, "the host's bridges");
+    assert_eq!(listed("veth").len(), veths, "the host's veths");
+    assert_eq!(
+        link_names(container, net.dir.path()),
+        ["lo"],
+        "the container's links"
+    );
+    assert!(net.allocated(network).is_empty(), "addresses held");
+    let ipam = net.dir.path().join("ipam").join(network);
+    assert!(!ipam.join("firewall/network.json").exists());
+    assert!(!ipam.join("dns.pid").exists(), "a resolver runs");
+}
+
+/// CNI spec "Error": code 7, "Invalid network config. If some validations on network configs do not pass, this
+/// error will be raised". A subnet that cannot serve containers (the whole address space, multicast, loopback,
+/// link-local, the limited broadcast and reserved 240.0.0.0/4, "this network" 0.0.0.0/8) is refused when the
+/// config is validated, by every command that validates it (ADD, CHECK, STATUS, GC, and polis-cnitool through
+/// the plugin), with a message naming the subnet and why, and nothing is made. DEL succeeds: the spec's "DEL"
+/// ("Plugins should generally complete a DEL action without error even if some resources are missing") and
+/// Section 3 ("A delete must still be executed even if the add fails") have the runtime DEL after this failed ADD.
+#[test]
+fn subnets_that_cannot_serve_containers_are_refused() {
+    let Some(net) = Net::new("np-sub") else {
+        return;
+    };
+    let _resolvers = Resolvers(net.dir.path().join("ipam"));
+    let c = NetNs::new("np-subc");
+    let cases = [
+        ("0.0.0.0/0", "the whole IPv4 address space"),
+        ("::/0", "the whole IPv6 address space"),
+        ("224.0.0.0/24", "multicast"),
+        ("ff00::/64", "multicast"),
+        ("127.0.0.0/24", "loopback"),
+        ("::1/128", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("fe80::/64", "link-local"),
+        ("255.255.255.0/24", "limited broadcast"),
+        ("0.0.0.0/8", "unspecified"),
+    ];
+    for (subnet, why) in cases {
+        let conf = net.config("np-sub", "polis-sub", subnet, json!({}));
+        let mut check = conf.clone();
+        check["prevResult"] = json!({
+            "cniVersion": "1.1.0",
+            "interfaces": [{"name": "eth0", "sandbox": format!("/run/netns/{}", c.name)}],
+            "ips": [{"address": "198.18.16.2/24", "interface": 0}]
+        });
+        let mut gc = conf.clone();
+        gc["cni.dev/valid-attachments"] = json!([]);
+        for (command, conf) in [
+            ("ADD", &conf),
+            ("CHECK", &check),
+            ("STATUS", &conf),
+            ("GC", &gc),
+        ] {
+            let (code, msg) = cni_error(&net.cni(command, "sub", Some(&c.name), conf));
+            assert_eq!(code, 7, "{command} {subnet}: {msg}");
+            assert!(
+                msg.contains(&format!(
+                    "ipam.ranges[0][0].subnet: {subnet} cannot serve containers: "
+                )) && msg.contains(why),
+                "{command} {subnet}: {msg:?} should name the subnet and say {why:?}"
+            );
+        }
+        net.cni("DEL", "sub", Some(&c.name), &conf).ok();
+    }
+    // A good subnet in the same config is served.
+    let good = net.config("np-sub", "polis-sub", "198.18.16.0/24", json!({}));
+    net.cni("STATUS", "sub", None, &good).ok();
+
+    // polis-cnitool: the plugin's code as its exit status, the plugin's message.
+    let conf_dir = net.dir.path().join("net.d");
+    fs::create_dir(&conf_dir).unwrap();
+    let mut list = net.config("np-sub", "polis-sub", "127.0.0.0/24", json!({}));
+    let plugin = list.as_object_mut().unwrap();
+    let version = plugin.remove("cniVersion").unwrap();
+    plugin.remove("name");
+    let list = json!({"cniVersion": version, "name": "np-sub", "plugins": [plugin]});
+    fs::write(conf_dir.join("np-sub.conflist"), list.to_string()).unwrap();
+    for args in [
+        vec!["add", "np-sub", c.name.as_str()],
+        vec!["status", "np-sub"],
+    ] {
+        let tool = workspace_binary("POLIS_CNITOOL", "polis-cnitool");
+        let mut cmd = net.host.command(tool.to_str().unwrap());
+        cmd.arg("--conf-dir")
+            .arg(&conf_dir)
+            .arg("--cache-dir")
+            .arg(net.dir.path().join("cache"))
+            .args(&args);
+        for var in [
+            "CNI_PATH",
+            "NETCONFPATH",
+            "CNI_CONTAINERID",
+            "CNI_IFNAME",
+            "CNI_ARGS",
+        ] {
+            cmd.env_remove(var);
+        }
+        let out = run_command(cmd, net.dir.path(), TIMEOUT);
+        assert_eq!(out.code, Some(7), "{args:?}: {out}");
+        out.stderr_mentions("127.0.0.0/24 cannot serve containers")
+            .stderr_mentions("loopback");
+    }
+
+    assert_nothing_left(&net, "np-sub", &c, &[], 0);
+}
+
+/// CNI spec "ADD" and Section 3 "Lifecycle & Ordering": a failed ADD is followed by a DEL, which must succeed, and
+/// the ADD itself leaves nothing it made: bridge, veth pair, addresses, firewall elements, DNS resolver. Failures
+/// are injected by configs that are valid but cannot be applied: a route whose gateway no interface reaches (the
+/// kernel refuses it after the bridge, the veth pair and the addresses are made), and a host port that another
+/// network's container maps (refused after the DNS resolver and the network's firewall elements). A bridge the ADD
+/// did not create (made beforehand, or another network's) stays.
+#[test]
+fn a_failed_add_removes_what_it_made() {
+    let Some(net) = Net::new("np-undo") else {
+        return;
+    };
+    let _resolvers = Resolvers(net.dir.path().join("ipam"));
+    let c = NetNs::new("np-undoc");
+    let mut unroutable = net.config("np-undo", "polis-undo", "198.18.20.0/24", json!({}));
+    unroutable["ipam"]["routes"] = json!([
+        {"dst": "0.0.0.0/0"},
+        {"dst": "198.19.200.0/24", "gw": "198.18.21.1"}
+    ]);
+    let (code, msg) = cni_error(&net.cni("ADD", "undo", Some(&c.name), &unroutable));
+    assert_eq!(code, 5, "{msg}");
+    assert!(msg.contains("198.19.200.0/24"), "{msg}");
+    assert_nothing_left(&net, "np-undo", &c, &[], 0);
+    net.cni("DEL", "undo", Some(&c.name), &unroutable).ok();
+
+    // A bridge made beforehand is the administrator's: it stays.
+    net.host_sh("ip link add polis-undo type bridge").ok();
+    let (code, _) = cni_error(&net.cni("ADD", "undo", Some(&c.name), &unroutable));
+    assert_eq!(code, 5);
+    assert_nothing_left(&net, "np-undo", &c, &["polis-undo"], 0);
+    net.cni("DEL", "undo", Some(&c.name), &unroutable).ok();
+
+    // The first container of network b asks for a host port a container of network a maps: refused (code 7) at
+    // the last step, after b's bridge, resolver and firewall elements were made; all of b's go, all of a's stay.
+    let a = NetNs::new("np-undoa");
+    let port =
+        json!({"runtimeConfig": {"portMappings": [{"hostPort": 8090, "containerPort": 80}]}});
+    let conf_a = net.config("np-undo-a", "polis-ua", "198.18.22.0/24", port.clone());
+    let conf_b = net.config("np-undo-b", "polis-ub", "198.18.23.0/24", port);
+    net.cni("ADD", "a", Some(&a.name), &conf_a).ok();
+    let (code, msg) = cni_error(&net.cni("ADD", "b", Some(&c.name), &conf_b));
+    assert_eq!(code, 7, "{msg}");
+    assert!(msg.contains("8090"), "{msg}");
+    assert_nothing_left(&net, "np-undo-b", &c, &["polis-ua", "polis-undo"], 1);
+    let sets = net.host_sh("nft list set inet polis masq4; nft list set inet polis cross");
+    let sets = &sets.ok().stdout;
+    assert!(sets.contains("198.18.22.0/24"), "{sets}");
+    assert!(!sets.contains("198.18.23.0/24"), "{sets}");
+    assert!(!sets.contains("polis-ub"), "{sets}");
+    let ports = net.host_sh("nft list map inet polis ports4");
+    assert!(ports.ok().stdout.contains("8090"), "a's mapping stays");
+    assert!(
+        net.dir
+            .path()
+            .join("ipam/np-undo-a/firewall/network.json")
+            .exists()
+    );
+    net.cni("DEL", "b", Some(&c.name), &conf_b).ok();
+
+    // Network b works once the port is free, on a bridge of its own again.
+    net.cni("DEL", "a", Some(&a.name), &conf_a).ok();
+    let r = net.cni("ADD", "b", Some(&c.name), &conf_b).ok().json();
+    assert!(cni_result_address(&r, 0).starts_with("198.18.23."), "{r}");
+    net.cni("DEL", "b", Some(&c.name), &conf_b).ok();
+}
+
+/// CNI spec "ADD": "If an interface of the requested name already exists in the container, the CNI plugin MUST
+/// return with an error", and of CNI_IFNAME (Section 2 "Parameters") "if the plugin is unable to use this
+/// interface name it must return an error". `lo`, which every namespace has, and a name another interface has are
+/// refused before anything is made, with code 4 (the spec's "Invalid necessary environment variables ... The
+/// error message must contain the names of invalid variables": it names CNI_IFNAME; the spec has no code of its
+/// own for this) and a message saying the name is taken. The DEL the runtime sends after (Section 3: "A delete
+/// must still be executed even if the add fails") succeeds and leaves those interfaces alone.
+#[test]
+fn an_interface_name_the_container_has_is_refused() {
+    let Some(net) = Net::new("np-ifn") else {
+        return;
+    };
+    let _resolvers = Resolvers(net.dir.path().join("ipam"));
+    let c = NetNs::new("np-ifnc");
+    let conf = net.config("np-ifn", "polis-ifn", "198.18.24.0/24", json!({}));
+    let with = |ifname: &str, command: &str| {
+        net.cni_with_env(
+            command,
+            "ifn",
+            Some(&c.name),
+            &conf,
+            &[("CNI_IFNAME", ifname)],
+        )
+    };
+
+    let (code, msg) = cni_error(&with("lo", "ADD"));
+    assert_eq!(code, 4, "{msg}");
+    for needle in [
+        "CNI_IFNAME",
+        "\"lo\"",
+        "already has an interface of that name",
+        "loopback",
+    ] {
+        assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
+    }
+    assert_nothing_left(&net, "np-ifn", &c, &[], 0);
+    with("lo", "DEL").ok();
+    let lo = run_command(
+        {
+            let mut cmd = c.command("ip");
+            cmd.args(["-o", "link", "show", "lo", "up"]);
+            cmd
+        },
+        net.dir.path(),
+        TIMEOUT,
+    );
+    assert!(lo.ok().stdout.contains("lo"), "lo is still up: {lo}");
+
+    // Another plugin's interface, a veth too, under the name asked for: refused, and neither ADD's undoing nor
+    // the DEL after it touch it.
+    let mut cmd = c.command("ip");
+    cmd.args([
+        "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
+    ]);
+    run_command(cmd, net.dir.path(), TIMEOUT).ok();
+    let (code, msg) = cni_error(&with("eth0", "ADD"));
+    assert_eq!(code, 4, "{msg}");
+    assert!(
+        msg.contains("\"eth0\"") && msg.contains("already has an interface of that name"),
+        "{msg}"
+    );
+    assert!(!msg.contains("loopback"), "{msg}");
+    with("eth0", "DEL").ok();
+    let mut links = link_names(&c, net.dir.path());
+    links.sort();
+    assert_eq!(links, ["eth0", "lo", "other0"]);
+    assert!(net.allocated("np-ifn").is_empty());
+    assert_eq!(
+        net.host_sh("ip -o link show | grep -c -e veth -e polis-ifn || true")
+            .ok()
+            .stdout
+            .trim(),
+        "0"
+    );
+
+    // A free name works.
+    let r = with("net1", "ADD").ok().json();
+    assert!(cni_result_address(&r, 0).starts_with("198.18.24."), "{r}");
+    with("net1", "DEL").ok();
+}

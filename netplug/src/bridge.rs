@@ -15,7 +15,10 @@ use crate::cni::{Attachment, CniResult, NetworkRequest, Plugin, Request};
 use crate::error::{Error, Result, io};
 use crate::firewall::{self, PortMapping, Protocol};
 use crate::ipam::{Allocation, Allocator, IpamConfig, static_requests};
-use crate::link::{BridgeSpec, Netlink, RouteSpec, VethSpec, delete_container_interface, in_netns};
+use crate::link::{
+    BridgeSpec, Netlink, RouteSpec, VethSpec, delete_container_interface, in_netns,
+    interface_name_taken,
+};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -83,7 +86,22 @@ struct Network {
 }
 
 impl Network {
+    /// The network of a config, every check made: ADD, CHECK, STATUS and GC refuse what cannot work (a subnet
+    /// that cannot serve containers included, code 7).
     fn from_conf(conf: &crate::cni::NetConf) -> Result<Network> {
+        Network::parse(conf, IpamConfig::parse)
+    }
+
+    /// The network of a config for DEL, which must release what it can even for a config ADD refused for its
+    /// subnet ([`IpamConfig::parse_for_release`]).
+    fn from_conf_for_release(conf: &crate::cni::NetConf) -> Result<Network> {
+        Network::parse(conf, IpamConfig::parse_for_release)
+    }
+
+    fn parse(
+        conf: &crate::cni::NetConf,
+        parse_ipam: fn(&serde_json::Value) -> Result<IpamConfig>,
+    ) -> Result<Network> {
         let extra: BridgeConfig = serde_json::from_value(serde_json::Value::Object(
             conf.plugin.clone(),
         ))
@@ -107,7 +125,7 @@ impl Network {
             .ok_or_else(|| Error::InvalidConfig {
                 reason: "the network has no \"ipam\" section".into(),
             })?;
-        let ipam = IpamConfig::parse(&ipam_value)?;
+        let ipam = parse_ipam(&ipam_value)?;
         let bridge = extra.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
         crate::link::validate_interface_name(&bridge).map_err(|reason| Error::InvalidConfig {
             reason: format!("bridge name {bridge:?}: {reason}"),
@@ -135,6 +153,28 @@ impl Network {
         self.state_dir()
             .join(format!("{container_id}-{ifname}.json"))
     }
+
+    /// The lock that keeps a failed ADD from deleting the bridge while another ADD is making or using it: every
+    /// ADD holds it shared while it attaches; the ADD that created the bridge and failed deletes the bridge only
+    /// if it gets the lock exclusively at once. The name cannot be a network's (those start with a letter or a
+    /// digit), so it never meets a network's directory.
+    fn bridge_lock_path(&self) -> PathBuf {
+        self.ipam
+            .data_dir()
+            .join(format!(".bridge-{}.lock", self.bridge))
+    }
+}
+
+/// What an ADD made so far, for undoing it when a later step fails ([`BridgePlugin::undo`]).
+#[derive(Debug, Default)]
+struct Made {
+    /// This ADD created the bridge (rather than finding it).
+    bridge: bool,
+    /// The host end of the veth pair (deleting it deletes the pair, the container's end included).
+    veth: Option<String>,
+    /// This ADD recorded the network for the firewall and added its elements (masquerade subnets, isolation
+    /// pairs): it was the network's first.
+    network_record: bool,
 }
 
 fn port_mappings(req: &Request, allocations: &[Allocation]) -> Result<Vec<PortMapping>> {
@@ -273,12 +313,13 @@ fn lock_firewall(data_dir: &Path) -> Result<fs::File> {
 /// Makes sure the table's rules and the network's elements are in the kernel before a container's mappings are
 /// added: everything again (`full_batch`) when the table's rules are not all there (someone flushed the ruleset, or
 /// this is the first network), the network's own elements when it is new or changed. Usually neither: an ADD on a
-/// known network runs no `nft` process.
+/// known network runs no `nft` process. Returns whether the network was new (had no record), for
+/// [`forget_network`].
 fn ensure_rules(
     nf: &mut firewall::Nfnetlink,
     network: &Network,
     record: &NetworkRecord,
-) -> Result<()> {
+) -> Result<bool> {
     let path = network.state_dir().join("network.json");
     let known = fs::read(&path)
         .ok()
@@ -305,7 +346,46 @@ fn ensure_rules(
         // So that the next ADD tries again.
         let _ = fs::remove_file(&path);
     }
-    applied
+    applied.map(|()| known.is_none())
+}
+
+/// Takes back what [`ensure_rules`] added for a new network whose first ADD failed: its record, and its elements
+/// (the networks' sets are emptied and filled again from the remaining records, in one transaction). Nothing is
+/// done when an attachment of the network has a record by now: another ADD of it succeeded meanwhile and needs
+/// them.
+fn forget_network(network: &Network) -> Result<()> {
+    let data_dir = network.ipam.data_dir();
+    let _firewall = lock_firewall(data_dir)?;
+    let attached = fs::read_dir(network.state_dir()).is_ok_and(|entries| {
+        entries.filter_map(|e| e.ok()).any(|e| {
+            fs::read(e.path())
+                .ok()
+                .and_then(|d| serde_json::from_slice::<AttachmentRecord>(&d).ok())
+                .is_some()
+        })
+    });
+    if attached {
+        return Ok(());
+    }
+    let path = network.state_dir().join("network.json");
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io("removing", &path)(e));
+        }
+        _ => {}
+    }
+    let networks = known_networks(data_dir);
+    let bridges: Vec<String> = networks.iter().map(|n| n.bridge.clone()).collect();
+    let mut batch = firewall::flush_networks_batch();
+    for n in &networks {
+        batch.push_str(&firewall::network_batch(
+            &n.bridge,
+            &n.subnets,
+            &bridges,
+            n.masquerade,
+        ));
+    }
+    firewall::apply("removing the network's firewall elements", &batch)
 }
 
 /// Removes an attachment's port mappings (those still in the maps) and its record.
@@ -346,38 +426,52 @@ impl Plugin for BridgePlugin {
             var: "CNI_NETNS",
             reason: "required for ADD".into(),
         })?;
-        // The namespace first: a missing one is "container unknown" (code 3) before any address is taken.
-        in_netns(&netns, || Ok(()))?;
+        // The namespace first, before any address is taken: a missing one is "container unknown" (code 3), and an
+        // interface it already has under CNI_IFNAME (`lo`, another plugin's) is refused (code 4, see
+        // `interface_name_taken`): ADD would otherwise fail late, and its undoing must not delete what is not ours.
+        let ifname = req.ifname.clone();
+        let taken = in_netns(&netns, move || {
+            Ok(Netlink::open()?.link_by_name(&ifname)?.is_some())
+        })?;
+        if taken {
+            return Err(interface_name_taken(&req.ifname, &netns));
+        }
         let conf_value = req.conf.to_value();
         let ip_arg = req.args.get("IP").map(|ip| format!("IP={ip}"));
         let requests = static_requests(&conf_value, ip_arg.as_deref())?;
         let allocator = network.allocator()?;
         let allocations = allocator.allocate(&req.container_id, &req.ifname, &requests)?;
-        let result = self.attach(req, &network, &netns, &allocations);
-        if result.is_err() {
-            // Best effort: the error being returned is what matters; DEL would clean the rest.
-            let _ = delete_container_interface(&netns, &req.ifname);
-            let _ = allocator.release(&req.container_id, &req.ifname);
-            // DNS: the attachment's names, and the resolver if it was the network's only attachment.
-            let _ = crate::dns::detach_host_resolver(
-                network.ipam.data_dir(),
-                &network.name,
-                &req.container_id,
-                &req.ifname,
-            );
+        let mut made = Made::default();
+        let result = crate::lock::lock_shared(&network.bridge_lock_path())
+            .and_then(|_bridge| self.attach(req, &network, &netns, &allocations, &mut made));
+        if let Err(error) = &result {
+            tracing::debug!(%error, ?made, "ADD failed: undoing what it made");
+            self.undo(req, &network, &allocator, &made);
         }
         result
     }
 
     fn del(&self, req: &Request) -> Result<()> {
-        let network = Network::from_conf(&req.conf)?;
+        // Not `from_conf`: DEL releases what it can also for a config that ADD refuses for its subnet.
+        let network = Network::from_conf_for_release(&req.conf)?;
         // The container's interface goes while the rest is removed: the kernel waits for an RCU grace period
         // (about 20 ms) before it returns from deleting a veth, and again when the nfnetlink socket that deleted
         // map elements is closed. The socket is closed last, after the veth is gone, so the two waits overlap.
         let mut nf = None;
+        let allocator = network.allocator()?;
         let interface = req.netns.clone().map(|netns| {
+            let (allocator, container_id) = (allocator.clone(), req.container_id.clone());
             let ifname = req.ifname.clone();
-            std::thread::spawn(move || delete_container_interface(&netns, &ifname))
+            // Only the interface of an attachment that holds addresses here is this network's: ADD takes them
+            // before it makes the veth pair and they are released after it is gone. Another plugin's interface
+            // of that name (for which ADD was refused, CNI_IFNAME taken) stays.
+            std::thread::spawn(move || {
+                if allocator.holds(&container_id, &ifname)? {
+                    delete_container_interface(&netns, &ifname)
+                } else {
+                    Ok(false)
+                }
+            })
         });
         let removed = (|| {
             {
@@ -400,9 +494,7 @@ impl Plugin for BridgePlugin {
             })??;
         }
         removed?;
-        network
-            .allocator()?
-            .release(&req.container_id, &req.ifname)?;
+        allocator.release(&req.container_id, &req.ifname)?;
         drop(nf);
         Ok(())
     }
@@ -468,12 +560,72 @@ impl Plugin for BridgePlugin {
 }
 
 impl BridgePlugin {
+    /// Undoes what a failed ADD made (`made`), in this order: the veth pair, the network's
+    /// firewall record and elements if this was its first ADD, the attachment's DNS names (and the resolver if
+    /// they were the network's only ones), the addresses (kept if the veth pair could not be deleted, so that
+    /// DEL, which deletes the interface of an attachment that holds addresses, still does), and the bridge if
+    /// this ADD created it and no other attachment uses it. Port mappings need nothing here: they are added all
+    /// or nothing, last. Best effort: the error being returned is what matters, so a step that fails is logged
+    /// and the others go on; the DEL that the runtime sends after a failed ADD tries again.
+    fn undo(&self, req: &Request, network: &Network, allocator: &Allocator, made: &Made) {
+        let warn = |step: &str, result: Result<()>| {
+            if let Err(error) = result {
+                tracing::warn!(step, %error, "undoing a failed ADD");
+            }
+        };
+        let veth_gone = made.veth.as_ref().is_none_or(|veth| {
+            let deleted = Netlink::open().and_then(|mut host| host.delete_link(veth).map(drop));
+            let ok = deleted.is_ok();
+            warn("delete the veth pair", deleted);
+            ok
+        });
+        if made.network_record {
+            warn(
+                "remove the network's firewall elements",
+                forget_network(network),
+            );
+        }
+        warn(
+            "remove the DNS names",
+            crate::dns::detach_host_resolver(
+                network.ipam.data_dir(),
+                &network.name,
+                &req.container_id,
+                &req.ifname,
+            ),
+        );
+        // Kept while the veth pair is there: DEL deletes the interface of an attachment that holds addresses.
+        if veth_gone {
+            warn(
+                "release the addresses",
+                allocator.release(&req.container_id, &req.ifname).map(drop),
+            );
+        }
+        if made.bridge {
+            // Not when another ADD holds the lock: it is about to attach to the bridge, or has.
+            warn(
+                "delete the bridge",
+                crate::lock::try_lock_exclusive(&network.bridge_lock_path()).and_then(|lock| {
+                    let Some(_lock) = lock else {
+                        return Ok(());
+                    };
+                    let mut host = Netlink::open()?;
+                    if let Some(bridge) = host.link_by_name(&network.bridge)? {
+                        host.delete_bridge_if_unused(&bridge)?;
+                    }
+                    Ok(())
+                }),
+            );
+        }
+    }
+
     fn attach(
         &self,
         req: &Request,
         network: &Network,
         netns: &Path,
         allocations: &[Allocation],
+        made: &mut Made,
     ) -> Result<CniResult> {
         let mut host = Netlink::open()?;
         let gateways: Vec<IpNet> = if network.is_gateway {
@@ -484,12 +636,15 @@ impl BridgePlugin {
         } else {
             Vec::new()
         };
-        let bridge = host.ensure_bridge(&BridgeSpec {
-            name: &network.bridge,
-            mtu: network.mtu,
-            vlan_filtering: false,
-            addresses: &gateways,
-        })?;
+        let bridge = host.ensure_bridge_noting(
+            &BridgeSpec {
+                name: &network.bridge,
+                mtu: network.mtu,
+                vlan_filtering: false,
+                addresses: &gateways,
+            },
+            &mut made.bridge,
+        )?;
         let mtu = match network.mtu {
             Some(m) => m,
             None => host.default_route_mtu()?,
@@ -503,6 +658,7 @@ impl BridgePlugin {
             hairpin: network.hairpin,
             container_ipv6: allocations.iter().any(|a| a.address.addr().is_ipv6()),
         })?;
+        made.veth = Some(pair.host.name.clone());
         let mut routes: Vec<RouteSpec> = Vec::new();
         let mut result_routes: Vec<ResultRoute> = Vec::new();
         for r in network.ipam.routes() {
@@ -606,7 +762,7 @@ impl BridgePlugin {
             masquerade: network.masquerade,
         };
         let mut nf = firewall::Nfnetlink::open()?;
-        ensure_rules(&mut nf, network, &record)?;
+        made.network_record = ensure_rules(&mut nf, network, &record)?;
         let mappings = port_mappings(req, allocations)?;
         firewall::add_mappings(&mut nf, &mappings)?;
         let recorded = write_json(

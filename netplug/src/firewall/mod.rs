@@ -187,6 +187,16 @@ pub fn network_batch(
     b
 }
 
+/// Empties the networks' sets (masquerade subnets and isolation pairs), so that the same transaction can fill
+/// them again with [`network_batch`]es of the networks that remain: how a network whose first ADD failed is taken
+/// out without touching another network's elements (an equal subnet, say). The port maps are left alone.
+pub fn flush_networks_batch() -> String {
+    ["masq4", "masq6", "cross"]
+        .iter()
+        .map(|set| format!("flush set inet {TABLE} {set}\n"))
+        .collect()
+}
+
 pub fn add_mappings_batch(mappings: &[PortMapping]) -> String {
     mappings
         .iter()

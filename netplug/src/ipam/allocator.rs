@@ -356,6 +356,15 @@ impl Allocator {
         Ok(stale)
     }
 
+    /// Whether (`container_id`, `ifname`) holds any address of this network (in the current ranges or not): an
+    /// attachment that does not was never made here, or has been released, so an interface of that name is not
+    /// this network's to delete.
+    pub fn holds(&self, container_id: &str, ifname: &str) -> Result<bool> {
+        let store = self.store.lock(self.lock_timeout)?;
+        let held = store.held_by(container_id, ifname, self.config.range_sets().len())?;
+        Ok(!held.is_empty())
+    }
+
     /// The addresses (`container_id`, `ifname`) holds, one per range set at most, in range set order. Addresses
     /// outside the current ranges (the config changed) are not listed (DEL and GC still remove them).
     pub fn allocations(&self, container_id: &str, ifname: &str) -> Result<Vec<Allocation>> {

@@ -16,6 +16,11 @@
 //!
 //! or the shorthand of one range set with one range: `"subnet"` (and `rangeStart`, `rangeEnd`, `gateway`) directly in
 //! the section. Every check happens in [`IpamConfig::parse`]; a parsed config is valid by construction.
+//!
+//! A subnet must be able to serve containers: the whole address space of a family, loopback, link-local,
+//! multicast, "this network" (0.0.0.0/8) and the reserved 240.0.0.0/4 with the limited broadcast address are
+//! refused (code 7, naming the subnet and the block), as is a subnet too small for a gateway and one address.
+//! [`IpamConfig::parse_for_release`] skips these two checks, for DEL only (see there).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -83,7 +88,25 @@ impl IpamConfig {
     /// hand out an address, a rangeStart/rangeEnd/gateway outside its subnet or on its network or broadcast
     /// address, rangeStart after rangeEnd, a range set mixing IPv4 and IPv6, overlapping ranges or subnets
     /// anywhere in the network, and a relative `dataDir`.
+    ///
+    /// A subnet that cannot serve containers ([`unusable_subnet`]) is refused too.
     pub fn parse(ipam: &Value) -> Result<IpamConfig> {
+        IpamConfig::parse_checking(ipam, Checks::All)
+    }
+
+    /// [`IpamConfig::parse`] without the checks that each subnet can serve containers (not a block of
+    /// [`unusable_subnet`], room for a gateway and an address), for DEL only: the CNI spec has the runtime call
+    /// DEL after every ADD, a failed one included, and DEL should release what it can ("Plugins should generally
+    /// complete a DEL action without error even if some resources are missing"); a config that ADD refused for its
+    /// subnet, or that an older polis-netplug accepted and made attachments with, must not leave its DEL failing
+    /// forever. A subnet too small to hand out an address gets a range holding only its network address, which
+    /// nothing can hold. Every other check (syntax, overlaps, the store directory) stays: DEL needs them to find
+    /// what to release. Such a config is for DEL's release only, never for handing out addresses.
+    pub fn parse_for_release(ipam: &Value) -> Result<IpamConfig> {
+        IpamConfig::parse_checking(ipam, Checks::ForRelease)
+    }
+
+    fn parse_checking(ipam: &Value, checks: Checks) -> Result<IpamConfig> {
         let obj = ipam.as_object().ok_or_else(|| {
             invalid(format!(
                 "the ipam section must be a JSON object, not {ipam}"
@@ -110,8 +133,11 @@ impl IpamConfig {
                      not both",
                 ));
             }
-            (Some(ranges), false) => parse_ranges(ranges)?,
-            (None, true) => vec![vec![("ipam".to_string(), parse_range(obj, "ipam")?)]],
+            (Some(ranges), false) => parse_ranges(ranges, checks)?,
+            (None, true) => vec![vec![(
+                "ipam".to_string(),
+                parse_range(obj, "ipam", checks)?,
+            )]],
             (None, false) => {
                 return Err(invalid(
                     "ipam: no addresses to manage: set \"ranges\" (or \"subnet\")",
@@ -285,6 +311,85 @@ pub(crate) fn from_u128(n: u128, ipv4: bool) -> Option<IpAddr> {
     }
 }
 
+/// Which checks [`IpamConfig::parse_checking`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    All,
+    /// All but those that a subnet can serve containers: [`IpamConfig::parse_for_release`].
+    ForRelease,
+}
+
+/// Address blocks that no container can have an address of, and why (IANA's special-purpose address registries,
+/// RFC 6890, and how Linux treats them). A subnet inside one of them, equal to one, or containing one is refused.
+const UNUSABLE_BLOCKS: &[(&str, &str)] = &[
+    (
+        "0.0.0.0/8",
+        "\"this network\" (RFC 1122): 0.0.0.0 is the unspecified address, and the kernel drops packets from the \
+         rest of the block as martians",
+    ),
+    (
+        "127.0.0.0/8",
+        "loopback (RFC 1122): every network namespace routes the whole block to its own lo, so packets to these \
+         addresses never leave it",
+    ),
+    (
+        "169.254.0.0/16",
+        "link-local (RFC 3927): valid on one link only and never to be routed, so neither masquerading nor port \
+         mappings through the host can serve it",
+    ),
+    (
+        "224.0.0.0/4",
+        "multicast (RFC 5771): group addresses, which no interface can have as its own",
+    ),
+    (
+        "240.0.0.0/4",
+        "reserved (RFC 1112, not forwardable by RFC 6890), ending in the limited broadcast address \
+         255.255.255.255 (RFC 919), which is never routed",
+    ),
+    (
+        "::1/128",
+        "the loopback address (RFC 4291), which only lo can have",
+    ),
+    (
+        "::/128",
+        "the unspecified address (RFC 4291), which no interface can have",
+    ),
+    (
+        "fe80::/10",
+        "link-local (RFC 4291): every interface makes its own fe80:: address, and they are never routed",
+    ),
+    (
+        "ff00::/8",
+        "multicast (RFC 4291): group addresses, which no interface can have as its own",
+    ),
+];
+
+/// Why `subnet` cannot serve containers, if it cannot: it is the whole address space of its family, or it meets a
+/// block of `UNUSABLE_BLOCKS` (lies in it, is it, or contains it). The kernel would refuse such addresses only at
+/// ADD, with a message that does not say why, or accept them and leave the containers unreachable.
+pub fn unusable_subnet(subnet: IpNet) -> Option<String> {
+    if subnet.prefix_len() == 0 {
+        return Some(format!(
+            "it is the whole {} address space (loopback, link-local and multicast addresses included): the \
+             bridge's route to it would take every destination",
+            family(&subnet.addr())
+        ));
+    }
+    UNUSABLE_BLOCKS.iter().find_map(|(block, why)| {
+        let block: IpNet = block.parse().ok()?;
+        let how = if block == subnet {
+            "it is"
+        } else if block.contains(&subnet) {
+            "it lies in"
+        } else if subnet.contains(&block) {
+            "it contains"
+        } else {
+            return None;
+        };
+        Some(format!("{how} {block}, {why}"))
+    })
+}
+
 fn invalid(reason: impl Into<String>) -> Error {
     Error::InvalidConfig {
         reason: reason.into(),
@@ -360,7 +465,7 @@ pub(crate) fn parse_network(s: &str, what: &str) -> Result<IpNet> {
     Ok(net)
 }
 
-fn parse_ranges(ranges: &Value) -> Result<Vec<Vec<(String, AddressRange)>>> {
+fn parse_ranges(ranges: &Value, checks: Checks) -> Result<Vec<Vec<(String, AddressRange)>>> {
     let sets = ranges.as_array().ok_or_else(|| {
         invalid(format!(
             "ipam.ranges must be a list of lists of ranges, not {ranges}"
@@ -391,7 +496,7 @@ fn parse_ranges(ranges: &Value) -> Result<Vec<Vec<(String, AddressRange)>>> {
                         ))
                     })?;
                     check_fields(obj, &path, RANGE_FIELDS)?;
-                    Ok((path.clone(), parse_range(obj, &path)?))
+                    Ok((path.clone(), parse_range(obj, &path, checks)?))
                 })
                 .collect()
         })
@@ -401,12 +506,30 @@ fn parse_ranges(ranges: &Value) -> Result<Vec<Vec<(String, AddressRange)>>> {
 /// One range from `subnet`, `rangeStart`, `rangeEnd`, `gateway` (the shorthand's fields are the same). Defaults as
 /// host-local's: the gateway is the subnet's first host address; the range runs from the first host address (past
 /// the gateway) to the last (IPv4: before the broadcast address; IPv6: the subnet's last address).
-fn parse_range(obj: &Map<String, Value>, path: &str) -> Result<AddressRange> {
+fn parse_range(obj: &Map<String, Value>, path: &str, checks: Checks) -> Result<AddressRange> {
     let subnet = opt_str(obj, path, "subnet")?
         .ok_or_else(|| invalid(format!("{path}.subnet is missing")))?;
     let subnet = parse_network(subnet, &format!("{path}.subnet"))?;
+    if checks == Checks::All
+        && let Some(why) = unusable_subnet(subnet)
+    {
+        return Err(invalid(format!(
+            "{path}.subnet: {subnet} cannot serve containers: {why}; use a private subnet such as one of \
+             10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or, for IPv6, fd00::/8"
+        )));
+    }
     let ipv4 = subnet.addr().is_ipv4();
     let max_prefix = subnet.max_prefix_len() - 2;
+    if subnet.prefix_len() > max_prefix && checks == Checks::ForRelease {
+        // Nothing can have been handed out of it; DEL only needs to know the range set is there.
+        let network = subnet.network();
+        return Ok(AddressRange {
+            subnet,
+            start: network,
+            end: network,
+            gateway: network,
+        });
+    }
     if subnet.prefix_len() > max_prefix {
         return Err(invalid(format!(
             "{path}.subnet: {subnet} is too small to allocate from (a gateway and an address need at least a /{max_prefix})"
@@ -703,6 +826,132 @@ mod tests {
             json!({"type": "polis", "subnet": "198.18.0.0/24", "routes": [{"gw": "198.18.0.1"}]}),
             &["ipam.routes[0].dst is missing"],
         );
+    }
+
+    /// Subnets that cannot serve containers are refused with code 7, naming the field, the subnet and the block
+    /// it meets; every way of giving a subnet (shorthand, ranges) is checked.
+    #[test]
+    fn subnets_that_cannot_serve_containers_are_refused() {
+        let cases: &[(&str, &[&str])] = &[
+            ("0.0.0.0/0", &["whole IPv4 address space"]),
+            ("::/0", &["whole IPv6 address space"]),
+            ("224.0.0.0/24", &["lies in 224.0.0.0/4", "multicast"]),
+            ("224.0.0.0/4", &["it is 224.0.0.0/4", "multicast"]),
+            ("239.255.0.0/16", &["multicast"]),
+            ("ff00::/64", &["lies in ff00::/8", "multicast"]),
+            ("ff02::/16", &["multicast"]),
+            ("127.0.0.0/8", &["it is 127.0.0.0/8", "loopback"]),
+            ("127.0.0.0/24", &["lies in 127.0.0.0/8", "loopback"]),
+            ("127.5.0.0/16", &["loopback"]),
+            ("::1/128", &["it is ::1/128", "loopback"]),
+            // A subnet that would hand out ::1 (or ::) is refused for it too.
+            ("::/96", &["contains ::1/128", "loopback"]),
+            ("::/128", &["it is ::/128", "unspecified"]),
+            ("169.254.0.0/16", &["it is 169.254.0.0/16", "link-local"]),
+            ("169.254.1.0/24", &["link-local"]),
+            ("fe80::/64", &["lies in fe80::/10", "link-local"]),
+            ("fe80::/10", &["link-local"]),
+            (
+                "255.255.255.0/24",
+                &["lies in 240.0.0.0/4", "limited broadcast"],
+            ),
+            ("240.0.0.0/4", &["reserved"]),
+            ("0.0.0.0/8", &["it is 0.0.0.0/8", "unspecified"]),
+            ("0.0.0.0/24", &["lies in 0.0.0.0/8"]),
+            // Larger subnets that contain a block: 0.0.0.0/1 would hand out loopback addresses.
+            ("0.0.0.0/1", &["contains 0.0.0.0/8"]),
+            ("96.0.0.0/3", &["contains 127.0.0.0/8", "loopback"]),
+            ("128.0.0.0/1", &["contains 169.254.0.0/16", "link-local"]),
+        ];
+        for (subnet, needles) in cases {
+            for (config, field) in [
+                (json!({"type": "polis", "subnet": subnet}), "ipam.subnet"),
+                (
+                    json!({"type": "polis", "ranges": [[{"subnet": "198.18.0.0/24"}], [{"subnet": subnet}]]}),
+                    "ipam.ranges[1][0].subnet",
+                ),
+            ] {
+                let err = IpamConfig::parse(&config).unwrap_err();
+                assert_eq!(err.cni_code(), 7, "{err}");
+                let message = err.to_string();
+                let head = format!("{field}: {subnet} cannot serve containers: ");
+                assert!(
+                    message.contains(&head),
+                    "{message:?} should contain {head:?}"
+                );
+                for needle in *needles {
+                    assert!(
+                        message.contains(needle),
+                        "{subnet}: {message:?} should mention {needle:?}"
+                    );
+                }
+                assert!(message.contains("private subnet"), "{message}");
+            }
+        }
+    }
+
+    /// Subnets next to the refused blocks, and the ones the tests and examples use, are fine.
+    #[test]
+    fn subnets_beside_the_refused_blocks_are_accepted() {
+        for subnet in [
+            "198.18.0.0/15",
+            "198.18.0.0/24",
+            "10.88.0.0/16",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "1.0.0.0/8",
+            "126.255.255.0/24",
+            "128.0.0.0/8",
+            "169.253.0.0/16",
+            "169.255.0.0/16",
+            "223.255.255.0/24",
+            "fd00::/8",
+            "fd00:198:18::/64",
+            "fe00::/16",
+            "fec0::/10",
+            "2001:db8::/32",
+            "::2/127",
+            "::4/126",
+        ] {
+            if let Err(e) = IpamConfig::parse(&json!({"type": "polis", "subnet": subnet})) {
+                assert!(
+                    !e.to_string().contains("cannot serve containers"),
+                    "{subnet}: {e}"
+                );
+            }
+            assert_eq!(unusable_subnet(subnet.parse().unwrap()), None, "{subnet}");
+        }
+    }
+
+    /// DEL parses what ADD refuses for its subnet (so that it can release what an attachment holds), but nothing
+    /// else that ADD refuses.
+    #[test]
+    fn release_parses_unusable_subnets_but_nothing_else_that_is_wrong() {
+        for subnet in [
+            "0.0.0.0/0",
+            "::/0",
+            "127.0.0.0/24",
+            "255.255.255.0/24",
+            "fe80::/64",
+            "::1/128",
+            "0.0.0.0/32",
+            "255.255.255.255/32",
+        ] {
+            let ipam = json!({"type": "polis", "subnet": subnet, "dataDir": "/run/polis-test"});
+            assert!(IpamConfig::parse(&ipam).is_err(), "{subnet}");
+            let c = IpamConfig::parse_for_release(&ipam).unwrap();
+            assert_eq!(c.range_sets()[0].ranges()[0].subnet().to_string(), subnet);
+            assert_eq!(c.data_dir(), Path::new("/run/polis-test"));
+        }
+        for bad in [
+            json!({"type": "polis", "subnet": "198.18.0.5/24"}),
+            json!({"type": "polis", "subnet": "198.18.0/24"}),
+            json!({"type": "polis", "subnet": "127.0.0.0/24", "dataDir": "relative"}),
+            json!({"type": "polis", "subnet": "::/0", "rangeStart": "198.18.0.1"}),
+        ] {
+            let err = IpamConfig::parse_for_release(&bad).unwrap_err();
+            assert_eq!(err.cni_code(), 7, "{err}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Address management for the bridge plugin: the `ipam` section of a network config (host-local's format), and a
 //! crash-safe, multi-process store of who holds which address.
 //!
-//! - [`IpamConfig::parse`] validates the section: range sets of one or more subnets, routes, the store directory.
+//! - [`IpamConfig::parse`] validates the section: range sets of one or more subnets (each able to serve
+//!   containers: [`unusable_subnet`]), routes, the store directory.
 //! - [`static_requests`] gathers the addresses a caller asked for (`ips` capability, `CNI_ARGS` `IP=`,
 //!   `args.cni.ips`).
 //! - [`Allocator`] hands out one address per range set to an attachment (container ID, interface name) on ADD,
@@ -32,5 +33,7 @@ mod request;
 mod store;
 
 pub use allocator::{Allocation, Allocator, DEFAULT_LOCK_TIMEOUT, RangeSetUsage};
-pub use config::{AddressRange, DEFAULT_DATA_DIR, IPAM_TYPES, IpamConfig, RangeSet, Route};
+pub use config::{
+    AddressRange, DEFAULT_DATA_DIR, IPAM_TYPES, IpamConfig, RangeSet, Route, unusable_subnet,
+};
 pub use request::{AddressRequest, static_requests};

@@ -43,10 +43,21 @@ impl Netlink {
     /// A new bridge gets a fixed random MAC address: otherwise the kernel gives it the lowest MAC of its ports,
     /// and the gateway's MAC would change under the containers each time a port with a lower one joins.
     pub fn ensure_bridge(&mut self, spec: &BridgeSpec) -> Result<Link> {
+        self.ensure_bridge_noting(spec, &mut false)
+    }
+
+    /// [`Netlink::ensure_bridge`], which sets `created` as soon as this call has created the bridge (rather than
+    /// found it, or lost the race to create it to another process), so that a caller undoing a failed ADD knows
+    /// the bridge is its own, also when a later step of this call failed.
+    pub fn ensure_bridge_noting(&mut self, spec: &BridgeSpec, created: &mut bool) -> Result<Link> {
         check_interface_name(spec.name)?;
         let mut bridge = match self.link_by_name(spec.name)? {
             Some(existing) => existing,
-            None => self.create_bridge(spec)?,
+            None => {
+                let (bridge, made) = self.create_bridge(spec)?;
+                *created = made;
+                bridge
+            }
         };
         if bridge.kind.as_deref() != Some("bridge") {
             return Err(Error::InvalidConfig {
@@ -82,8 +93,9 @@ impl Netlink {
         Ok(bridge)
     }
 
-    /// Creates the bridge; if another invocation created it meanwhile (EEXIST), returns that one.
-    fn create_bridge(&mut self, spec: &BridgeSpec) -> Result<Link> {
+    /// Creates the bridge; if another invocation created it meanwhile (EEXIST), returns that one. The flag says
+    /// whether this call created it.
+    fn create_bridge(&mut self, spec: &BridgeSpec) -> Result<(Link, bool)> {
         let mut message = LinkMessage::default();
         message
             .attributes
@@ -97,22 +109,51 @@ impl Netlink {
         message
             .attributes
             .push(bridge_info(spec.vlan_filtering, false));
-        match self.request(
+        let created = match self.request(
             RouteNetlinkMessage::NewLink(message),
             NLM_F_CREATE | NLM_F_EXCL,
         ) {
-            Ok(_) => tracing::debug!(bridge = spec.name, "created bridge"),
-            Err(e) if e.is(libc::EEXIST) => {}
+            Ok(_) => {
+                tracing::debug!(bridge = spec.name, "created bridge");
+                true
+            }
+            Err(e) if e.is(libc::EEXIST) => false,
             Err(e) => return Err(e.into_error("create bridge", spec.name)),
+        };
+        Ok((self.require_link(spec.name)?, created))
+    }
+
+    /// Deletes `bridge` (as [`Netlink::ensure_bridge_noting`] returned it) if it is still that bridge and no link
+    /// is its port: the undoing of a failed ADD that created it. Returns whether it was deleted; a bridge already
+    /// gone, one with a port (another container's veth), or a link that now has the bridge's index but another
+    /// name or type stays.
+    pub fn delete_bridge_if_unused(&mut self, bridge: &Link) -> Result<bool> {
+        let Some(now) = self.link_by_index(bridge.index)? else {
+            return Ok(false);
+        };
+        if now.name != bridge.name || now.kind.as_deref() != Some("bridge") {
+            return Ok(false);
         }
-        self.require_link(spec.name)
+        if self
+            .links()?
+            .iter()
+            .any(|link| link.master == Some(bridge.index))
+        {
+            return Ok(false);
+        }
+        self.delete_link_by_index(&now)?;
+        tracing::debug!(
+            bridge = bridge.name,
+            "deleted the bridge a failed ADD created"
+        );
+        Ok(true)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::testutil::{TestNetns, net};
+    use crate::link::testutil::{TestNetns, create_local_veth, net};
 
     #[test]
     fn bridge_is_created_then_adopted_with_its_addresses_and_mtu() {
@@ -172,6 +213,42 @@ mod tests {
                 }
                 Err(other) => panic!("{other}"),
             }
+            Ok(())
+        });
+    }
+
+    /// A new bridge is reported as created (an adopted one is not), and is deleted only while it has no port.
+    #[test]
+    fn a_created_bridge_is_noted_and_deleted_only_while_unused() {
+        let host = TestNetns::new();
+        host.run(|netlink| {
+            let spec = BridgeSpec {
+                name: "polisbr2",
+                mtu: None,
+                vlan_filtering: false,
+                addresses: &[],
+            };
+            let mut created = false;
+            let bridge = netlink.ensure_bridge_noting(&spec, &mut created)?;
+            assert!(created);
+            let mut again = false;
+            assert_eq!(
+                netlink.ensure_bridge_noting(&spec, &mut again)?.index,
+                bridge.index
+            );
+            assert!(!again, "an existing bridge is adopted, not created");
+
+            // A port keeps it.
+            let port = create_local_veth(netlink, "polisport0", "polisport1")?;
+            netlink.set_link_master(&port, &bridge)?;
+            assert!(!netlink.delete_bridge_if_unused(&bridge)?);
+            assert!(netlink.link_by_name("polisbr2")?.is_some());
+            assert!(netlink.delete_link("polisport0")?);
+
+            assert!(netlink.delete_bridge_if_unused(&bridge)?);
+            assert_eq!(netlink.link_by_name("polisbr2")?, None);
+            // Gone already: nothing to do.
+            assert!(!netlink.delete_bridge_if_unused(&bridge)?);
             Ok(())
         });
     }

@@ -46,4 +46,4 @@ pub use links::{Link, MAX_INTERFACE_NAME_LEN, MacAddress, validate_interface_nam
 pub use netlink::Netlink;
 pub use netns::in_netns;
 pub use routes::{DEFAULT_MTU, MAIN_TABLE, Route, RouteSpec};
-pub use veth::{VethPair, VethSpec, delete_container_interface};
+pub use veth::{VethPair, VethSpec, delete_container_interface, interface_name_taken};

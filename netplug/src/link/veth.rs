@@ -132,7 +132,14 @@ impl Netlink {
         let container = in_netns(spec.netns, || {
             let mut netlink = Netlink::open()?;
             let peer = netlink.require_link(peer_name)?;
-            let peer = netlink.rename_link(&peer, spec.ifname)?;
+            let peer = match netlink.rename_link(&peer, spec.ifname) {
+                Ok(peer) => peer,
+                // The caller looks first (bridge ADD does); this is the name taken since, said as clearly.
+                Err(_) if netlink.link_by_name(spec.ifname)?.is_some() => {
+                    return Err(interface_name_taken(spec.ifname, spec.netns));
+                }
+                Err(e) => return Err(e),
+            };
             if !spec.container_ipv6 {
                 netlink.skip_ipv6_addresses(&peer)?;
             }
@@ -157,11 +164,57 @@ fn disable_ipv6(ifname: &str) -> Result<()> {
     }
 }
 
+/// The error for a `CNI_IFNAME` that the container's network namespace at `netns` already has: `lo`, which every
+/// namespace has, or an interface someone else made. ADD must not take it over, and must not delete it when it
+/// fails.
+///
+/// Code 4. The CNI spec says of ADD "If an interface of the requested name already exists in the container, the
+/// CNI plugin MUST return with an error", and of `CNI_IFNAME` "if the plugin is unable to use this interface name
+/// it must return an error", but gives that error no code of its own. Of the well-known codes, 4 is "Invalid
+/// necessary environment variables ... The error message must contain the names of invalid variables": the value
+/// of `CNI_IFNAME` is what the runtime has to change, and names the kernel would refuse get 4 already
+/// (`cni::plugin::validate_ifname`). 7 (invalid network config) would send the operator to a config that is fine,
+/// and 5 (I/O failure) or a code of the plugin's own (100 and up) would hide that the caller's input is at fault.
+pub fn interface_name_taken(ifname: &str, netns: &Path) -> Error {
+    let what = if ifname == "lo" {
+        " (lo is the loopback interface every network namespace has)"
+    } else {
+        ""
+    };
+    Error::Environment {
+        var: "CNI_IFNAME",
+        reason: format!(
+            "{ifname:?}: the container's network namespace {} already has an interface of that name{what}; ADD \
+             makes a new interface and does not take over one it did not make: give the attachment another name",
+            netns.display()
+        ),
+    }
+}
+
 /// Deletes the interface `ifname` inside the network namespace at `netns` (for a veth end, the whole pair, the
 /// host end included). Idempotent, as CNI DEL must be: a missing interface, a missing path or a path that is no
 /// longer a network namespace all return `Ok(false)`.
+///
+/// Only a veth is deleted: ADD makes nothing else there, and an interface of another type under that name (`lo`,
+/// or another plugin's device after an ADD refused the name as taken) is not ours; it stays, with `Ok(false)`, so
+/// that the DEL the runtime sends after such a failed ADD succeeds without touching it.
 pub fn delete_container_interface(netns: &Path, ifname: &str) -> Result<bool> {
-    match in_netns(netns, || Netlink::open()?.delete_link(ifname)) {
+    let delete = || {
+        let mut netlink = Netlink::open()?;
+        match netlink.link_by_name(ifname)? {
+            None => Ok(false),
+            Some(link) if link.kind.as_deref() != Some("veth") => {
+                tracing::debug!(
+                    ifname,
+                    kind = link.kind.as_deref().unwrap_or("none"),
+                    "not a veth: left in place"
+                );
+                Ok(false)
+            }
+            Some(_) => netlink.delete_link(ifname),
+        }
+    };
+    match in_netns(netns, delete) {
         Err(Error::UnknownContainer { .. }) => Ok(false),
         result => result,
     }
@@ -393,6 +446,21 @@ mod tests {
         assert!(!delete_container_interface(&path, "eth0").unwrap());
     }
 
+    /// DEL deletes veths only: `lo` and an interface of another type under the name stay (and DEL succeeds).
+    #[test]
+    fn delete_leaves_interfaces_that_are_not_veths() {
+        let container = TestNetns::new();
+        assert!(!delete_container_interface(container.path(), "lo").unwrap());
+        container.run(|netlink| {
+            netlink.require_link("lo")?;
+            Ok(())
+        });
+        let error = interface_name_taken("lo", container.path());
+        assert_eq!(error.cni_code(), 4);
+        assert!(error.to_string().contains("CNI_IFNAME"), "{error}");
+        assert!(error.to_string().contains("loopback"), "{error}");
+    }
+
     #[test]
     fn a_missing_netns_on_add_is_an_unknown_container() {
         let (host, bridge) = host_with_bridge(6);
@@ -433,12 +501,25 @@ mod tests {
         assert!(
             matches!(
                 &error,
-                Error::Netlink {
-                    op: "rename link",
+                Error::Environment {
+                    var: "CNI_IFNAME",
                     ..
                 }
             ),
             "{error:?}"
+        );
+        assert_eq!(error.cni_code(), 4);
+        assert!(
+            error
+                .to_string()
+                .contains("\"eth0\": the container's network namespace"),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("already has an interface of that name"),
+            "{error}"
         );
         assert_eq!(host.run(|netlink| netlink.links()).len(), before);
         container.run(|netlink| {
