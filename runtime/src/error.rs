@@ -59,6 +59,27 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The class of this error for programs, as the last JSON log line's `kind` carries it
+    /// (README "The log contract"): `not-found`, `already-exists`, `invalid`,
+    /// `failed-precondition`, or `internal` for a failure of the host or of libcontainer.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotExist { .. } => "not-found",
+            Error::AlreadyExists { .. } => "already-exists",
+            Error::InvalidId { .. }
+            | Error::Bundle { .. }
+            | Error::Config { .. }
+            | Error::InvalidSignal(_)
+            | Error::Invalid(_) => "invalid",
+            Error::WrongStatus { .. } | Error::NotRunning { .. } => "failed-precondition",
+            Error::Io { .. }
+            | Error::Sys { .. }
+            | Error::Cgroup { .. }
+            | Error::Libcontainer { .. }
+            | Error::Host(_) => "internal",
+        }
+    }
+
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             op,

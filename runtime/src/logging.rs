@@ -39,12 +39,16 @@ struct LogrusLayer {
 struct Message {
     msg: String,
     fields: String,
+    /// The error's class (error.rs `Error::kind`), a JSON key of its own.
+    kind: Option<String>,
 }
 
 impl Visit for Message {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.msg.push_str(value);
+        } else if field.name() == "kind" {
+            self.kind = Some(value.to_string());
         } else {
             let _ = write!(self.fields, " {}={}", field.name(), value);
         }
@@ -93,10 +97,16 @@ impl<S: Subscriber> Layer<S> for LogrusLayer {
         let level = level_name(event.metadata().level());
         let line = match self.format {
             LogFormat::Json => {
-                let obj = serde_json::json!({ "level": level, "msg": text, "time": time });
+                let mut obj = serde_json::json!({ "level": level, "msg": text, "time": time });
+                if let Some(kind) = &m.kind {
+                    obj["kind"] = serde_json::Value::String(kind.clone());
+                }
                 format!("{obj}\n")
             }
-            LogFormat::Text => format!("time=\"{time}\" level={level} msg={text:?}\n"),
+            LogFormat::Text => match &m.kind {
+                Some(kind) => format!("time=\"{time}\" level={level} msg={text:?} kind={kind}\n"),
+                None => format!("time=\"{time}\" level={level} msg={text:?}\n"),
+            },
         };
         if let Ok(mut out) = self.out.lock() {
             let _ = out.write_all(line.as_bytes());

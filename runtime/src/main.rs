@@ -104,8 +104,12 @@ fn main() -> ExitCode {
         Err(err) => {
             let msg = error_chain(&err);
             if log_to_file {
-                // containerd and conmon read the last error line of the log file.
-                tracing::error!("{msg}");
+                // containerd and conmon read the last error line of the log file; the shim reads its
+                // kind as well.
+                let kind = err
+                    .downcast_ref::<polis_runc::Error>()
+                    .map_or("invalid", polis_runc::Error::kind);
+                tracing::error!(kind, "{msg}");
             }
             eprintln!("polis-runc: {msg}");
             ExitCode::FAILURE

@@ -187,3 +187,46 @@ conformance_test!(
         c.assert_gone();
     }
 );
+
+/// The last `"level":"error"` line of a runtime's JSON log for `ARGS...`.
+fn last_error_line(rt: &Runtime, args: &[&str]) -> Value {
+    let log = rt.scratch().join("last-error.log");
+    let _ = std::fs::remove_file(&log);
+    let mut full = vec!["--log", log.to_str().unwrap(), "--log-format", "json"];
+    full.extend_from_slice(args);
+    rt.cmd(&full).fails();
+    std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["level"] == "error")
+        .unwrap_or_else(|| panic!("no error line for {args:?}"))
+}
+
+conformance_test!(
+    /// polis-runc's log contract (README): the last error line of `--log-format json` carries, beside runc's
+    /// "level", "msg" and "time", a stable `kind` that programs (containerd-shim-polis-v2) map to status codes instead
+    /// of matching words: `not-found`, `already-exists`, `invalid`, `failed-precondition`.
+    json_error_lines_carry_a_kind,
+    runc_lacks = "runc's log lines have no kind",
+    |rt| {
+        let mut b = Bundle::new();
+        b.probe(&["sleep", "60"]);
+        let c = rt.container();
+        c.create_running(&b);
+        let bundle = b.path().to_str().unwrap();
+        let kind = |args: &[&str]| last_error_line(rt, args)["kind"].as_str().unwrap_or_default().to_string();
+        assert_eq!(kind(&["state", "polis-no-such-container"]), "not-found");
+        assert_eq!(kind(&["create", "--bundle", bundle, &c.id]), "already-exists");
+        assert_eq!(kind(&["start", &c.id]), "failed-precondition");
+        let mut missing_source = Bundle::new();
+        missing_source.push(
+            "/mounts",
+            json!({"destination": "/mnt", "type": "bind", "source": "/polis-no-such-dir", "options": ["rbind"]}),
+        );
+        let other = rt.container();
+        missing_source.write_config(Some(&other.cgroups_path()));
+        assert_eq!(kind(&["create", "--bundle", missing_source.path().to_str().unwrap(), &other.id]), "invalid");
+    }
+);
