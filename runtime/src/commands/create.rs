@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use polis_runc::create::{CreateOptions, create_container};
+use polis_runc::setup::{CreateOptions, create_container};
 use polis_runc::store::Store;
 
 use crate::Cli;

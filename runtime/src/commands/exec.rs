@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use nix::unistd::Pid;
-use polis_runc::exec::{ExecOptions, exec_process};
+use polis_runc::exec_process::{ExecOptions, exec_process};
 use polis_runc::foreground::{block_signals, wait_forwarding_signals, wait_with_terminal};
 use polis_runc::store::Store;
 

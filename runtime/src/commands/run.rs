@@ -1,6 +1,6 @@
 use anyhow::Result;
 use nix::unistd::Pid;
-use polis_runc::create::create_container;
+use polis_runc::setup::create_container;
 use polis_runc::foreground::{
     block_signals, size_terminal_like_stdin, wait_forwarding_signals, wait_with_terminal,
 };
