@@ -249,13 +249,11 @@ fn enable_sysctl(key: &str) -> Result<()> {
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io("creating", dir))?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let data = serde_json::to_vec(value).map_err(|e| Error::Decode {
         what: "firewall record",
         reason: e.to_string(),
     })?;
-    fs::write(&tmp, data).map_err(io("writing", &tmp))?;
-    fs::rename(&tmp, path).map_err(io("renaming", path))
+    Ok(polis_host::atomic::write_atomic_mode(path, &data, 0o644)?)
 }
 
 /// Every network recorded beside `data_dir` (one `<network>/firewall/network.json` each).
@@ -305,8 +303,9 @@ pub fn full_batch(data_dir: &Path) -> String {
     batch
 }
 
-/// An exclusive flock on `<dataDir>/firewall.lock`, released on drop.
-fn lock_firewall(data_dir: &Path) -> Result<fs::File> {
+/// An exclusive flock on `<dataDir>/firewall.lock`, released on drop: every change of the firewall state
+/// (polis-netplug's ADD and DEL, polis-cnitool's reapply) holds it.
+pub fn lock_firewall(data_dir: &Path) -> Result<polis_host::lock::FileLock> {
     crate::lock::lock_exclusive(&data_dir.join("firewall.lock"))
 }
 

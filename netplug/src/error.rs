@@ -144,6 +144,23 @@ impl Error {
 }
 
 /// `map_err` helper: an I/O error with the operation and the path it was about.
+/// The shared plumbing's errors (polis-host) are I/O failures with their operation and path: code 5.
+impl From<polis_host::Error> for Error {
+    fn from(e: polis_host::Error) -> Self {
+        match e {
+            polis_host::Error::Io { op, path, source } => Error::Io { op, path, source },
+            polis_host::Error::Invalid { path, reason } => Error::Io {
+                op: "use",
+                path,
+                source: std::io::Error::other(reason),
+            },
+            polis_host::Error::User { user, reason } => Error::InvalidConfig {
+                reason: format!("user {user:?}: {reason}"),
+            },
+        }
+    }
+}
+
 pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { op, path, source }

@@ -403,28 +403,10 @@ fn reapply_firewall(data_dir: &Path) -> anyhow::Result<()> {
     if !data_dir.is_dir() {
         bail!("no polis-netplug records in {}", data_dir.display());
     }
-    let _lock = lock_firewall(data_dir)?;
+    let _lock = polis_netplug::bridge::lock_firewall(data_dir)?;
     let batch = polis_netplug::bridge::full_batch(data_dir);
     polis_netplug::firewall::apply("re-applying the firewall state", &batch)
         .with_context(|| format!("reapply the records of {}", data_dir.display()))
-}
-
-/// The same exclusive flock polis-netplug takes on `<dataDir>/firewall.lock`; released when the file is dropped.
-fn lock_firewall(data_dir: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    let path = data_dir.join("firewall.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("lock {}", path.display()));
-    }
-    Ok(file)
 }
 
 #[cfg(test)]

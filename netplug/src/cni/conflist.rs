@@ -23,7 +23,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -644,22 +644,7 @@ impl CniRunner {
             .mode(0o700)
             .create(&dir)
             .map_err(io("create the cache directory", &dir))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            path.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("create the cache file", &tmp))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(io("write the cache file", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io("rename the cache file to", &path))
+        Ok(polis_host::atomic::write_atomic(&path, &bytes)?)
     }
 
     fn remove_cache(&self, list: &NetworkList, rt: &RuntimeConf) -> Result<()> {

@@ -57,17 +57,15 @@ fn record_path(dir: &Path, container_id: &str, ifname: &str) -> PathBuf {
     dir.join(format!("{container_id}-{ifname}.json"))
 }
 
-/// Writes `record` into `dir` atomically (a temporary file renamed over the record).
+/// Writes `record` into `dir` atomically (polis_host::atomic).
 pub fn write_record(dir: &Path, record: &NameRecord) -> Result<()> {
     fs::create_dir_all(dir).map_err(io("creating", dir))?;
     let path = record_path(dir, &record.container_id, &record.ifname);
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let data = serde_json::to_vec(record).map_err(|e| Error::Decode {
         what: "dns record",
         reason: e.to_string(),
     })?;
-    fs::write(&tmp, data).map_err(io("writing", &tmp))?;
-    fs::rename(&tmp, &path).map_err(io("renaming", &path))
+    Ok(polis_host::atomic::write_atomic_mode(&path, &data, 0o644)?)
 }
 
 /// Every record in `dir`; unreadable ones are skipped (a record is only ever replaced whole).
@@ -177,7 +175,7 @@ pub fn resolv_conf_upstreams(path: &Path) -> Vec<SocketAddr> {
 }
 
 /// An exclusive flock on `<dataDir>/<network>/dns.lock`, released on drop.
-fn lock_network_dns(data_dir: &Path, network: &str) -> Result<fs::File> {
+fn lock_network_dns(data_dir: &Path, network: &str) -> Result<polis_host::lock::FileLock> {
     crate::lock::lock_exclusive(&data_dir.join(network).join("dns.lock"))
 }
 
@@ -312,14 +310,15 @@ fn start_host_resolver(
         });
     }
     let pid_file = pid_path(data_dir, network);
-    let tmp = pid_file.with_extension(format!("tmp.{}", std::process::id()));
-    let written = fs::write(&tmp, format!("{}\n", child.id()))
-        .map_err(io("writing", &tmp))
-        .and_then(|_| fs::rename(&tmp, &pid_file).map_err(io("renaming", &pid_file)));
+    let written = polis_host::atomic::write_atomic_mode(
+        &pid_file,
+        format!("{}\n", child.id()).as_bytes(),
+        0o644,
+    );
     if let Err(e) = written {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(e);
+        return Err(e.into());
     }
     // Reap it should it exit while this process still runs (a plugin used as a library by a long-lived one).
     std::thread::spawn(move || child.wait());
