@@ -2,14 +2,17 @@
 //!
 //! ```text
 //! DIR/config.json      from the image config (spec.rs)
-//! DIR/rootfs           overlayfs: the image's unpacked layers (shared, read-only) under DIR/.overlay/upper
+//! DIR/rootfs           overlayfs: the image's unpacked layers (shared, read-only) under DIR/.overlay/upper,
+//!                      from the topmost layer with an opaque whiteout at its root up (layers.rs `visible_layers`)
 //! DIR/.overlay/        upper and work directories: what the container writes
 //! ```
 //! The layers are the store's, one directory per ChainID, so ten bundles of one image share them. `unbundle DIR`
 //! unmounts the rootfs and removes what `bundle` made.
 
 use crate::error::{Error, Result, io};
-use crate::layers::{chain_ids, diff_ids, layer_dir, remove_tree, unpack_into_store};
+use crate::layers::{
+    chain_ids, diff_ids, layer_dir, remove_tree, unpack_into_store, visible_layers,
+};
 use crate::spec::{ImageConfig, runtime_config};
 use crate::store::{ImageStore, StoredImage};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -42,6 +45,8 @@ pub fn image_layers(
     let config = store.read_blob(manifest.config().digest().as_ref())?;
     let diff_ids = diff_ids(&config)?;
     let chains = chain_ids(&diff_ids);
+    // What is unpacked here counts against the store's per-image limit (limits.rs).
+    store.budget().start_image();
     let mut dirs: Vec<PathBuf> = Vec::new();
     for (i, layer) in manifest.layers().iter().enumerate() {
         let dir = layer_dir(store, &chains[i])?;
@@ -94,6 +99,12 @@ pub fn create_bundle(
 }
 
 fn fill_bundle(store: &ImageStore, image: &StoredImage, dir: &Path, args: &[String]) -> Result<()> {
+    // Private like the store (store.rs): the rootfs shows the image's setuid binaries and device nodes, and a
+    // container without a user namespace needs no one else to reach it.
+    let private = <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(
+        crate::store::PRIVATE_DIR_MODE,
+    );
+    fs::set_permissions(dir, private).map_err(io("making the bundle directory private", dir))?;
     let (_, config, layers) = image_layers(store, image)?;
     let image_config: ImageConfig =
         serde_json::from_slice(&config).map_err(|e| Error::Malformed {
@@ -109,7 +120,8 @@ fn fill_bundle(store: &ImageStore, image: &StoredImage, dir: &Path, args: &[Stri
     for d in [&rootfs, &upper, &work] {
         fs::create_dir_all(d).map_err(io("creating bundle directory", d))?;
     }
-    mount_rootfs(dir, &layers, &upper, &work, &rootfs)?;
+    // A layer whose root is opaque hides every layer below it: they are not part of the overlay.
+    mount_rootfs(dir, visible_layers(&layers)?, &upper, &work, &rootfs)?;
     let spec = runtime_config(&image_config, &rootfs, args, dir)?;
     let text = serde_json::to_vec_pretty(&spec).map_err(|e| bundle_err(dir, e.to_string()))?;
     crate::store::write_atomic(&dir.join("config.json"), &text)
@@ -211,4 +223,72 @@ fn is_mount_point(path: &Path) -> Result<bool> {
     Ok(text
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(wanted.as_str())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::visible_layers;
+    use crate::unpack::{Compression, unpack_layer};
+    use std::collections::BTreeSet;
+
+    const LAYER: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn layer_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn names(dir: &Path) -> BTreeSet<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// image-spec layer.md "Opaque Whiteout": `.wh..wh..opq` at a layer's root hides everything the layers below
+    /// hold. overlayfs ignores an opaque xattr on a lower root, so the rootfs is mounted without those layers, and
+    /// shows the opaque layer's entries and the ones above it only.
+    #[test]
+    fn an_opaque_layer_root_leaves_the_layers_below_out_of_the_rootfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut layers: Vec<PathBuf> = Vec::new();
+        let tars = [
+            layer_tar(&[("below", b"b"), ("d/x", b"x")]),
+            layer_tar(&[("kept", b"k"), (".wh..wh..opq", b"")]),
+            layer_tar(&[("above", b"a")]),
+        ];
+        for (i, tar) in tars.iter().enumerate() {
+            let dir = tmp.path().join(format!("layer{i}"));
+            fs::create_dir(&dir).unwrap();
+            let lowers: Vec<PathBuf> = layers.iter().rev().cloned().collect();
+            unpack_layer(LAYER, &tar[..], Compression::None, &dir, &lowers).unwrap();
+            layers.push(dir);
+        }
+        let visible = visible_layers(&layers).unwrap();
+        assert_eq!(visible, &layers[1..]);
+        let bundle = tmp.path().join("bundle");
+        let (rootfs, upper, work) = (
+            bundle.join("rootfs"),
+            bundle.join(".overlay/upper"),
+            bundle.join(".overlay/work"),
+        );
+        for d in [&rootfs, &upper, &work] {
+            fs::create_dir_all(d).unwrap();
+        }
+        mount_rootfs(&bundle, visible, &upper, &work, &rootfs).unwrap();
+        let seen = names(&rootfs);
+        remove_bundle(&bundle).unwrap();
+        assert_eq!(
+            seen,
+            BTreeSet::from(["above".to_string(), "kept".to_string()])
+        );
+        assert!(!bundle.exists(), "unbundled");
+    }
 }

@@ -73,6 +73,23 @@ pub enum Error {
     #[error("unreadable layer {layer}: {reason}")]
     LayerFormat { layer: String, reason: String },
 
+    /// A limit of limits.rs crossed: the pull or unpacking stopped. `hint` and `flag` say how to go past it.
+    #[error("stopped at layer {layer}: {what}; {hint} {flag}")]
+    Limit {
+        layer: String,
+        what: String,
+        flag: &'static str,
+        hint: &'static str,
+    },
+
+    /// The registry sends a blob of another length than its descriptor (the manifest) declares.
+    #[error("layer {layer}: the manifest declares {declared} bytes, but the registry {sent}")]
+    SizeMismatch {
+        layer: String,
+        declared: u64,
+        sent: String,
+    },
+
     #[error("bundle {}: {reason}", dir.display())]
     Bundle { dir: PathBuf, reason: String },
 }

@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod error;
 pub mod inspect;
 pub mod layers;
+pub mod limits;
 pub mod progress;
 pub mod pull;
 pub mod reference;

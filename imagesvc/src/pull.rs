@@ -6,9 +6,16 @@
 //! downloading it again. A partial download left by an interrupted pull is resumed with an HTTP Range request, and
 //! the digest is computed over the whole blob, the old part included. Unpacking reads each blob as it is written
 //! ([`Feed`]), layer after layer in order, so pull and unpack overlap.
+//!
+//! The store's limits (limits.rs) bound what a pull writes: a layer or image that unpacks to too much, or a
+//! download or unpacking that would eat into the free-space reserve, stops the pull, and what the pull had added
+//! to the store goes again ([`ImageStore::discard`]). A blob whose length differs from the size its manifest
+//! declares is refused as that, at once. [`request_stop`] (the SIGTERM and SIGINT handler of `polis-image pull`)
+//! makes a pull's unpacking stop at its next read, so that it removes its temporary directory.
 
 use crate::error::{Error, Result, io};
 use crate::layers::{chain_ids, diff_ids, layer_dir, unpack_into_store};
+use crate::limits::{SPACE_CHECK_INTERVAL, check_free_space};
 use crate::progress::{Progress, PullEvent};
 use crate::reference::{manifest_selector, parse, store_name};
 use crate::registry::RegistryClient;
@@ -23,7 +30,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 pub const PARALLEL_DOWNLOADS: usize = 3;
 /// An image config larger than this is refused (they are a few KiB).
@@ -37,6 +46,18 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Asks every pull of this process to stop: unpacking fails at its next read (removing its temporary directory)
+/// and downloads at their next chunk. For signal handlers; there is no way back.
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
 
 /// The platform to pull from an index (image-spec image-index.md "platform").
 #[derive(Debug, Clone, PartialEq)]
@@ -131,10 +152,39 @@ pub fn pull_image(
     progress: &dyn Progress,
 ) -> Result<PulledImage> {
     let reference = parse(reference)?;
-    let name = store_name(&reference);
-    let _in_use = store.content_in_use()?;
+    let mut added = Added::default();
+    let in_use = store.content_in_use()?;
+    let result = pull_parsed(client, store, &reference, options, progress, &mut added);
+    drop(in_use);
+    if matches!(result, Err(Error::Limit { .. })) {
+        // A limit stops the pull with nothing of it left behind: a pull that is let past the limit downloads again.
+        if let Err(e) = store.discard(&added.blobs, &added.chains) {
+            tracing::warn!(error = %e, "removing what the stopped pull had added");
+        }
+    }
+    result
+}
+
+/// What a pull found missing from the store when it started: the content it adds.
+#[derive(Debug, Default)]
+struct Added {
+    /// Config and layer blob digests.
+    blobs: Vec<String>,
+    /// Chain ids of layers not unpacked yet.
+    chains: Vec<String>,
+}
+
+fn pull_parsed(
+    client: &RegistryClient,
+    store: &ImageStore,
+    reference: &Reference,
+    options: &PullOptions,
+    progress: &dyn Progress,
+    added: &mut Added,
+) -> Result<PulledImage> {
+    let name = store_name(reference);
     let (manifest_bytes, manifest_digest, platform) =
-        resolve_manifest(client, &reference, &options.platform)?;
+        resolve_manifest(client, reference, &options.platform)?;
     let manifest = parse_manifest(&name, &manifest_bytes)?;
 
     let config_desc = manifest.config();
@@ -146,13 +196,12 @@ pub fn pull_image(
         });
     }
     let config_digest = config_desc.digest().to_string();
-    let config = fetch_small_blob(
-        client,
-        store,
-        &reference,
-        &config_digest,
-        config_desc.size(),
-    )?;
+    for d in std::iter::once(config_desc).chain(manifest.layers()) {
+        if !store.has_blob(d.digest().as_ref(), d.size()) {
+            added.blobs.push(d.digest().to_string());
+        }
+    }
+    let config = fetch_small_blob(client, store, reference, &config_digest, config_desc.size())?;
     let diff_ids = diff_ids(&config)?;
     if diff_ids.len() != manifest.layers().len() {
         return Err(Error::Manifest {
@@ -164,6 +213,13 @@ pub fn pull_image(
             ),
         });
     }
+    if options.unpack {
+        for chain in chain_ids(&diff_ids) {
+            if !layer_dir(store, &chain)?.is_dir() {
+                added.chains.push(chain);
+            }
+        }
+    }
     progress.event(PullEvent::Resolved {
         reference: name.clone(),
         digest: manifest_digest.clone(),
@@ -171,10 +227,11 @@ pub fn pull_image(
         layers: manifest.layers().len(),
     });
 
+    store.budget().start_image();
     fetch_layers(
         client,
         store,
-        &reference,
+        reference,
         &manifest,
         &diff_ids,
         options.unpack,
@@ -469,6 +526,9 @@ impl Read for FeedReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let mut s = self.feed.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
+            if stop_requested() {
+                return Err(std::io::Error::other("stopped by a signal"));
+            }
             if s.done == Some(false) {
                 return Err(std::io::Error::other(format!(
                     "the download of {} failed",
@@ -497,7 +557,12 @@ impl FeedReader {
         &self,
         s: std::sync::MutexGuard<'a, FeedState>,
     ) -> std::sync::MutexGuard<'a, FeedState> {
-        self.feed.changed.wait(s).unwrap_or_else(|p| p.into_inner())
+        // Timed, so that a stop request is seen while a download stalls.
+        self.feed
+            .changed
+            .wait_timeout(s, Duration::from_millis(100))
+            .map(|(s, _)| s)
+            .unwrap_or_else(|p| p.into_inner().0)
     }
 }
 
@@ -571,9 +636,6 @@ fn fetch_layers(
                         cached,
                     }),
                     Err(e) => {
-                        for f in feeds.values() {
-                            f.update(|s| s.abandoned = true);
-                        }
                         // A layer that cannot be unpacked (hostile, or not what its DiffID says) is not kept.
                         if matches!(
                             e,
@@ -584,7 +646,11 @@ fn fetch_layers(
                         {
                             let _ = fs::remove_file(path);
                         }
+                        // The cause first: the downloads stopped next fail with less to say.
                         fail(e);
+                        for f in feeds.values() {
+                            f.update(|s| s.abandoned = true);
+                        }
                         break;
                     }
                 }
@@ -668,16 +734,37 @@ fn download_blob(
         s.file = Some(shared.clone());
         s.written = have;
     });
+    let limits = *store.limits();
+    let ingest = store.root().join("ingest");
+    check_free_space(&limits, &ingest, &digest, size - have)?;
     progress.event(PullEvent::LayerStart {
         layer: digest.clone(),
         size,
         offset: have,
     });
+    // The manifest's size is wrong, or the registry's blob is: no retry helps, and what was written is no use.
+    let mismatch = |sent: String| {
+        let _ = fs::remove_file(&partial_path);
+        Error::SizeMismatch {
+            layer: digest.clone(),
+            declared: size,
+            sent,
+        }
+    };
     let mut retries = 0;
     let mut flushed = have;
+    let mut next_space_check = have + SPACE_CHECK_INTERVAL;
     let mut buf = vec![0u8; 256 << 10];
     while have < size {
         let resp = client.get_blob(reference, &digest, have)?;
+        if let Some(total) = resp.total.filter(|&t| t != size) {
+            let header = if resp.offset > 0 {
+                "Content-Range"
+            } else {
+                "Content-Length"
+            };
+            return Err(mismatch(format!("sends {total} bytes (its {header})")));
+        }
         if resp.offset != have {
             // The registry sent the whole blob: start over.
             have = 0;
@@ -688,16 +775,26 @@ fn download_blob(
         file.seek(SeekFrom::Start(have))
             .map_err(io("seeking partial download", &partial_path))?;
         let mut body = resp.body;
+        // The body ended cleanly (not broken off) before the size.
+        let mut ended_short = false;
         let broken = loop {
-            if feed.abandoned() {
+            if feed.abandoned() || stop_requested() {
+                let why = if stop_requested() {
+                    "stopped by a signal"
+                } else {
+                    "stopped: another layer of the image failed"
+                };
                 return Err(Error::Http {
                     op: "pulling blob",
                     url: digest.clone(),
-                    reason: "stopped: another layer of the image failed".into(),
+                    reason: why.into(),
                 });
             }
             let n = match body.read(&mut buf) {
-                Ok(0) => break have < size,
+                Ok(0) => {
+                    ended_short = have < size;
+                    break ended_short;
+                }
                 Ok(n) => n,
                 Err(e) => {
                     tracing::info!(layer = %digest, received = have, error = %e, "blob download broke off");
@@ -705,12 +802,7 @@ fn download_blob(
                 }
             };
             if have + n as u64 > size {
-                return Err(Error::Verify {
-                    what: "blob size of",
-                    digest: digest.clone(),
-                    expected: format!("{size} bytes"),
-                    actual: "more".into(),
-                });
+                return Err(mismatch("sends more than that".into()));
             }
             hasher.update(&buf[..n]);
             file.write_all(&buf[..n])
@@ -719,6 +811,10 @@ fn download_blob(
             if have - flushed >= WRITEBACK_CHUNK {
                 start_writeback(&file, flushed, have - flushed);
                 flushed = have;
+            }
+            if have >= next_space_check {
+                check_free_space(&limits, &ingest, &digest, 0)?;
+                next_space_check = have + SPACE_CHECK_INTERVAL;
             }
             feed.update(|s| s.written = have);
             progress.event(PullEvent::LayerProgress {
@@ -729,6 +825,10 @@ fn download_blob(
         };
         if broken {
             retries += 1;
+            if retries > BLOB_RETRIES && ended_short {
+                // The last answer was complete by HTTP's framing (no Content-Length to hold it to), and short.
+                return Err(mismatch(format!("ends it after {have} bytes")));
+            }
             if retries > BLOB_RETRIES {
                 return Err(Error::Http {
                     op: "pulling blob",

@@ -164,6 +164,9 @@ pub struct RegistryClient {
 /// A blob response: the body from `offset`, and the whole blob's length when the registry said it.
 pub struct BlobResponse {
     pub offset: u64,
+    /// The length of the whole blob by the registry's headers: Content-Length of a 200, the complete length of a
+    /// 206's Content-Range (or offset + Content-Length). None when it sent neither (a chunked body).
+    pub total: Option<u64>,
     pub body: Response,
 }
 
@@ -299,14 +302,18 @@ impl RegistryClient {
             }
             other => other?,
         };
-        let offset = if resp.status() == StatusCode::PARTIAL_CONTENT {
-            let start = resp
+        let length = resp.content_length();
+        let (offset, total) = if resp.status() == StatusCode::PARTIAL_CONTENT {
+            let range = resp
                 .headers()
                 .get(header::CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("bytes "))
-                .and_then(|v| v.split('-').next())
-                .and_then(|v| v.parse::<u64>().ok());
+                .map(str::to_string)
+                .unwrap_or_default();
+            // RFC 9110 Content-Range: `bytes FIRST-LAST/COMPLETE` (COMPLETE may be `*`).
+            let (span, complete) = range.split_once('/').unwrap_or((&range, "*"));
+            let start = span.split('-').next().and_then(|v| v.parse::<u64>().ok());
             if start != Some(offset) {
                 return Err(Error::Http {
                     op: "pulling blob",
@@ -316,11 +323,16 @@ impl RegistryClient {
                     ),
                 });
             }
-            offset
+            let total = complete.parse::<u64>().ok().or(length.map(|n| offset + n));
+            (offset, total)
         } else {
-            0
+            (0, length)
         };
-        Ok(BlobResponse { offset, body: resp })
+        Ok(BlobResponse {
+            offset,
+            total,
+            body: resp,
+        })
     }
 
     /// A GET with auth, 401 renewal and 429/503 retries. Any other non-2xx status is an error.

@@ -11,17 +11,27 @@
 //! index.json lists one manifest descriptor per image name, with the name in the
 //! `org.opencontainers.image.ref.name` annotation (the fully qualified reference, e.g.
 //! `docker.io/library/busybox:latest`).
+//!
+//! The store is private to its owner (root): ROOT and every directory of it are 0700, because unpacked layers keep
+//! what images ship, setuid-root binaries and device nodes included, and any user who could reach them could run
+//! or open them (moby CVE-2021-41091). Nothing needs more: overlayfs reaches the layers with the credentials of
+//! whoever mounted the bundle, and containers see them only through their bundle's rootfs. [`ImageStore::open`]
+//! tightens a store made before this (and the bundles mounted from it) on every start.
 
 use crate::error::{Error, Result, io};
+use crate::limits::{Budget, Limits};
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 use sha2::{Digest as _, Sha256};
-use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The mode of the store's directories, and of the bundles made from it.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
 
 /// A validated `sha256:<64 lowercase hex>` digest.
 pub fn digest_hex(digest: &str) -> Result<&str> {
@@ -86,21 +96,38 @@ pub struct StoredImage {
 
 pub struct ImageStore {
     root: PathBuf,
+    budget: Budget,
 }
 
 impl ImageStore {
-    /// Opens the store at `root`, creating its directories and an empty layout on first use.
+    /// Opens the store at `root` with the default limits (limits.rs), creating its directories and an empty layout
+    /// on first use, and making every directory of it private (0700) if it is not.
     pub fn open(root: &Path) -> Result<ImageStore> {
+        ImageStore::open_with(root, Limits::default())
+    }
+
+    /// [`ImageStore::open`] with the limits that unpacking and downloading into it keep.
+    pub fn open_with(root: &Path, limits: Limits) -> Result<ImageStore> {
         let store = ImageStore {
             root: root.to_path_buf(),
+            budget: Budget::new(limits),
         };
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(io("creating store directory", parent))?;
+        }
+        let layout = store.layout_dir();
         for dir in [
-            store.layout_dir().join("blobs/sha256"),
+            store.root.clone(),
+            layout.clone(),
+            layout.join("blobs"),
+            layout.join("blobs/sha256"),
             store.root.join("ingest"),
             store.layers_dir(),
         ] {
-            fs::create_dir_all(&dir).map_err(io("creating store directory", &dir))?;
+            private_dir(&dir)?;
         }
+        store.tighten_layers()?;
+        store.tighten_mounted_bundles();
         let layout = store.layout_dir().join("oci-layout");
         if !layout.exists() {
             write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -113,6 +140,52 @@ impl ImageStore {
             }
         }
         Ok(store)
+    }
+
+    /// The limits of this store and the count of the image being unpacked (limits.rs).
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    pub fn limits(&self) -> &Limits {
+        self.budget.limits()
+    }
+
+    /// Unpacked layers (and half-unpacked ones) that a store made before they were private still has open to
+    /// everyone: 0700 like the rest.
+    fn tighten_layers(&self) -> Result<()> {
+        for entry in read_dir(&self.layers_dir())? {
+            let path = entry.path();
+            if let Ok(meta) = fs::symlink_metadata(&path)
+                && meta.is_dir()
+                && meta.mode() & 0o7777 != PRIVATE_DIR_MODE
+            {
+                fs::set_permissions(&path, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+                    .map_err(io("making private", &path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bundles made from this store before bundles were private, and still mounted: their directory (holding the
+    /// rootfs mount, `.overlay` and config.json) becomes 0700. Best effort: a bundle that cannot be changed is
+    /// left as it is, with a warning.
+    fn tighten_mounted_bundles(&self) {
+        let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        let layers = fs::canonicalize(self.layers_dir()).unwrap_or_else(|_| self.layers_dir());
+        for dir in bundles_mounted_from(&text, &[layers, self.layers_dir()]) {
+            let Ok(meta) = fs::metadata(&dir) else {
+                continue;
+            };
+            if meta.mode() & 0o077 != 0
+                && let Err(e) =
+                    fs::set_permissions(&dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+            {
+                tracing::warn!(bundle = %dir.display(), error = %e, "cannot make the bundle private");
+            }
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -302,11 +375,8 @@ impl ImageStore {
         })
     }
 
-    /// Removes what no image references: blobs, unpacked layers (unless a mounted bundle still uses them) and,
-    /// with `ingest`, partial downloads no pull is writing. Returns what it removed.
-    pub fn collect_garbage(&self, ingest: bool) -> Result<Garbage> {
-        let _no_pulls = FileLock::acquire(&self.root.join("gc.lock"))?;
-        let _lock = self.lock()?;
+    /// The blobs (hex) and unpacked layers (chain id hex) that the images of index.json use.
+    fn referenced(&self) -> Result<(HashSet<String>, HashSet<String>)> {
         let mut keep_blobs = HashSet::new();
         let mut keep_layers = HashSet::new();
         for image in self.images()? {
@@ -333,65 +403,327 @@ impl ImageStore {
                 }
             }
         }
+        Ok((keep_blobs, keep_layers))
+    }
+
+    /// Removes what no image references: blobs and unpacked layers (unless a mounted bundle still uses them). With
+    /// `leftovers` (`prune`), also what interrupted or crashed pulls and bundles left: partial downloads, the
+    /// directories of unpackings that never finished, temporary files and lock files. Waits for running pulls and
+    /// bundles first, so none of that is in use. Returns what it removed and the disk space that freed.
+    pub fn collect_garbage(&self, leftovers: bool) -> Result<Garbage> {
+        let _no_pulls = FileLock::acquire(&self.root.join("gc.lock"))?;
+        let _lock = self.lock()?;
+        let (keep_blobs, keep_layers) = self.referenced()?;
         let mounted = crate::layers::mounted_layer_dirs()?;
         let mut removed = Garbage::default();
         let blobs = self.layout_dir().join("blobs/sha256");
         for entry in read_dir(&blobs)? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !keep_blobs.contains(&name) {
-                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                fs::remove_file(entry.path()).map_err(io("removing blob", entry.path()))?;
+            if name.starts_with('.') {
+                // write_atomic's temporary file of a blob whose writer died.
+                if leftovers {
+                    removed.bytes += remove_path(&entry.path())?;
+                    removed.temporary += 1;
+                }
+            } else if !keep_blobs.contains(&name) {
+                removed.bytes += remove_path(&entry.path())?;
                 removed.blobs += 1;
-                removed.bytes += size;
+            }
+        }
+        if leftovers {
+            for entry in read_dir(&self.layout_dir())? {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.contains(".tmp-") {
+                    removed.bytes += remove_path(&entry.path())?;
+                    removed.temporary += 1;
+                }
+            }
+        }
+        if leftovers {
+            for entry in read_dir(&self.layers_dir())? {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // `.tmp-<hex>-<pid>`: an unpacking that never finished; the layer's lock says whether one still runs.
+                let Some(rest) = name.strip_prefix(".tmp-") else {
+                    continue;
+                };
+                // (An unpacker makes the lock file before its directory: without one, nobody is at work.)
+                let hex = rest.split('-').next().unwrap_or("");
+                let lock = self.layers_dir().join(format!("{hex}.lock"));
+                let held = lock.exists() && try_lock(&lock).is_err();
+                if digest_hex(&format!("sha256:{hex}")).is_ok() && !held {
+                    removed.bytes += remove_path(&entry.path())?;
+                    removed.temporary += 1;
+                }
             }
         }
         for entry in read_dir(&self.layers_dir())? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let hex = name.strip_suffix(".lock").unwrap_or(&name);
-            if keep_layers.contains(hex) || mounted.contains(&self.layers_dir().join(hex)) {
+            if name.starts_with('.') || name.ends_with(".lock") {
                 continue;
             }
-            if name.ends_with(".lock") {
-                let _ = fs::remove_file(entry.path());
+            if keep_layers.contains(&name) || mounted.contains(&self.layers_dir().join(&name)) {
                 continue;
             }
             // A half-unpacked directory of a running pull holds the layer's lock: skip it.
-            let Ok(_layer_lock) = crate::layers::try_lock_layer(self, hex) else {
+            let Ok(_layer_lock) = crate::layers::try_lock_layer(self, &name) else {
                 continue;
             };
-            fs::remove_dir_all(entry.path())
-                .map_err(io("removing unpacked layer", entry.path()))?;
+            removed.bytes += remove_path(&entry.path())?;
             removed.layers += 1;
         }
-        if ingest {
+        // The lock files of layers that are gone, and with `leftovers` all that nobody holds.
+        for entry in read_dir(&self.layers_dir())? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(hex) = name.strip_suffix(".lock") else {
+                continue;
+            };
+            if (leftovers || !self.layers_dir().join(hex).exists())
+                && try_lock(&entry.path()).is_ok()
+            {
+                removed.bytes += remove_path(&entry.path())?;
+                removed.locks += 1;
+            }
+        }
+        if leftovers {
             let dir = self.root.join("ingest");
             for entry in read_dir(&dir)? {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(hex) = name.strip_suffix(".partial") else {
-                    continue;
-                };
-                let (_, lock_path) = self.ingest_paths(&format!("sha256:{hex}"))?;
-                if let Ok(_held) = try_lock(&lock_path) {
-                    let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    fs::remove_file(entry.path())
-                        .map_err(io("removing partial download", entry.path()))?;
-                    let _ = fs::remove_file(&lock_path);
-                    removed.partial += 1;
-                    removed.bytes += size;
+                if let Some(hex) = name.strip_suffix(".partial") {
+                    let (_, lock_path) = self.ingest_paths(&format!("sha256:{hex}"))?;
+                    if let Ok(_held) = try_lock(&lock_path) {
+                        removed.bytes += remove_path(&entry.path())?;
+                        removed.partial += 1;
+                    }
+                }
+            }
+            // Their lock files, and those a crash left without a partial download.
+            for entry in read_dir(&dir)? {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(hex) = name.strip_suffix(".lock")
+                    && !dir.join(format!("{hex}.partial")).exists()
+                    && try_lock(&entry.path()).is_ok()
+                {
+                    removed.bytes += remove_path(&entry.path())?;
+                    removed.locks += 1;
                 }
             }
         }
         Ok(removed)
     }
+
+    /// Removes what a failed pull added: of `blobs` (digests) and `chains` (chain ids), which it found missing when
+    /// it started, those no image names by now, with their partial downloads and lock files. Waits for running
+    /// pulls and bundles (the exclusive side of `gc.lock`), so nothing another pull is using goes.
+    pub fn discard(&self, blobs: &[String], chains: &[String]) -> Result<()> {
+        let _no_pulls = FileLock::acquire(&self.root.join("gc.lock"))?;
+        let _lock = self.lock()?;
+        let (keep_blobs, keep_layers) = self.referenced()?;
+        let mounted = crate::layers::mounted_layer_dirs()?;
+        for digest in blobs {
+            let hex = digest_hex(digest)?;
+            if keep_blobs.contains(hex) {
+                continue;
+            }
+            let (partial, lock) = self.ingest_paths(digest)?;
+            for path in [self.blob_path(digest)?, partial, lock] {
+                remove_path(&path)?;
+            }
+        }
+        for chain in chains {
+            let hex = digest_hex(chain)?;
+            let dir = self.layers_dir().join(hex);
+            if keep_layers.contains(hex) || mounted.contains(&dir) {
+                continue;
+            }
+            remove_path(&dir)?;
+            remove_path(&self.layers_dir().join(format!("{hex}.lock")))?;
+        }
+        Ok(())
+    }
+
+    /// The temporary directories and files of process `pid`: unpackings in `layers/` (`.tmp-<hex>-<pid>`), and
+    /// write_atomic's files in the layout (`.<name>.tmp-<pid>`).
+    pub fn temporaries_of(&self, pid: u32) -> Vec<PathBuf> {
+        let own_dir = format!("-{pid}");
+        let own_file = format!(".tmp-{pid}");
+        let dirs = [
+            (self.layers_dir(), true),
+            (self.layout_dir(), false),
+            (self.layout_dir().join("blobs/sha256"), false),
+        ];
+        let mut found = Vec::new();
+        for (dir, unpacking) in dirs {
+            for entry in read_dir(&dir).unwrap_or_default() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ours = if unpacking {
+                    name.starts_with(".tmp-") && name.ends_with(&own_dir)
+                } else {
+                    name.starts_with('.') && name.ends_with(&own_file)
+                };
+                if ours {
+                    found.push(entry.path());
+                }
+            }
+        }
+        found
+    }
+
+    /// Removes [`ImageStore::temporaries_of`] `pid` (this process, stopped by a signal). Takes no lock: the process
+    /// that holds them is the one ending. Returns how many it removed.
+    pub fn remove_temporaries_of(&self, pid: u32) -> usize {
+        let mut removed = 0;
+        for path in self.temporaries_of(pid) {
+            // An unpacker may still add to a directory for a moment: try again until it is gone.
+            for _ in 0..50 {
+                if remove_path(&path).is_ok() {
+                    removed += 1;
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        removed
+    }
 }
 
-/// What garbage collection removed.
+/// What garbage collection removed, and the disk space that gave back.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Garbage {
     pub blobs: u64,
     pub layers: u64,
     pub partial: u64,
+    /// Directories of unfinished unpackings and temporary files.
+    pub temporary: u64,
+    pub locks: u64,
+    /// The blocks of every inode whose last link went (st_blocks), not file lengths: what `df` gains.
     pub bytes: u64,
+}
+
+/// Makes `path` a directory of mode 0700, or makes an existing one 0700.
+fn private_dir(path: &Path) -> Result<()> {
+    match DirBuilder::new().mode(PRIVATE_DIR_MODE).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("creating store directory", path)(e)),
+    }
+    let meta = fs::metadata(path).map_err(io("inspecting store directory", path))?;
+    if !meta.is_dir() {
+        return Err(io("creating store directory", path)(std::io::Error::from(
+            std::io::ErrorKind::NotADirectory,
+        )));
+    }
+    if meta.mode() & 0o7777 != PRIVATE_DIR_MODE {
+        fs::set_permissions(path, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+            .map_err(io("making private", path))?;
+    }
+    Ok(())
+}
+
+/// The directories of bundles (`DIR` of a `DIR/rootfs` overlayfs with upper `DIR/.overlay/upper`) whose lower
+/// layers are in one of `layers_dirs`, from /proc/self/mountinfo text.
+fn bundles_mounted_from(mountinfo: &str, layers_dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut bundles = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((before, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut fields = after.split(' ');
+        if fields.next() != Some("overlay") {
+            continue;
+        }
+        let options = unescape_mountinfo(fields.nth(1).unwrap_or(""));
+        let Some(mount_point) = before.split(' ').nth(4).map(unescape_mountinfo) else {
+            continue;
+        };
+        let mut ours = false;
+        let mut upper = None;
+        for option in options.split(',') {
+            if let Some(lowers) = option.strip_prefix("lowerdir=") {
+                ours = lowers.split(':').any(|l| {
+                    Path::new(l)
+                        .parent()
+                        .is_some_and(|p| layers_dirs.iter().any(|d| d == p))
+                });
+            } else if let Some(u) = option.strip_prefix("upperdir=") {
+                upper = Some(PathBuf::from(u));
+            }
+        }
+        let mount_point = PathBuf::from(mount_point);
+        let Some(bundle) = mount_point.parent() else {
+            continue;
+        };
+        if ours
+            && mount_point.file_name() == Some("rootfs".as_ref())
+            && upper.is_some_and(|u| u == bundle.join(".overlay/upper"))
+        {
+            bundles.push(bundle.to_path_buf());
+        }
+    }
+    bundles
+}
+
+/// mountinfo's octal escapes (`\040` for a space) undone.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) if bytes[i] == b'\\' => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Removes a file or a whole tree (never following symlinks; nothing there is fine) and returns the disk space
+/// that freed.
+fn remove_path(path: &Path) -> Result<u64> {
+    let freed = freed_by_removing(path);
+    crate::layers::remove_tree(path)?;
+    Ok(freed)
+}
+
+/// The blocks (st_blocks) of every inode whose last link is `path` or in the tree below it: what removing it frees.
+fn freed_by_removing(path: &Path) -> u64 {
+    let mut freed = 0u64;
+    // Files with more than one link, by (dev, ino): (links, links seen here, bytes).
+    let mut linked: HashMap<(u64, u64), (u64, u64, u64)> = HashMap::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let bytes = meta.blocks() * 512;
+        if meta.is_dir() {
+            freed += bytes;
+            if let Ok(entries) = fs::read_dir(&p) {
+                stack.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
+            }
+        } else if meta.nlink() <= 1 {
+            freed += bytes;
+        } else {
+            let seen = linked
+                .entry((meta.dev(), meta.ino()))
+                .or_insert((meta.nlink(), 0, bytes));
+            seen.1 += 1;
+        }
+    }
+    freed
+        + linked
+            .values()
+            .filter(|(links, seen, _)| seen >= links)
+            .map(|(_, _, bytes)| bytes)
+            .sum::<u64>()
 }
 
 fn ref_name(d: &Descriptor) -> Option<&str> {
@@ -501,6 +833,133 @@ mod tests {
         ));
         let hex = sha256_digest(b);
         assert_eq!(store.find(&hex[7..19]).unwrap().name, "example.org/x:1");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().mode() & 0o7777
+    }
+
+    /// Every directory of the store is 0700 (store.rs header), and a store made before that is made so when it is
+    /// opened again, its unpacked layers included.
+    #[test]
+    fn the_store_is_private_and_an_old_one_is_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("store");
+        let store = ImageStore::open(&root).unwrap();
+        let dirs = [
+            root.clone(),
+            root.join("layout"),
+            root.join("layout/blobs"),
+            root.join("layout/blobs/sha256"),
+            root.join("ingest"),
+            root.join("layers"),
+        ];
+        for d in &dirs {
+            assert_eq!(mode(d), 0o700, "{}", d.display());
+        }
+        let layer = store.layers_dir().join("a".repeat(64));
+        fs::create_dir(&layer).unwrap();
+        for d in dirs.iter().chain([&layer]) {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        drop(store);
+        ImageStore::open(&root).unwrap();
+        for d in dirs.iter().chain([&layer]) {
+            assert_eq!(mode(d), 0o700, "{} tightened", d.display());
+        }
+    }
+
+    /// The bundles mounted from a store are found in mountinfo by their layers and their upper directory.
+    #[test]
+    fn bundles_are_found_in_mountinfo() {
+        let text = "90 24 0:50 / /b/x\\040y/rootfs rw - overlay overlay rw,lowerdir=/s/layers/aa:/s/layers/bb,upperdir=/b/x\\040y/.overlay/upper,workdir=/b/x\\040y/.overlay/work\n\
+                    91 24 0:51 / /c/rootfs rw - overlay overlay rw,lowerdir=/other/layers/aa,upperdir=/c/.overlay/upper,workdir=/c/.overlay/work\n\
+                    92 24 0:52 / /d/merged rw - overlay overlay rw,lowerdir=/s/layers/aa,upperdir=/d/up,workdir=/d/work\n";
+        assert_eq!(
+            bundles_mounted_from(text, &[PathBuf::from("/s/layers")]),
+            [PathBuf::from("/b/x y")]
+        );
+    }
+
+    /// `prune` removes what a crash leaves (an unfinished unpacking, partial downloads, write_atomic's temporary
+    /// files, lock files with and without their download) and reports the disk space that frees: the blocks of
+    /// what goes, not the lengths, and nothing for a file whose other link stays.
+    #[test]
+    fn prune_removes_crash_leftovers_and_reports_the_space_freed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(&tmp.path().join("store")).unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let unpacking = store.layers_dir().join(format!(".tmp-{a}-4242"));
+        fs::create_dir_all(unpacking.join("usr/bin")).unwrap();
+        fs::write(unpacking.join("usr/bin/big"), vec![7u8; 300 << 10]).unwrap();
+        let elsewhere = tmp.path().join("kept");
+        fs::write(&elsewhere, vec![1u8; 200 << 10]).unwrap();
+        fs::hard_link(&elsewhere, unpacking.join("linked")).unwrap();
+        let ingest = store.root().join("ingest");
+        let leftovers = [
+            ingest.join(format!("{a}.partial")),
+            ingest.join(format!("{a}.lock")),
+            ingest.join(format!("{b}.lock")),
+            store.layers_dir().join(format!("{b}.lock")),
+            store
+                .layout_dir()
+                .join(format!("blobs/sha256/.{b}.tmp-4242")),
+            store.layout_dir().join(".index.json.tmp-4242"),
+        ];
+        for (i, f) in leftovers.iter().enumerate() {
+            fs::write(f, vec![9u8; i * 10_000]).unwrap();
+        }
+        let blocks = |p: &Path| fs::symlink_metadata(p).unwrap().blocks() * 512;
+        let mut expected: u64 = leftovers.iter().map(|p| blocks(p)).sum();
+        for p in [
+            unpacking.clone(),
+            unpacking.join("usr"),
+            unpacking.join("usr/bin"),
+            unpacking.join("usr/bin/big"),
+        ] {
+            expected += blocks(&p);
+        }
+        let g = store.collect_garbage(true).unwrap();
+        assert_eq!(
+            (g.partial, g.temporary, g.locks, g.blobs, g.layers),
+            (1, 3, 3, 0, 0),
+            "{g:?}"
+        );
+        assert_eq!(g.bytes, expected, "{g:?}");
+        assert!(!unpacking.exists());
+        for f in &leftovers {
+            assert!(!f.exists(), "{} removed", f.display());
+        }
+        assert!(elsewhere.exists());
+        assert_eq!(
+            read_dir(&store.layers_dir()).unwrap().len(),
+            0,
+            "no lock file made on the way stays"
+        );
+        let again = store.collect_garbage(true).unwrap();
+        assert_eq!(again.bytes, 0, "{again:?}");
+    }
+
+    /// A stopped pull's discard removes what it added and no image names, and keeps what one does.
+    #[test]
+    fn discard_keeps_what_an_image_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(tmp.path()).unwrap();
+        let (named, added) = (b"named manifest".as_slice(), b"added blob".as_slice());
+        store.put_blob(&sha256_digest(named), named).unwrap();
+        store.put_blob(&sha256_digest(added), added).unwrap();
+        store.tag("example.org/x:1", &descriptor(named)).unwrap();
+        let chain = format!("sha256:{}", "c".repeat(64));
+        fs::create_dir(store.layers_dir().join("c".repeat(64))).unwrap();
+        store
+            .discard(
+                &[sha256_digest(named), sha256_digest(added)],
+                std::slice::from_ref(&chain),
+            )
+            .unwrap();
+        assert!(store.has_blob(&sha256_digest(named), named.len() as u64));
+        assert!(!store.has_blob(&sha256_digest(added), added.len() as u64));
+        assert!(!store.layers_dir().join("c".repeat(64)).exists());
     }
 
     #[test]

@@ -1,7 +1,12 @@
 //! Applies one layer of an OCI image (image-spec layer.md, "Image Layer Filesystem Changeset") to a directory that
 //! becomes one overlayfs lower directory. Whiteouts take overlayfs form: `.wh.name` becomes a 0/0 character device
 //! `name`, and `.wh..wh..opq` the xattr `trusted.overlay.opaque=y` on its directory, so the kernel merges the layers
-//! and a whiteout hides only what the layers below hold.
+//! and a whiteout hides only what the layers below hold. A directory of this layer at a whited-out path (made before
+//! or after the whiteout, or in place of it) is opaque too: the lower one is deleted, this layer's entries stay.
+//! overlayfs ignores the xattr on a lower directory's root, so there it is a record for `bundle` (layers.rs,
+//! `visible_layers`): an opaque whiteout at a layer's root ends the overlay's lower stack at that layer. Directories
+//! this layer only implies (the parents of its entries) keep the owner, mode, mtime and xattrs the layers below give
+//! them, as overlayfs copies a directory up.
 //!
 //! The archive is hostile until proven otherwise (DESIGN.md, imagesvc). Every parent directory is resolved beneath
 //! the layer directory with openat2(2) and RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
@@ -37,6 +42,7 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result, io};
+use crate::limits::{Budget, Limits, Meter};
 
 /// How a layer blob is compressed, from its descriptor's media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +109,21 @@ pub fn unpack_layer(
     dir: &Path,
     lowers: &[PathBuf],
 ) -> Result<UnpackedLayer> {
+    let unlimited = Budget::new(Limits::none());
+    unpack_layer_within(layer, blob, compression, dir, lowers, &unlimited)
+}
+
+/// [`unpack_layer`] within the limits of `budget` (limits.rs): the uncompressed bytes of the layer and of the image,
+/// and the free space left on the file system of `dir`. Crossing one stops it with Error::Limit; the layer counts
+/// for the image only once it is whole.
+pub fn unpack_layer_within(
+    layer: &str,
+    blob: impl Read,
+    compression: Compression,
+    dir: &Path,
+    lowers: &[PathBuf],
+    budget: &Budget,
+) -> Result<UnpackedLayer> {
     let started = Instant::now();
     let source = BlobReader(blob);
     let decoded = match compression {
@@ -121,6 +142,7 @@ pub fn unpack_layer(
         inner: decoded,
         hasher: Sha256::new(),
         len: 0,
+        meter: budget.meter(layer, dir),
     };
     let mut tar = TarReader {
         layer,
@@ -213,18 +235,21 @@ impl<R: Read> Read for Decoded<R> {
     }
 }
 
-/// Hashes every byte of the uncompressed stream on its way to the tar reader: the DiffID.
-struct DigestReader<R> {
+/// Hashes every byte of the uncompressed stream on its way to the tar reader (the DiffID), and counts them against
+/// the limits (an Error::Limit inside the io::Error when one is crossed).
+struct DigestReader<'a, R> {
     inner: R,
     hasher: Sha256,
     len: u64,
+    meter: Meter<'a>,
 }
 
-impl<R: Read> Read for DigestReader<R> {
+impl<R: Read> Read for DigestReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
+        self.meter.add(n as u64).map_err(io::Error::other)?;
         Ok(n)
     }
 }
@@ -560,7 +585,7 @@ fn apply_pax(entry: &mut TarEntry, records: &[u8]) -> std::result::Result<(), St
 struct TarReader<'a, R: Read> {
     layer: &'a str,
     compression: Compression,
-    src: BufReader<DigestReader<Decoded<R>>>,
+    src: BufReader<DigestReader<'a, Decoded<R>>>,
     /// Bytes of the uncompressed stream consumed so far.
     offset: u64,
     /// Unread data of the current entry, and the padding after it.
@@ -584,6 +609,13 @@ impl<R: Read> TarReader<'_, R> {
     }
 
     fn read_error(&self, e: io::Error) -> Error {
+        if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            // A limit crossed (limits.rs): that is the error, not the stream.
+            if let Some(Ok(limit)) = e.into_inner().map(|inner| inner.downcast::<Error>()) {
+                return *limit;
+            }
+            return self.fail(self.offset, "reading the stream failed");
+        }
         if e.get_ref().is_some_and(|inner| inner.is::<BlobError>()) {
             let source = match e.into_inner().map(|inner| inner.downcast::<BlobError>()) {
                 Some(Ok(blob)) => blob.0,
@@ -773,6 +805,7 @@ impl<R: Read> TarReader<'_, R> {
         let mut scratch = vec![0u8; 64 << 10];
         while self.read_some(&mut scratch)? > 0 {}
         let digest = self.src.into_inner();
+        digest.meter.commit();
         Ok((format!("sha256:{:x}", digest.hasher.finalize()), digest.len))
     }
 }
@@ -868,7 +901,29 @@ fn is_overlay_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
 
-const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
+pub(crate) const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
+
+/// An overlayfs whiteout: a 0/0 character device.
+fn is_whiteout(st: &FileStat) -> bool {
+    file_type(st) == SFlag::S_IFCHR && st.st_rdev == 0
+}
+
+/// Whether the open directory `fd` (not O_PATH) is marked opaque.
+fn marked_opaque(fd: RawFd) -> bool {
+    matches!(Node::Fd(fd).get_xattr(OPAQUE_XATTR), Ok(Some(v)) if v.as_slice() == b"y")
+}
+
+/// Opens an unpacked layer directory (a lower one) for lookups beneath it.
+fn open_layer_dir(dir: &Path) -> Result<OwnedFd> {
+    let fd = nix::fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|err| io("opening lower layer directory", dir)(err.into()))?;
+    // SAFETY: open has just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
 /// Where to set or read xattrs: an open file or directory, or (for symlinks, devices and fifos, which must not be
 /// opened) `/proc/self/fd/<parent>/<name>` with the l*xattr calls, which do not follow the last component.
@@ -1018,6 +1073,32 @@ struct DirTemplate {
     xattrs_from: Option<OwnedFd>,
 }
 
+/// The metadata of a directory made where `lower` (the directory the layers below show there, if any) stands.
+fn dir_template(lower: Option<OwnedFd>) -> DirTemplate {
+    let stat = lower
+        .as_ref()
+        .and_then(|fd| nix::sys::stat::fstat(fd.as_raw_fd()).ok());
+    match (lower, stat) {
+        (Some(fd), Some(st)) => DirTemplate {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+            mtime: Some(Time {
+                sec: st.st_mtime,
+                nsec: st.st_mtime_nsec,
+            }),
+            xattrs_from: Some(fd),
+        },
+        _ => DirTemplate {
+            uid: 0,
+            gid: 0,
+            mode: 0o755,
+            mtime: None,
+            xattrs_from: None,
+        },
+    }
+}
+
 struct LayerWriter<'a> {
     layer: &'a str,
     dir: &'a Path,
@@ -1143,7 +1224,7 @@ impl<'a> LayerWriter<'a> {
             OFlag::O_PATH | OFlag::O_DIRECTORY,
         ) {
             Ok(fd) => fd,
-            Err(Errno::ENOENT) => self.make_dirs(e, parent, None)?,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => self.make_dirs(e, parent)?,
             Err(err) => return Err(self.resolve_error(e, &key, err)),
         };
         let fd = Rc::new(fd);
@@ -1151,14 +1232,12 @@ impl<'a> LayerWriter<'a> {
         Ok(fd)
     }
 
-    /// Walks `comps` from the layer root, making the missing directories: 0755 and root-owned, or, when
-    /// `template` (a lower layer's root) holds the same directory, with its owner, mode, mtime and xattrs.
-    fn make_dirs(
-        &mut self,
-        e: &TarEntry,
-        comps: &[&[u8]],
-        template: Option<RawFd>,
-    ) -> Result<OwnedFd> {
+    /// Walks `comps` from the layer root, making the missing directories. A directory the layers below show at that
+    /// path lends its owner, mode, mtime and xattrs (as overlayfs copies a directory up, so the merged view keeps
+    /// them); any other is 0755 and root-owned, as docker and containerd make it. A whiteout of this layer in the
+    /// way is replaced by a directory that is opaque: the path is made again after its whiteout, and what the
+    /// layers below held there stays deleted (layer.md "Whiteouts").
+    fn make_dirs(&mut self, e: &TarEntry, comps: &[&[u8]]) -> Result<OwnedFd> {
         let mut cur: Option<OwnedFd> = None;
         for (i, comp) in comps.iter().enumerate() {
             let at = cur
@@ -1167,35 +1246,12 @@ impl<'a> LayerWriter<'a> {
             let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
             let next = match open_beneath(at, comp, flags) {
                 Ok(fd) => fd,
-                Err(Errno::ENOENT) => {
+                Err(Errno::ENOENT) => self.make_dir(e, at, &comps[..=i], false)?,
+                Err(Errno::ENOTDIR) if lstatat(at, comp).is_ok_and(|st| is_whiteout(&st)) => {
                     let path = join(&comps[..=i]);
-                    match nix::sys::stat::mkdirat(Some(at), *comp, Mode::from_bits_truncate(0o700))
-                    {
-                        Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(err) => return Err(self.sys("creating directory", &path, err)),
-                    }
-                    let fd = open_beneath(at, comp, flags)
-                        .map_err(|err| self.resolve_error(e, &path, err))?;
-                    let tpl = self.dir_template(template, &path);
-                    nix::unistd::fchown(
-                        fd.as_raw_fd(),
-                        Some(Uid::from_raw(tpl.uid)),
-                        Some(Gid::from_raw(tpl.gid)),
-                    )
-                    .map_err(|err| self.sys("changing the owner of", &path, err))?;
-                    nix::sys::stat::fchmod(fd.as_raw_fd(), mode_bits(tpl.mode))
-                        .map_err(|err| self.sys("changing the mode of", &path, err))?;
-                    if let Some(src) = &tpl.xattrs_from {
-                        self.copy_xattrs(
-                            &Node::Fd(src.as_raw_fd()),
-                            &Node::Fd(fd.as_raw_fd()),
-                            &path,
-                        )?;
-                    }
-                    if let Some(mtime) = tpl.mtime {
-                        self.dir_times.insert(path, mtime);
-                    }
-                    fd
+                    nix::unistd::unlinkat(Some(at), *comp, UnlinkatFlags::NoRemoveDir)
+                        .map_err(|err| self.sys("removing whiteout", &path, err))?;
+                    self.make_dir(e, at, &comps[..=i], true)?
                 }
                 Err(err) => return Err(self.resolve_error(e, &join(&comps[..=i]), err)),
             };
@@ -1212,31 +1268,89 @@ impl<'a> LayerWriter<'a> {
         }
     }
 
-    fn dir_template(&self, template: Option<RawFd>, path: &[u8]) -> DirTemplate {
-        let lower = template
-            .and_then(|root| open_beneath(root, path, OFlag::O_RDONLY | OFlag::O_DIRECTORY).ok());
-        let stat = lower
-            .as_ref()
-            .and_then(|fd| nix::sys::stat::fstat(fd.as_raw_fd()).ok());
-        match (lower, stat) {
-            (Some(fd), Some(st)) => DirTemplate {
-                uid: st.st_uid,
-                gid: st.st_gid,
-                mode: st.st_mode & 0o7777,
-                mtime: Some(Time {
-                    sec: st.st_mtime,
-                    nsec: st.st_mtime_nsec,
-                }),
-                xattrs_from: Some(fd),
-            },
-            _ => DirTemplate {
-                uid: 0,
-                gid: 0,
-                mode: 0o755,
-                mtime: None,
-                xattrs_from: None,
-            },
+    /// Makes the last of `comps` in `at` (its parent, open) for [`Self::make_dirs`]; `opaque` in place of a whiteout.
+    fn make_dir(
+        &mut self,
+        e: &TarEntry,
+        at: RawFd,
+        comps: &[&[u8]],
+        opaque: bool,
+    ) -> Result<OwnedFd> {
+        let (&comp, _) = comps
+            .split_last()
+            .ok_or_else(|| self.hostile(e, "names the layer directory"))?;
+        let path = join(comps);
+        // Looked up before the directory exists here, which would hide the lower one.
+        let tpl = dir_template(if opaque {
+            None
+        } else {
+            self.lower_dir(e, comps)?
+        });
+        match nix::sys::stat::mkdirat(Some(at), comp, Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(err) => return Err(self.sys("creating directory", &path, err)),
         }
+        let fd = open_beneath(at, comp, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            .map_err(|err| self.resolve_error(e, &path, err))?;
+        nix::unistd::fchown(
+            fd.as_raw_fd(),
+            Some(Uid::from_raw(tpl.uid)),
+            Some(Gid::from_raw(tpl.gid)),
+        )
+        .map_err(|err| self.sys("changing the owner of", &path, err))?;
+        nix::sys::stat::fchmod(fd.as_raw_fd(), mode_bits(tpl.mode))
+            .map_err(|err| self.sys("changing the mode of", &path, err))?;
+        if let Some(src) = &tpl.xattrs_from {
+            self.copy_xattrs(&Node::Fd(src.as_raw_fd()), &Node::Fd(fd.as_raw_fd()), &path)?;
+        }
+        if let Some(mtime) = tpl.mtime {
+            self.dir_times.insert(path.clone(), mtime);
+        }
+        if opaque {
+            Node::Fd(fd.as_raw_fd())
+                .set_xattr(OPAQUE_XATTR, b"y")
+                .map_err(|err| self.sys("marking opaque", &path, err))?;
+        }
+        Ok(fd)
+    }
+
+    /// The directory `comps` as the layers below show it through this one, looked up as overlayfs does (nearest
+    /// layer first; a whiteout, an opaque directory or root, or a non-directory on the way hides the rest), or None
+    /// when they show none there. A symlink on the way in a lower layer shows none too: the directory this layer
+    /// makes replaces it.
+    fn lower_dir(&self, e: &TarEntry, comps: &[&[u8]]) -> Result<Option<OwnedFd>> {
+        let Some((&base, _)) = comps.split_last() else {
+            return Ok(None);
+        };
+        let through_symlink = |r: Result<Lookup>| match r {
+            Err(Error::HostileLayer { .. }) => Ok(Lookup::Hidden),
+            r => r,
+        };
+        if !matches!(
+            through_symlink(self.lookup(e, self.root.as_raw_fd(), comps, false))?,
+            Lookup::Missing
+        ) {
+            return Ok(None);
+        }
+        for lower in self.lowers {
+            let root = open_layer_dir(lower)?;
+            match through_symlink(self.lookup(e, root.as_raw_fd(), comps, true))? {
+                Lookup::Found(holder, st) if file_type(&st) == SFlag::S_IFDIR => {
+                    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+                    return open_beneath(holder.as_raw_fd(), base, flags)
+                        .map(Some)
+                        .map_err(|err| {
+                            io(
+                                "opening lower layer directory",
+                                lower.join(OsStr::from_bytes(&join(comps))),
+                            )(err.into())
+                        });
+                }
+                Lookup::Missing => {}
+                Lookup::Found(..) | Lookup::Hidden => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
     /// Makes room for a new entry at `name` in `holder` (the thing there is replaced; a directory with all it
@@ -1402,6 +1516,9 @@ impl<'a> LayerWriter<'a> {
         let holder = self.parent_dir(e, parent)?;
         let h = holder.as_raw_fd();
         let mkdir = |h| nix::sys::stat::mkdirat(Some(h), base, Mode::from_bits_truncate(0o700));
+        // Made in place of this layer's whiteout or other non-directory, which already hides what the layers below
+        // hold at this path: opaque, so that it stays hidden.
+        let mut opaque = false;
         match mkdir(h) {
             Ok(()) => {}
             Err(Errno::EEXIST) => {
@@ -1409,6 +1526,7 @@ impl<'a> LayerWriter<'a> {
                 if file_type(&st) != SFlag::S_IFDIR {
                     self.remove(h, base, path)?;
                     mkdir(h).map_err(|err| self.sys("creating directory", path, err))?;
+                    opaque = true;
                 }
             }
             Err(err) => return Err(self.sys("creating directory", path, err)),
@@ -1421,6 +1539,11 @@ impl<'a> LayerWriter<'a> {
         )
         .map_err(|err| self.sys("opening directory", path, err))?;
         self.set_metadata(e, &Node::Fd(fd.as_raw_fd()), path, true)?;
+        if opaque {
+            Node::Fd(fd.as_raw_fd())
+                .set_xattr(OPAQUE_XATTR, b"y")
+                .map_err(|err| self.sys("marking opaque", path, err))?;
+        }
         self.dir_times.insert(path.to_vec(), e.mtime);
         Ok(())
     }
@@ -1487,6 +1610,16 @@ impl<'a> LayerWriter<'a> {
         }
         path.extend_from_slice(hidden);
         match lstatat(h, hidden) {
+            // This layer's own directory stays, and only its own entries in it: what the layers below hold there
+            // is deleted, so it becomes opaque.
+            Ok(st) if file_type(&st) == SFlag::S_IFDIR => {
+                let fd = open_beneath(h, hidden, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+                    .map_err(|err| self.resolve_error(e, &path, err))?;
+                return Node::Fd(fd.as_raw_fd())
+                    .set_xattr(OPAQUE_XATTR, b"y")
+                    .map_err(|err| self.sys("marking opaque", &path, err));
+            }
+            // Any other entry of this layer already hides the lower path, and stays.
             Ok(_) => return Ok(()),
             Err(Errno::ENOENT) => {}
             Err(err) => return Err(self.sys("inspecting", &path, err)),
@@ -1506,41 +1639,13 @@ impl<'a> LayerWriter<'a> {
             .map_err(|err| self.sys("changing the mode of whiteout", &path, err))
     }
 
-    /// `dir/.wh..wh..opq`: `dir` (made if absent) hides what the lower layers hold in it; entries of this layer in
-    /// it stay, whatever their order in the archive.
+    /// `dir/.wh..wh..opq`: `dir` (made if absent, with the metadata the layers below give it) hides what the lower
+    /// layers hold in it; entries of this layer in it stay, whatever their order in the archive. At the layer's root
+    /// the xattr is a record for `bundle`, which ends the overlay's lower stack here (overlayfs ignores it there).
     fn opaque(&mut self, e: &TarEntry, dir: &[&[u8]]) -> Result<()> {
         let path = join(dir);
-        let fd = match dir.split_last() {
-            None => None,
-            Some((&base, parent)) => {
-                let holder = self.parent_dir(e, parent)?;
-                let h = holder.as_raw_fd();
-                match nix::sys::stat::mkdirat(Some(h), base, Mode::from_bits_truncate(0o700)) {
-                    Ok(()) => {
-                        let fd = open_beneath(h, base, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-                            .map_err(|err| self.resolve_error(e, &path, err))?;
-                        nix::unistd::fchown(
-                            fd.as_raw_fd(),
-                            Some(Uid::from_raw(0)),
-                            Some(Gid::from_raw(0)),
-                        )
-                        .map_err(|err| self.sys("changing the owner of", &path, err))?;
-                        nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(0o755))
-                            .map_err(|err| self.sys("changing the mode of", &path, err))?;
-                        Some(fd)
-                    }
-                    Err(Errno::EEXIST) => Some(
-                        open_beneath(h, base, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-                            .map_err(|err| self.resolve_error(e, &path, err))?,
-                    ),
-                    Err(err) => return Err(self.sys("creating directory", &path, err)),
-                }
-            }
-        };
-        let raw = fd
-            .as_ref()
-            .map_or(self.root.as_raw_fd(), |fd| fd.as_raw_fd());
-        Node::Fd(raw)
+        let fd = self.make_dirs(e, dir)?;
+        Node::Fd(fd.as_raw_fd())
             .set_xattr(OPAQUE_XATTR, b"y")
             .map_err(|err| self.sys("marking opaque", &path, err))
     }
@@ -1570,37 +1675,24 @@ impl<'a> LayerWriter<'a> {
             Lookup::Hidden => return Err(self.link_not_found(e)),
             Lookup::Missing => {
                 let mut found = None;
-                for (i, lower) in self.lowers.iter().enumerate() {
-                    let root = nix::fcntl::open(
-                        lower.as_path(),
-                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(|err| io("opening lower layer directory", lower)(err.into()))?;
-                    // SAFETY: open has just returned this descriptor; nothing else owns it.
-                    let root = unsafe { OwnedFd::from_raw_fd(root) };
+                for lower in self.lowers {
+                    let root = open_layer_dir(lower)?;
                     match self.lookup(e, root.as_raw_fd(), &target, true)? {
                         Lookup::Found(holder, st) => {
-                            found = Some((i, root, holder, st));
+                            found = Some((holder, st));
                             break;
                         }
                         Lookup::Missing => {}
                         Lookup::Hidden => break,
                     }
                 }
-                let Some((_, lower_root, lower_holder, st)) = found else {
+                let Some((lower_holder, st)) = found else {
                     return Err(self.link_not_found(e));
                 };
                 if file_type(&st) == SFlag::S_IFDIR {
                     return Err(self.malformed(e, "hard link to a directory"));
                 }
-                self.copy_up(
-                    e,
-                    &target,
-                    lower_root.as_raw_fd(),
-                    lower_holder.as_raw_fd(),
-                    &st,
-                )?
+                self.copy_up(e, &target, lower_holder.as_raw_fd(), &st)?
             }
         };
         let (&base, parent) = comps
@@ -1625,22 +1717,19 @@ impl<'a> LayerWriter<'a> {
     }
 
     /// Looks `comps` up in one layer directory the way overlayfs does, component by component, never following a
-    /// symlink: a symlink on the way is hostile, a whiteout, an opaque directory or a non-directory hides the
-    /// layers below.
+    /// symlink: a symlink on the way is hostile, a whiteout, an opaque directory (the layer's root included) or a
+    /// non-directory hides the layers below. `root` is open for reading, not O_PATH.
     fn lookup(&self, e: &TarEntry, root: RawFd, comps: &[&[u8]], lower: bool) -> Result<Lookup> {
         let Some((&base, parent)) = comps.split_last() else {
             return Ok(Lookup::Missing);
         };
         let mut cur: Option<OwnedFd> = None;
-        let mut opaque = false;
+        let mut opaque = marked_opaque(root);
         for (i, comp) in parent.iter().enumerate() {
             let at = cur.as_ref().map_or(root, |fd| fd.as_raw_fd());
             match open_beneath(at, comp, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
                 Ok(fd) => {
-                    let marker = Node::Fd(fd.as_raw_fd()).get_xattr(OPAQUE_XATTR);
-                    if matches!(marker, Ok(Some(ref v)) if v.as_slice() == b"y") {
-                        opaque = true;
-                    }
+                    opaque |= marked_opaque(fd.as_raw_fd());
                     cur = Some(fd);
                 }
                 Err(Errno::ENOENT) => {
@@ -1672,9 +1761,7 @@ impl<'a> LayerWriter<'a> {
                 .map_err(|err| self.sys("opening", b"", err))?,
         };
         match lstatat(holder.as_raw_fd(), base) {
-            Ok(st) if lower && file_type(&st) == SFlag::S_IFCHR && st.st_rdev == 0 => {
-                Ok(Lookup::Hidden)
-            }
+            Ok(st) if is_whiteout(&st) => Ok(Lookup::Hidden),
             Ok(st) => Ok(Lookup::Found(holder, st)),
             Err(Errno::ENOENT) => Ok(if opaque {
                 Lookup::Hidden
@@ -1690,7 +1777,6 @@ impl<'a> LayerWriter<'a> {
         &mut self,
         e: &TarEntry,
         target: &[&[u8]],
-        lower_root: RawFd,
         lower_holder: RawFd,
         st: &FileStat,
     ) -> Result<OwnedFd> {
@@ -1698,7 +1784,7 @@ impl<'a> LayerWriter<'a> {
             return Err(self.malformed(e, "hard link to the layer directory"));
         };
         let path = join(target);
-        let holder = self.make_dirs(e, parent, Some(lower_root))?;
+        let holder = self.make_dirs(e, parent)?;
         let h = holder.as_raw_fd();
         let times = [
             TimeSpec::new(st.st_atime, st.st_atime_nsec),
@@ -2735,6 +2821,215 @@ mod tests {
             BTreeSet::from(["z".to_string()])
         );
         assert_eq!(fs::read(merged.path().join("d/z")).unwrap(), b"z");
+    }
+
+    fn names(dir: &Path) -> BTreeSet<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn is_opaque(path: &Path) -> bool {
+        xattr(path, "trusted.overlay.opaque").as_deref() == Some(&b"y"[..])
+    }
+
+    /// Mounts `layers` (top first) read-only as overlayfs lower directories.
+    fn mount_merged(layers: &[&Path]) -> (tempfile::TempDir, Mounted) {
+        let merged = tempfile::tempdir().unwrap();
+        let lowers: Vec<String> = layers.iter().map(|p| p.display().to_string()).collect();
+        let options = format!("lowerdir={}", lowers.join(":"));
+        nix::mount::mount(
+            Some("overlay"),
+            merged.path(),
+            Some("overlay"),
+            nix::mount::MsFlags::MS_RDONLY,
+            Some(options.as_str()),
+        )
+        .unwrap();
+        let mounted = Mounted(merged.path().to_path_buf());
+        (merged, mounted)
+    }
+
+    /// layer.md "Whiteouts": a whiteout deletes the lower path, and "Files that are present in the same layer as a
+    /// whiteout file can only be hidden by whiteout files in subsequent layers". A directory this layer makes at a
+    /// whited-out path (after the whiteout, before it, or only as the parent of an entry) holds this layer's
+    /// entries alone, so it is opaque; a plain directory over a lower one would merge the lower's children back in.
+    #[test]
+    fn a_directory_made_again_after_its_whiteout_hides_the_lower_one() {
+        let lower = Fixture::new();
+        let tar = Layer::new()
+            .dir("d", 0o755)
+            .file("d/old", b"old", 0o644)
+            .dir("e", 0o755)
+            .file("e/old", b"old", 0o644)
+            .dir("h", 0o755)
+            .file("h/old", b"old", 0o644)
+            .dir("f", 0o755)
+            .file("f/x", b"x", 0o644)
+            .file("g", b"a file below", 0o644)
+            .dir("k", 0o755)
+            .file("k/old", b"old", 0o644)
+            .finish();
+        lower.unpack(&tar).unwrap();
+        let upper = Fixture::new();
+        let tar = Layer::new()
+            .file(".wh.d", b"", 0o644)
+            .dir_owned("d", 0o700, 5, 5, 1_200_000_000)
+            .file("d/new", b"new", 0o644)
+            .file(".wh.e", b"", 0o644)
+            .file("e/z", b"z", 0o644)
+            .dir("h", 0o755)
+            .file("h/kept", b"kept", 0o644)
+            .file(".wh.h", b"", 0o644)
+            .file(".wh.f", b"", 0o644)
+            .file("f", b"now a file", 0o644)
+            .file(".wh.g", b"", 0o644)
+            .dir("g", 0o755)
+            .file("g/y", b"y", 0o644)
+            .dir("k", 0o755)
+            .file("k/new", b"new", 0o644)
+            .finish();
+        let lowers = [lower.dir.clone()];
+        unpack_layer(LAYER, &tar[..], Compression::None, &upper.dir, &lowers).unwrap();
+        for dir in ["d", "e", "h", "g"] {
+            assert!(is_opaque(&upper.path(dir)), "{dir} is opaque");
+        }
+        assert!(!is_opaque(&upper.path("k")), "k merges with the lower k");
+        let e = fs::metadata(upper.path("e")).unwrap();
+        assert_eq!((e.mode() & 0o7777, e.uid(), e.gid()), (0o755, 0, 0));
+        upper.assert_contained();
+
+        let (merged, _mounted) = mount_merged(&[&upper.dir, &lower.dir]);
+        let m = merged.path();
+        assert_eq!(names(&m.join("d")), set(&["new"]));
+        assert_eq!(names(&m.join("e")), set(&["z"]));
+        assert_eq!(names(&m.join("h")), set(&["kept"]));
+        assert_eq!(names(&m.join("g")), set(&["y"]));
+        assert_eq!(names(&m.join("k")), set(&["new", "old"]));
+        assert_eq!(fs::read(m.join("f")).unwrap(), b"now a file");
+        let d = fs::metadata(m.join("d")).unwrap();
+        assert_eq!((d.mode() & 0o7777, d.uid(), d.gid()), (0o700, 5, 5));
+    }
+
+    /// layer.md "Opaque Whiteout" at a layer's root: the layer directory itself is marked (overlayfs ignores that
+    /// on a lower root; `bundle` reads it), and a hard link can no longer reach a file of the layers below, from
+    /// a layer above or from the opaque layer itself.
+    #[test]
+    fn an_opaque_root_is_recorded_and_hides_the_layers_below_from_hard_links() {
+        let lower = Fixture::new();
+        lower
+            .unpack(
+                &Layer::new()
+                    .file("a", b"a", 0o644)
+                    .dir("dir", 0o755)
+                    .file("dir/b", b"b", 0o644)
+                    .finish(),
+            )
+            .unwrap();
+        let middle = Fixture::new();
+        let tar = Layer::new()
+            .file("m", b"m", 0o644)
+            .file(".wh..wh..opq", b"", 0o644)
+            .finish();
+        unpack_layer(
+            LAYER,
+            &tar[..],
+            Compression::None,
+            &middle.dir,
+            std::slice::from_ref(&lower.dir),
+        )
+        .unwrap();
+        assert!(is_opaque(&middle.dir));
+        assert_eq!(names(&middle.dir), set(&["m"]));
+
+        let lowers = [middle.dir.clone(), lower.dir.clone()];
+        for target in ["a", "dir/b"] {
+            let top = Fixture::new();
+            let tar = Layer::new().hard_link("l", target).finish();
+            assert_format(
+                unpack_layer(LAYER, &tar[..], Compression::None, &top.dir, &lowers),
+                target,
+            );
+        }
+        let top = Fixture::new();
+        let tar = Layer::new().hard_link("l", "m").finish();
+        unpack_layer(LAYER, &tar[..], Compression::None, &top.dir, &lowers).unwrap();
+        assert_eq!(fs::read(top.path("l")).unwrap(), b"m");
+
+        let own = Fixture::new();
+        let tar = Layer::new()
+            .file(".wh..wh..opq", b"", 0o644)
+            .hard_link("l", "a")
+            .finish();
+        let result = unpack_layer(
+            LAYER,
+            &tar[..],
+            Compression::None,
+            &own.dir,
+            std::slice::from_ref(&lower.dir),
+        );
+        assert_format(result, "\"l\"");
+    }
+
+    /// A whiteout or opaque marker in a directory the layer has no entry for, or a file whose parents it leaves
+    /// out, implies those directories. They keep the owner, mode, mtime and xattrs the layers below show for
+    /// them (the nearest layer that has them, as overlayfs merges and copies up), so the merged view is what
+    /// applying the changeset to the lower tree gives (layer.md "Applying Changesets"). A directory the layers
+    /// below hide is made afresh.
+    #[test]
+    fn directories_a_layer_only_implies_keep_the_lower_metadata() {
+        let far = Fixture::new();
+        let tar = Layer::new()
+            .dir_owned("a", 0o755, 0, 0, 1_000_000_000)
+            .dir_owned("a/b", 0o701, 3, 3, 1_050_000_000)
+            .file("a/b/c", b"c", 0o644)
+            .dir_owned("n", 0o755, 0, 0, 1_000_000_000)
+            .file("n/old", b"old", 0o644)
+            .dir_owned("q", 0o700, 9, 9, 1_000_000_000)
+            .finish();
+        far.unpack(&tar).unwrap();
+        let near = Fixture::new();
+        let tar = Layer::new()
+            .pax(&[("SCHILY.xattr.user.origin", b"near")])
+            .dir_owned("a", 0o750, 1000, 1000, 1_100_000_000)
+            .dir_owned("n", 0o711, 7, 7, 1_150_000_000)
+            .file(".wh.q", b"", 0o644)
+            .finish();
+        near.unpack(&tar).unwrap();
+        let upper = Fixture::new();
+        let tar = Layer::new()
+            .file("a/b/.wh.c", b"", 0o644)
+            .file("n/.wh..wh..opq", b"", 0o644)
+            .file("n/fresh", b"fresh", 0o644)
+            .file("q/x", b"x", 0o644)
+            .finish();
+        let lowers = [near.dir.clone(), far.dir.clone()];
+        unpack_layer(LAYER, &tar[..], Compression::None, &upper.dir, &lowers).unwrap();
+        let meta = |p: &str| {
+            let m = fs::metadata(upper.path(p)).unwrap();
+            (m.mode() & 0o7777, m.uid(), m.gid(), m.mtime())
+        };
+        assert_eq!(meta("a"), (0o750, 1000, 1000, 1_100_000_000));
+        assert_eq!(
+            xattr(&upper.path("a"), "user.origin").as_deref(),
+            Some(&b"near"[..])
+        );
+        assert_eq!(meta("a/b"), (0o701, 3, 3, 1_050_000_000));
+        assert_eq!(meta("n"), (0o711, 7, 7, 1_150_000_000));
+        assert!(is_opaque(&upper.path("n")));
+        assert_eq!((meta("q").0, meta("q").1), (0o755, 0));
+
+        let (merged, _mounted) = mount_merged(&[&upper.dir, &near.dir, &far.dir]);
+        let m = merged.path();
+        assert_eq!(names(&m.join("a/b")), BTreeSet::new());
+        assert_eq!(names(&m.join("n")), set(&["fresh"]));
+        let a = fs::metadata(m.join("a")).unwrap();
+        assert_eq!((a.mode() & 0o7777, a.uid()), (0o750, 1000));
     }
 
     /// Throughput of one ~100 MB incompressible file, uncompressed, and of 20,000 small files (run with

@@ -618,6 +618,514 @@ fn hostile_layers_are_refused_and_write_nothing_outside() {
     }
 }
 
+/// `args` run as nobody (uid and gid 65534, no supplementary groups), as any unprivileged local user would: a
+/// shell already running as nobody executes them (setpriv itself may reach its program before it drops root).
+fn as_nobody(env: &Env, args: &[&str]) -> Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["/bin/sh", "-c", "exec \"$@\"", "sh"])
+        .args(args);
+    env.run(cmd)
+}
+
+/// Every path under `dir`, relative and sorted, directories with a `/` after them.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                found.push(format!("{rel}/"));
+                stack.push(path);
+            } else {
+                found.push(rel);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The store's temporary directories and files (`.tmp-` unpackings, write_atomic's `.NAME.tmp-PID`).
+fn temporaries(store: &Path) -> Vec<String> {
+    tree(store)
+        .into_iter()
+        .filter(|p| p.contains(".tmp-"))
+        .collect()
+}
+
+/// The directory in the store's `layers/` whose layer holds `file`.
+fn layer_holding(store: &Path, file: &str) -> PathBuf {
+    dir_names(&store.join("layers"))
+        .into_iter()
+        .map(|n| store.join("layers").join(n))
+        .find(|d| d.join(file).exists())
+        .unwrap_or_else(|| panic!("no unpacked layer holds {file}"))
+}
+
+/// Issue 12 (1), moby CVE-2021-41091's class: unpacked layers keep what an image ships, here a setuid-root copy of
+/// busybox and a world-writable device node, so the store and bundles are root's alone (0700). An unprivileged
+/// user (nobody) who can reach the scratch directory around them cannot execute, read, list or open anything under
+/// the store or the bundle. A store and a mounted bundle opened up (as polis-image made them before) are made
+/// private again by the next start of polis-image. The bundle still runs under polis-runc.
+#[test]
+fn the_store_and_bundles_are_out_of_reach_of_other_users() {
+    let Some(env) = Env::new("img-private") else {
+        return;
+    };
+    let layout = env.layout();
+    let hostile = Layer::new()
+        .entry(
+            Entry::file("bin/busybox-suid", fs::read(BUSYBOX).unwrap())
+                .mode(0o4755)
+                .owner(0, 0),
+        )
+        .entry(Entry::char_device("dev/evil", 1, 3).mode(0o666));
+    let image = Image::new()
+        .layer(busybox_layer(env.dir.path()))
+        .layer(hostile)
+        .cmd(["/bin/busybox-suid", "id", "-u"]);
+    layout.write_image(&image, "suid");
+    let reference = env.push(&layout, "suid", "polis/suid:1");
+    env.pi(&["pull", &reference]).ok();
+    let bundle = env.bundle(&reference, "bundle", &[]);
+    let store = env.store();
+    let layer = layer_holding(&store, "bin/busybox-suid");
+    for (path, mode) in [
+        (layer.join("bin/busybox-suid"), 0o104755),
+        (bundle.rootfs().join("bin/busybox-suid"), 0o104755),
+        (layer.join("dev/evil"), 0o020666),
+        (bundle.rootfs().join("dev/evil"), 0o020666),
+    ] {
+        assert_eq!(
+            fs::symlink_metadata(&path).unwrap().mode(),
+            mode,
+            "{} arrived as the image ships it",
+            path.display()
+        );
+    }
+    let run = polis_runc_run(
+        &env,
+        &bundle,
+        &format!("polis-img-private-{}", std::process::id()),
+    );
+    assert_eq!(run.ok().stdout.trim(), "0", "the bundle runs: {run}");
+
+    // The user can reach the scratch directory: what stops them below is the store's and the bundle's modes.
+    let control = env.dir.path().join("busybox-control");
+    fs::copy(BUSYBOX, &control).unwrap();
+    fs::set_permissions(&control, fs::Permissions::from_mode(0o755)).unwrap();
+    let control = control.to_str().unwrap();
+    as_nobody(&env, &[control, "true"]).ok();
+    as_nobody(&env, &["cat", control]).ok();
+    as_nobody(&env, &["ls", env.dir.path().to_str().unwrap()]).ok();
+
+    let refused = |what: &str| {
+        let s = |p: PathBuf| p.display().to_string();
+        let rootfs = bundle.rootfs();
+        let execs = [
+            s(layer.join("bin/busybox-suid")),
+            s(rootfs.join("bin/busybox-suid")),
+        ];
+        for exe in &execs {
+            as_nobody(&env, &[exe, "id", "-u"])
+                .fails()
+                .stderr_mentions("Permission denied");
+        }
+        let reads = [
+            execs[0].clone(),
+            execs[1].clone(),
+            s(store.join("layout/index.json")),
+            s(bundle.dir.join("config.json")),
+        ];
+        for file in &reads {
+            as_nobody(&env, &["cat", file])
+                .fails()
+                .stderr_mentions("Permission denied");
+        }
+        for dev in [s(layer.join("dev/evil")), s(rootfs.join("dev/evil"))] {
+            for redirect in [": > \"$1\"", ": < \"$1\""] {
+                as_nobody(&env, &["/bin/sh", "-c", redirect, "sh", &dev])
+                    .fails()
+                    .stderr_mentions("Permission denied");
+            }
+        }
+        for dir in [
+            s(store.clone()),
+            s(store.join("layers")),
+            s(layer.clone()),
+            s(bundle.dir.clone()),
+            s(rootfs.clone()),
+        ] {
+            let out = as_nobody(&env, &["ls", &dir]);
+            out.fails().stderr_mentions("Permission denied");
+            assert!(out.stdout.is_empty(), "{what}: nobody listed {dir}: {out}");
+        }
+    };
+    for dir in [
+        store.clone(),
+        store.join("layout"),
+        store.join("layout/blobs/sha256"),
+        store.join("ingest"),
+        store.join("layers"),
+        layer.clone(),
+        bundle.dir.clone(),
+    ] {
+        assert_eq!(
+            fs::metadata(&dir).unwrap().mode() & 0o7777,
+            0o700,
+            "{}",
+            dir.display()
+        );
+    }
+    refused("new store");
+
+    // A store and bundle as polis-image made them before: every directory 0755. The next start tightens them.
+    let opened = [
+        store.clone(),
+        store.join("layout"),
+        store.join("layers"),
+        layer.clone(),
+        bundle.dir.clone(),
+    ];
+    for dir in &opened {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // Opened up, the probes see through: the escalation the modes prevent.
+    as_nobody(
+        &env,
+        &["cat", &bundle.dir.join("config.json").display().to_string()],
+    )
+    .ok();
+    let exposed = layer.join("bin/busybox-suid").display().to_string();
+    as_nobody(&env, &[&exposed, "true"]).ok();
+    env.pi(&["ls"]).ok();
+    for dir in &opened {
+        assert_eq!(
+            fs::metadata(dir).unwrap().mode() & 0o7777,
+            0o700,
+            "{} tightened",
+            dir.display()
+        );
+    }
+    refused("tightened store");
+}
+
+/// A small gzip layer that unpacks to `mib` MiB of zeros (a decompression bomb in miniature).
+fn zeros_layer(name: &str, mib: usize) -> Layer {
+    Layer::new()
+        .entry(Entry::file(name, vec![0u8; mib << 20]))
+        .compression(Compression::Gzip)
+}
+
+/// Issue 12 (2): a small gzip layer that unpacks past `--max-layer-size`, and an image whose layers together pass
+/// `--max-image-size`, stop the pull with the layer's digest, the limit and the flag that raises it named, and leave
+/// the store as it was: no image, blob, unpacked layer, partial download, temporary directory or lock file of
+/// theirs. With the default limits both pull.
+#[test]
+fn layers_and_images_past_their_size_limits_stop_the_pull_and_leave_nothing() {
+    let Some(env) = Env::new("img-limits") else {
+        return;
+    };
+    let layout = env.layout();
+    layout.write_image(
+        &Image::new().layer(Layer::new().file("f", "f")).cmd(["/f"]),
+        "small",
+    );
+    let small = env.push(&layout, "small", "polis/limits:small");
+    env.pi(&["pull", &small]).ok();
+    let before = tree(&env.store());
+
+    let bomb = layout.write_image(
+        &Image::new().layer(zeros_layer("zeros", 8)).cmd(["/x"]),
+        "bomb",
+    );
+    assert!(
+        bomb.layers[0].size < 64 << 10,
+        "{} bytes",
+        bomb.layers[0].size
+    );
+    let bomb_ref = env.push(&layout, "bomb", "polis/limits:bomb");
+    let out = env.pi(&["pull", "--max-layer-size", "1M", &bomb_ref]);
+    out.fails()
+        .stderr_mentions(&bomb.layers[0].digest)
+        .stderr_mentions("1 MiB")
+        .stderr_mentions("uncompressed bytes per layer")
+        .stderr_mentions("--max-layer-size");
+    assert_eq!(tree(&env.store()), before, "nothing of the bomb stays");
+
+    let wide = layout.write_image(
+        &Image::new()
+            .layer(zeros_layer("one", 3))
+            .layer(zeros_layer("two", 3))
+            .cmd(["/x"]),
+        "wide",
+    );
+    let wide_ref = env.push(&layout, "wide", "polis/limits:wide");
+    let out = env.pi(&["pull", "--max-image-size", "4M", &wide_ref]);
+    out.fails()
+        .stderr_mentions(&wide.layers[1].digest)
+        .stderr_mentions("4 MiB")
+        .stderr_mentions("uncompressed bytes per image")
+        .stderr_mentions("--max-image-size");
+    assert_eq!(
+        tree(&env.store()),
+        before,
+        "nothing of the wide image stays"
+    );
+
+    env.pi(&["pull", &bomb_ref]).ok();
+    env.pi(&["pull", &wide_ref]).ok();
+    assert_eq!(env.index_names(), [small, bomb_ref, wide_ref]);
+}
+
+/// Issue 12 (2): the free-space reserve is checked while a pull writes. On a 32 MiB tmpfs store, a tiny gzip blob
+/// (the download passes) that unpacks to 24 MiB stops once less than `--min-free-space 16M` is left, naming the
+/// layer and the flag, and leaves the store as it was; with a 1 MiB reserve it pulls.
+#[test]
+fn the_free_space_reserve_stops_a_pull_while_it_writes() {
+    let Some(env) = Env::new("img-reserve") else {
+        return;
+    };
+    let store = env.store();
+    fs::create_dir_all(&store).unwrap();
+    let mut mount = Command::new("mount");
+    mount
+        .args(["-t", "tmpfs", "-o", "size=32m", "polis-test-store"])
+        .arg(&store);
+    env.run(mount).ok();
+    let layout = env.layout();
+    layout.write_image(
+        &Image::new().layer(Layer::new().file("f", "f")).cmd(["/f"]),
+        "small",
+    );
+    let small = env.push(&layout, "small", "polis/reserve:small");
+    env.pi(&["pull", "--min-free-space", "1M", &small]).ok();
+    let before = tree(&store);
+
+    let big = layout.write_image(
+        &Image::new().layer(zeros_layer("zeros", 24)).cmd(["/x"]),
+        "big",
+    );
+    let big_ref = env.push(&layout, "big", "polis/reserve:big");
+    let out = env.pi(&["pull", "--min-free-space", "16M", &big_ref]);
+    out.fails()
+        .stderr_mentions(&big.layers[0].digest)
+        .stderr_mentions("has only")
+        .stderr_mentions("16 MiB kept free")
+        .stderr_mentions("--min-free-space");
+    assert_eq!(tree(&store), before, "nothing of the stopped pull stays");
+    env.pi(&["pull", "--min-free-space", "1M", &big_ref]).ok();
+    assert_eq!(env.index_names(), [small, big_ref]);
+}
+
+/// Issue 12 (2): a pull stopped by SIGTERM or SIGINT while it downloads and unpacks (its blob stalled by the
+/// front) removes its temporary directory before it exits with 128 + the signal; its partial download stays for
+/// the next pull, which resumes and finishes.
+#[test]
+fn a_pull_stopped_by_sigterm_or_sigint_removes_its_temporary_directories() {
+    let Some(env) = Env::new("img-signal") else {
+        return;
+    };
+    let layout = env.layout();
+    let (reference, layer, _) = big_image(&env, &layout, "signal", 8);
+    let front = RegistryFront::start(&env.netns, env.registry.address());
+    let via_front = reference.replace(env.registry.address(), &front.address());
+    let partial = env
+        .store()
+        .join("ingest")
+        .join(format!("{}.partial", &layer[7..]));
+    for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        front.interrupt_blob(&layer, 2 << 20, InterruptMode::StallUntilRelease);
+        let (child, err) = spawn(
+            env.command(&["--insecure-registry", &front.address(), "pull", &via_front]),
+            env.dir.path(),
+        );
+        front.wait_stalled(1, Duration::from_secs(30));
+        eventually(
+            "the pull unpacks into a temporary directory",
+            Duration::from_secs(10),
+            || !temporaries(&env.store()).is_empty(),
+        );
+        // SAFETY: kill(2) of our own child, which has not been waited for.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let out = wait_child((child, err), env.dir.path());
+        assert_eq!(out.code, Some(code), "{out}");
+        out.stderr_mentions("stopped by");
+        assert_eq!(temporaries(&env.store()), Vec::<String>::new());
+        assert!(
+            partial.exists(),
+            "the partial download stays for the next pull"
+        );
+        front.release();
+        eventually(
+            "the stalled connection is gone",
+            Duration::from_secs(10),
+            || front.stalled() == 0,
+        );
+    }
+    env.pi(&["--insecure-registry", &front.address(), "pull", &via_front])
+        .ok();
+    assert!(!partial.exists());
+    assert_eq!(env.index_names(), [via_front]);
+}
+
+/// Issue 12 (2): `prune` after a crash (a pull killed while it unpacked, plus the lone lock file and write_atomic
+/// temporaries a crash can leave) removes the partial download, the unfinished unpacking, the temporary files and
+/// every lock file no one holds, and reports the disk space that actually freed: the blocks of what went.
+#[test]
+fn prune_removes_what_a_crash_left_and_reports_the_bytes_freed() {
+    let Some(env) = Env::new("img-crash") else {
+        return;
+    };
+    let layout = env.layout();
+    layout.write_image(
+        &Image::new()
+            .layer(Layer::new().file("f", "kept"))
+            .cmd(["/f"]),
+        "kept",
+    );
+    let kept = env.push(&layout, "kept", "polis/crash:kept");
+    env.pi(&["pull", &kept]).ok();
+    let (reference, layer, _) = big_image(&env, &layout, "crash", 8);
+    let front = RegistryFront::start(&env.netns, env.registry.address());
+    front.interrupt_blob(&layer, 3 << 20, InterruptMode::StallUntilRelease);
+    let via_front = reference.replace(env.registry.address(), &front.address());
+    let (mut child, _) = spawn(
+        env.command(&["--insecure-registry", &front.address(), "pull", &via_front]),
+        env.dir.path(),
+    );
+    front.wait_stalled(1, Duration::from_secs(30));
+    let store = env.store();
+    let partial = store.join(format!("ingest/{}.partial", &layer[7..]));
+    eventually(
+        "the pull has the bytes sent and unpacks",
+        Duration::from_secs(10),
+        || {
+            fs::metadata(&partial).is_ok_and(|m| m.len() == 3 << 20)
+                && !temporaries(&store).is_empty()
+        },
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    front.release();
+    let ingest = store.join("ingest");
+    let hex = "f".repeat(64);
+    fs::write(ingest.join(format!("{hex}.lock")), "").unwrap();
+    fs::write(
+        store.join(format!("layout/blobs/sha256/.{hex}.tmp-99999")),
+        vec![1u8; 100 << 10],
+    )
+    .unwrap();
+    fs::write(store.join("layout/.index.json.tmp-99999"), "{}").unwrap();
+    let crashed = tree(&store);
+    for left in [
+        format!("ingest/{}.partial", &layer[7..]),
+        format!("ingest/{}.lock", &layer[7..]),
+    ] {
+        assert!(crashed.contains(&left), "{left} in {crashed:?}");
+    }
+    assert!(
+        crashed.iter().any(|p| p.starts_with("layers/.tmp-")),
+        "{crashed:?}"
+    );
+    let sizes: std::collections::HashMap<String, (u64, u64)> = crashed
+        .iter()
+        .map(|p| {
+            let m = fs::symlink_metadata(store.join(p.trim_end_matches('/'))).unwrap();
+            (p.clone(), (m.blocks() * 512, m.nlink()))
+        })
+        .collect();
+
+    let out = env.pi(&["prune"]);
+    out.ok();
+    let after = tree(&store);
+    let removed: Vec<&String> = crashed.iter().filter(|p| !after.contains(p)).collect();
+    // Nothing in the store has a second link: removing an entry frees its blocks.
+    let freed: u64 = removed
+        .iter()
+        .map(|p| {
+            let (bytes, links) = sizes[*p];
+            assert!(p.ends_with('/') || links == 1, "{p} has {links} links");
+            bytes
+        })
+        .sum();
+    assert!(freed >= 3 << 20, "at least the partial download: {freed}");
+    assert!(
+        out.stdout.contains(&format!("({freed} bytes)")),
+        "prune reports {freed} bytes freed: {out}\nremoved: {removed:?}"
+    );
+    assert!(out.stdout.contains("1 partial downloads"), "{out}");
+    assert!(
+        out.stdout.contains("3 temporary directories and files"),
+        "{out}"
+    );
+    assert_eq!(temporaries(&store), Vec::<String>::new());
+    assert!(
+        after
+            .iter()
+            .filter(|p| p.starts_with("ingest/") || p.starts_with("layers/"))
+            .all(|p| !p.ends_with(".lock") && !p.ends_with(".partial")),
+        "no lock file or partial download stays (the store's own lock and gc.lock do): {after:?}"
+    );
+    assert_eq!(env.index_names(), std::slice::from_ref(&kept));
+    let bundle = env.bundle(&kept, "bundle", &[]);
+    assert_eq!(
+        fs::read_to_string(bundle.rootfs().join("f")).unwrap(),
+        "kept"
+    );
+}
+
+/// Issue 12 (4, last sentence): a blob whose length differs from the size the manifest declares (shorter or
+/// longer, by the registry's Content-Length) fails the pull at once with exactly that, instead of retrying as if
+/// the connection broke; nothing of it is kept.
+#[test]
+fn a_blob_of_another_size_than_the_manifest_declares_is_named_as_such() {
+    let Some(env) = Env::new("img-size") else {
+        return;
+    };
+    let layout = env.layout();
+    let built = layout.write_image(
+        &Image::new()
+            .layer(Layer::new().file("f", "the real content"))
+            .cmd(["/f"]),
+        "v1",
+    );
+    let reference = env.push(&layout, "v1", "polis/size:v1");
+    let front = RegistryFront::start(&env.netns, env.registry.address());
+    let via_front = reference.replace(env.registry.address(), &front.address());
+    let layer = &built.layers[0];
+    let real = layout.read_blob(&layer.digest);
+    let path = format!("/v2/polis/size/blobs/{}", layer.digest);
+    let mut longer = real.clone();
+    longer.extend_from_slice(b"trailing junk");
+    for body in [real[..real.len() - 10].to_vec(), longer] {
+        front.clear_log();
+        let len = body.len();
+        front.canned(
+            &path,
+            CannedResponse::new(200, "application/octet-stream", body),
+        );
+        let out = env.pi(&["--insecure-registry", &front.address(), "pull", &via_front]);
+        out.fails()
+            .stderr_mentions(&layer.digest)
+            .stderr_mentions(&format!("the manifest declares {} bytes", layer.size))
+            .stderr_mentions(&format!("the registry sends {len} bytes"));
+        assert!(!out.stderr.contains("broke off"), "{out}");
+        assert_eq!(front.count("GET", &layer.digest[7..]), 1, "no retry");
+        assert!(env.index_names().is_empty());
+        assert!(temporaries(&env.store()).is_empty());
+        assert!(
+            dir_names(&env.store().join("ingest"))
+                .iter()
+                .all(|n| !n.ends_with(".partial")),
+            "no partial download kept"
+        );
+    }
+}
+
 /// Docker's config.json `auths` give Basic credentials to a registry that asks for them; without them the error
 /// says what is missing.
 #[test]
@@ -1296,5 +1804,366 @@ fn prune_waits_for_a_running_pull() {
     assert_eq!(
         fs::read_to_string(bundle.rootfs().join("small")).unwrap(),
         "first layer"
+    );
+}
+
+/// One whiteout case of [`whiteouts_and_opaque_directories_match_umoci`]: an image, and paths that the image-spec
+/// says its rootfs holds or lacks (checked on umoci's unpack, so that both sides are also checked against the spec).
+struct WhiteoutCase {
+    name: &'static str,
+    image: Image,
+    present: &'static [&'static str],
+    absent: &'static [&'static str],
+}
+
+fn whiteout_cases() -> Vec<WhiteoutCase> {
+    let lower = || {
+        Layer::new()
+            .dir("etc")
+            .file("etc/passwd", "root:x:0:0::/:/bin/sh\n")
+            .dir("usr")
+            .dir("usr/bin")
+            .entry(Entry::file("usr/bin/tool", "#!/bin/sh\n").mode(0o755))
+            .file("top", "top")
+            .symlink("link", "top")
+            .fifo("pipe")
+    };
+    vec![
+        // layer.md "Opaque Whiteout" at a layer's root: everything below is hidden; the layer's own entries stay
+        // whatever their order around the marker, and the layers above add to it.
+        WhiteoutCase {
+            name: "root-opaque",
+            image: Image::new()
+                .layer(lower())
+                .layer(
+                    Layer::new()
+                        .file("before", "listed before the marker")
+                        .opaque_whiteout("")
+                        .dir("etc")
+                        .file("etc/hostname", "opaque\n"),
+                )
+                .layer(Layer::new().file("above", "a later layer")),
+            present: &["before", "etc/hostname", "above"],
+            absent: &["etc/passwd", "usr", "top", "link", "pipe"],
+        },
+        WhiteoutCase {
+            name: "root-opaque-twice",
+            image: Image::new()
+                .layer(lower())
+                .layer(
+                    Layer::new()
+                        .opaque_whiteout("")
+                        .file("middle", "hidden again"),
+                )
+                .layer(
+                    Layer::new()
+                        .entry(Entry::dir("usr").mode(0o750).owner(7, 7))
+                        .file("usr/last", "last")
+                        .opaque_whiteout(""),
+                ),
+            present: &["usr/last"],
+            absent: &["middle", "top", "usr/bin"],
+        },
+        // layer.md "Whiteouts": its example (a/.wh..wh..opq, in both orders); an opaque marker in a directory
+        // the layer has no entry for, whose lower owner and mode stay; an opaque directory hides only the lower
+        // layers' children.
+        WhiteoutCase {
+            name: "nested-opaque",
+            image: Image::new()
+                .layer(
+                    Layer::new()
+                        .dir("a")
+                        .dir("a/b")
+                        .dir("a/b/c")
+                        .file("a/b/c/bar", "bar")
+                        .file("a/keep", "lower")
+                        .dir("p")
+                        .dir("p/q")
+                        .file("p/q/r", "r")
+                        .entry(Entry::dir("x").mode(0o750).owner(1000, 1000))
+                        .entry(Entry::dir("x/y").mode(0o700).owner(1000, 1000))
+                        .file("x/y/old", "old")
+                        .file("x/other", "other"),
+                )
+                .layer(
+                    Layer::new()
+                        .dir("a")
+                        .opaque_whiteout("a")
+                        .dir("a/b")
+                        .dir("a/b/c")
+                        .file("a/b/c/foo", "foo")
+                        .dir("p")
+                        .dir("p/q")
+                        .file("p/q/new", "new")
+                        .opaque_whiteout("p")
+                        .opaque_whiteout("x/y")
+                        .file("x/y/fresh", "fresh"),
+                ),
+            present: &["a/b/c/foo", "p/q/new", "x/y/fresh", "x/other"],
+            absent: &["a/b/c/bar", "a/keep", "p/q/r", "x/y/old"],
+        },
+        // layer.md "Whiteouts": a whiteout of a lower directory removes it with everything below it; a whiteout in
+        // a directory the layer has no entry for leaves that directory's owner and mode as they were.
+        WhiteoutCase {
+            name: "whiteout-dir",
+            image: Image::new()
+                .layer(
+                    Layer::new()
+                        .dir("d")
+                        .dir("d/sub")
+                        .file("d/sub/deep", "deep")
+                        .file("d/file", "file")
+                        .symlink("to-d", "d")
+                        .entry(Entry::dir("s").mode(0o700).owner(33, 33))
+                        .file("s/gone", "gone")
+                        .entry(Entry::file("s/kept", "kept").owner(33, 33)),
+                )
+                .layer(
+                    Layer::new()
+                        .whiteout("d")
+                        .whiteout("s/gone")
+                        .whiteout("to-d"),
+                ),
+            present: &["s/kept"],
+            absent: &["d", "to-d", "s/gone"],
+        },
+        // layer.md "Whiteouts": "Whiteout files MUST only apply to resources in lower/parent layers", so a path the
+        // layer makes again after its whiteout (a directory, a directory only implied by an entry in it, a file over
+        // a lower directory, a directory over a lower file), or before it, holds this layer's content alone; a path
+        // whited out in one layer and made again in a later one is the later one's.
+        WhiteoutCase {
+            name: "recreate",
+            image: Image::new()
+                .layer(
+                    Layer::new()
+                        .dir("d")
+                        .file("d/old", "old")
+                        .dir("e")
+                        .file("e/old", "old")
+                        .dir("f")
+                        .file("f/x", "x")
+                        .file("g", "a file below")
+                        .dir("h")
+                        .file("h/old", "old")
+                        .file("k", "k1")
+                        .dir("m")
+                        .file("m/old", "old"),
+                )
+                .layer(
+                    Layer::new()
+                        .whiteout("d")
+                        .entry(Entry::dir("d").mode(0o700).owner(5, 5))
+                        .file("d/new", "new")
+                        .whiteout("e")
+                        .file("e/z", "z")
+                        .whiteout("f")
+                        .file("f", "now a file")
+                        .whiteout("g")
+                        .dir("g")
+                        .file("g/y", "y")
+                        .dir("h")
+                        .file("h/kept", "kept")
+                        .whiteout("h")
+                        .whiteout("k")
+                        .whiteout("m"),
+                )
+                .layer(
+                    Layer::new()
+                        .entry(Entry::file("k", "k3").mode(0o600))
+                        .dir("m")
+                        .file("m/new", "new"),
+                ),
+            present: &["d/new", "e/z", "f", "g/y", "h/kept", "k", "m/new"],
+            absent: &["d/old", "e/old", "f/x", "h/old", "m/old"],
+        },
+        // layer.md "Hardlinks": a link to a file of a lower layer (in a directory the layer has no entry for, whose
+        // owner and mode stay), and to one in a directory it does list; a later layer that replaces one name of a
+        // hard-linked pair, or whites it out, leaves the other name with the old file.
+        WhiteoutCase {
+            name: "hardlinks",
+            image: Image::new()
+                .layer(
+                    Layer::new()
+                        .dir("bin")
+                        .entry(
+                            Entry::file("bin/tool", "#!/bin/sh\necho tool\n")
+                                .mode(0o4755)
+                                .owner(10, 10),
+                        )
+                        .entry(
+                            Entry::dir("lib")
+                                .mode(0o750)
+                                .owner(2, 2)
+                                .xattr("user.polis", "lib"),
+                        )
+                        .entry(Entry::file("lib/libx.so", "ELF").mode(0o640).owner(2, 2))
+                        .file("pair", "pair v1")
+                        .hard_link("pair-link", "pair")
+                        .file("w1", "w")
+                        .hard_link("w2", "w1"),
+                )
+                .layer(
+                    Layer::new()
+                        .dir("bin")
+                        .hard_link("bin/tool-link", "bin/tool")
+                        .hard_link("libx-link", "lib/libx.so")
+                        .file("pair", "pair v2")
+                        .whiteout("w1"),
+                ),
+            present: &["bin/tool-link", "libx-link", "pair-link", "w2"],
+            absent: &["w1"],
+        },
+    ]
+}
+
+/// What a tree walk sees of every entry below `root` (not `root` itself), never following a symlink: path ->
+/// type, mode, owner, then per type size, content, mtime, symlink target or device number, and `user.` xattrs;
+/// non-directories that share an inode also list the names they share it with.
+fn describe_tree(root: &Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut inodes: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        for entry in fs::read_dir(root.join(&rel)).unwrap() {
+            let rel = rel.join(entry.unwrap().file_name());
+            let path = root.join(&rel);
+            let key = rel.to_string_lossy().into_owned();
+            let m = fs::symlink_metadata(&path).unwrap();
+            let t = m.file_type();
+            let what = if t.is_dir() {
+                dirs.push(rel);
+                "dir".to_string()
+            } else if t.is_file() {
+                let data = fs::read(&path).unwrap();
+                let content = if data.len() <= 64 {
+                    format!("{:?}", String::from_utf8_lossy(&data))
+                } else {
+                    polis_integration::image_builder::sha256_digest(&data)
+                };
+                format!("file size={} {content} mtime={}", m.size(), m.mtime())
+            } else if t.is_symlink() {
+                let target = fs::read_link(&path).unwrap();
+                format!("symlink -> {} mtime={}", target.display(), m.mtime())
+            } else if t.is_char_device() || t.is_block_device() {
+                format!("device rdev={:#x} mtime={}", m.rdev(), m.mtime())
+            } else if t.is_fifo() {
+                format!("fifo mtime={}", m.mtime())
+            } else {
+                format!("other {:?}", t)
+            };
+            if !t.is_dir() {
+                inodes.entry(m.ino()).or_default().push(key.clone());
+            }
+            let mut names = user_xattrs(&path);
+            names.sort();
+            out.insert(
+                key,
+                format!(
+                    "{what} mode={:o} owner={}:{} xattrs={names:?}",
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    m.gid()
+                ),
+            );
+        }
+    }
+    for mut group in inodes.into_values().filter(|g| g.len() > 1) {
+        group.sort();
+        for name in &group {
+            let d = out.get_mut(name).unwrap();
+            d.push_str(&format!(" linked={group:?}"));
+        }
+    }
+    out
+}
+
+/// The `user.` extended attributes of `path` (not followed), as `name=value`.
+fn user_xattrs(path: &Path) -> Vec<String> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: a NUL-terminated path and a live buffer of buf.len() bytes.
+    let n = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(
+        n >= 0,
+        "llistxattr {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    buf[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|name| name.starts_with(b"user."))
+        .map(|name| {
+            let name = String::from_utf8_lossy(name).into_owned();
+            let value = xattr(path, &name).unwrap_or_default();
+            format!("{name}={}", String::from_utf8_lossy(&value))
+        })
+        .collect()
+}
+
+/// image-spec layer.md "Whiteouts" and "Opaque Whiteout", differentially: images whose layers white out and
+/// make opaque (an opaque whiteout at a layer's root, once and twice; nested opaque directories in both orders
+/// the spec shows; a whiteout of a lower directory; paths made again after their whiteout, in the same layer
+/// and a later one; hard links to lower layers' files, and hard-linked pairs split by a later layer) are pushed
+/// to the registry, pulled and bundled by polis-image, and the mounted bundle rootfs (overlayfs over the store's
+/// shared layers) must equal `umoci unpack` of the same image, a tree walk on each: the same paths, types,
+/// modes, owners, sizes, contents, mtimes, symlink targets, devices, `user.` xattrs and hard-link groups. umoci
+/// 0.4.7 cannot unpack zstd, so the layers are gzip.
+#[test]
+fn whiteouts_and_opaque_directories_match_umoci() {
+    let Some(env) = Env::new("img-whiteouts") else {
+        return;
+    };
+    let layout = env.layout();
+    let mut differences = Vec::new();
+    for case in whiteout_cases() {
+        let name = case.name;
+        layout.write_image(&case.image.cmd(["/bin/true"]), name);
+        let reference = env.push(&layout, name, &format!("polis/whiteouts:{name}"));
+        let pull = env.pi(&["pull", &reference]);
+        if !pull.success() {
+            differences.push(format!("{name}: the pull failed: {pull}"));
+            continue;
+        }
+        let bundle = env.bundle(&reference, &format!("bundle-{name}"), &[]);
+        let ours = describe_tree(&bundle.rootfs());
+
+        // umoci makes the directories a layer implies 0777 less the umask: give it the usual one.
+        let umoci_bundle = env.dir.path().join(format!("umoci-{name}"));
+        let mut umoci = Command::new("umoci");
+        umoci
+            .args(["unpack", "--image"])
+            .arg(format!("{}:{name}", layout.dir().display()))
+            .arg(&umoci_bundle);
+        // SAFETY: umask(2) is async-signal-safe and touches nothing else of the forked child.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut umoci, || {
+                libc::umask(0o022);
+                Ok(())
+            });
+        }
+        env.run(umoci).ok();
+        let theirs = describe_tree(&umoci_bundle.join("rootfs"));
+
+        for path in case.present {
+            assert!(theirs.contains_key(*path), "{name}: umoci has no {path}");
+        }
+        for path in case.absent {
+            assert!(!theirs.contains_key(*path), "{name}: umoci has {path}");
+        }
+        let keys: std::collections::BTreeSet<&String> = ours.keys().chain(theirs.keys()).collect();
+        for key in keys {
+            let (a, b) = (ours.get(key), theirs.get(key));
+            if a != b {
+                differences.push(format!(
+                    "{name}: {key}\n  polis-image: {a:?}\n  umoci:       {b:?}"
+                ));
+            }
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "the bundle rootfs differs from umoci's unpack:\n{}",
+        differences.join("\n")
     );
 }
