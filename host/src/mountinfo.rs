@@ -62,12 +62,23 @@ impl Mount {
     }
 }
 
+/// Options split on `,` and then decoded (the kernel escapes a comma inside an option, such as a path in
+/// overlayfs's `lowerdir=`, so splitting comes first).
 fn split_options(field: &str) -> Vec<String> {
     field
         .split(',')
         .filter(|o| !o.is_empty())
-        .map(str::to_string)
+        .map(unescape)
         .collect()
+}
+
+impl Mount {
+    /// The value of a super-block option (`lowerdir` of an overlayfs gives `/a:/b`).
+    pub fn super_option(&self, name: &str) -> Option<&str> {
+        self.super_options
+            .iter()
+            .find_map(|o| o.strip_prefix(name)?.strip_prefix('='))
+    }
 }
 
 /// Every mount of a mountinfo text, in its order (parents before children).
@@ -151,6 +162,18 @@ mod tests {
         assert_eq!(m.source, "my src");
         assert_eq!(unescape(r"/trailing\"), r"/trailing\");
         assert_eq!(unescape(r"/not\9999"), r"/not\9999");
+    }
+
+    #[test]
+    fn overlay_options_are_split_then_decoded() {
+        let m = Mount::parse(
+            r"50 1 0:40 / /b/root\040fs rw - overlay overlay rw,lowerdir=/l/a\054x:/l/b,upperdir=/b/up",
+        )
+        .unwrap();
+        assert_eq!(m.mount_point, PathBuf::from("/b/root fs"));
+        assert_eq!(m.super_option("lowerdir"), Some("/l/a,x:/l/b"));
+        assert_eq!(m.super_option("upperdir"), Some("/b/up"));
+        assert_eq!(m.super_option("workdir"), None);
     }
 
     #[test]

@@ -217,12 +217,9 @@ fn is_mount_point(path: &Path) -> Result<bool> {
     let Ok(canonical) = fs::canonicalize(path) else {
         return Ok(false);
     };
-    let mountinfo = Path::new("/proc/self/mountinfo");
-    let text = fs::read_to_string(mountinfo).map_err(io("reading", mountinfo))?;
-    let wanted = canonical.to_string_lossy().replace(' ', "\\040");
-    Ok(text
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str())))
+    Ok(polis_host::mountinfo::read(None)?
+        .iter()
+        .any(|m| m.mount_point == canonical))
 }
 
 #[cfg(test)]

@@ -4,6 +4,11 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The shared Linux plumbing (polis-host: locks, atomic writes, mountinfo), whose errors name the operation
+    /// and the path.
+    #[error(transparent)]
+    Host(#[from] polis_host::Error),
+
     #[error("invalid image reference {reference:?}: {reason}")]
     Reference { reference: String, reason: String },
 

@@ -52,8 +52,8 @@ pub fn layer_dir(store: &ImageStore, chain_id: &str) -> Result<PathBuf> {
     Ok(store.layers_dir().join(digest_hex(chain_id)?))
 }
 
-/// Non-blocking: Err when a pull is unpacking this layer now.
-pub fn try_lock_layer(store: &ImageStore, hex: &str) -> std::io::Result<fs::File> {
+/// Non-blocking: None when a pull is unpacking this layer now.
+pub fn try_lock_layer(store: &ImageStore, hex: &str) -> Result<Option<polis_host::lock::FileLock>> {
     try_lock(&store.layers_dir().join(format!("{hex}.lock")))
 }
 
@@ -159,29 +159,16 @@ pub fn remove_tree(path: &Path) -> Result<()> {
 /// The lower directories of every overlayfs mounted on this host (from /proc/self/mountinfo), so that
 /// garbage collection never removes a layer a bundle still uses.
 pub fn mounted_layer_dirs() -> Result<HashSet<PathBuf>> {
-    let path = Path::new("/proc/self/mountinfo");
-    let text = fs::read_to_string(path).map_err(io("reading", path))?;
-    Ok(overlay_lowers(&text))
+    Ok(overlay_lowers(&polis_host::mountinfo::read(None)?))
 }
 
-fn overlay_lowers(mountinfo: &str) -> HashSet<PathBuf> {
-    let mut dirs = HashSet::new();
-    for line in mountinfo.lines() {
-        let Some((_, after)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut fields = after.split(' ');
-        if fields.next() != Some("overlay") {
-            continue;
-        }
-        let options = fields.nth(1).unwrap_or("");
-        for option in options.split(',') {
-            if let Some(lowers) = option.strip_prefix("lowerdir=") {
-                dirs.extend(lowers.split(':').map(PathBuf::from));
-            }
-        }
-    }
-    dirs
+fn overlay_lowers(mounts: &[polis_host::mountinfo::Mount]) -> HashSet<PathBuf> {
+    mounts
+        .iter()
+        .filter(|m| m.fstype == "overlay")
+        .filter_map(|m| m.super_option("lowerdir"))
+        .flat_map(|lowers| lowers.split(':').map(PathBuf::from))
+        .collect()
 }
 
 #[cfg(test)]
@@ -209,7 +196,7 @@ mod tests {
     fn overlay_lower_dirs_are_read_from_mountinfo() {
         let text = "36 35 98:0 / /mnt rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
                     90 24 0:50 / /b/rootfs rw,relatime - overlay overlay rw,lowerdir=/s/layers/aa:/s/layers/bb,upperdir=/b/u,workdir=/b/w\n";
-        let dirs = overlay_lowers(text);
+        let dirs = overlay_lowers(&polis_host::mountinfo::parse(text));
         assert!(dirs.contains(Path::new("/s/layers/aa")));
         assert!(dirs.contains(Path::new("/s/layers/bb")));
         assert_eq!(dirs.len(), 2);

@@ -23,9 +23,7 @@ use crate::limits::{Budget, Limits};
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 use sha2::{Digest as _, Sha256};
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::fs::{self, DirBuilder};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -56,34 +54,25 @@ pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
 }
 
-/// An exclusive flock(2) on a file, released on drop (also when the process dies).
+/// A flock(2) on a file (polis_host::lock), released on drop (also when the process dies).
 pub struct FileLock {
-    _file: File,
+    _lock: polis_host::lock::FileLock,
 }
 
 impl FileLock {
+    /// An exclusive lock: one holder at a time.
     pub fn acquire(path: &Path) -> Result<FileLock> {
-        FileLock::acquire_as(path, libc::LOCK_EX)
+        FileLock::acquire_as(path, polis_host::lock::LockKind::Exclusive)
     }
 
-    /// A shared flock: many holders at once, none while someone holds it exclusively.
+    /// A shared lock: many holders at once, none while someone holds it exclusively.
     pub fn acquire_shared(path: &Path) -> Result<FileLock> {
-        FileLock::acquire_as(path, libc::LOCK_SH)
+        FileLock::acquire_as(path, polis_host::lock::LockKind::Shared)
     }
 
-    fn acquire_as(path: &Path, operation: libc::c_int) -> Result<FileLock> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(io("opening lock file", path))?;
-        // SAFETY: flock on an fd we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
-        if rc != 0 {
-            return Err(io("locking", path)(std::io::Error::last_os_error()));
-        }
-        Ok(FileLock { _file: file })
+    fn acquire_as(path: &Path, kind: polis_host::lock::LockKind) -> Result<FileLock> {
+        let lock = polis_host::lock::FileLock::acquire(path, kind)?;
+        Ok(FileLock { _lock: lock })
     }
 }
 
@@ -449,7 +438,7 @@ impl ImageStore {
                 // (An unpacker makes the lock file before its directory: without one, nobody is at work.)
                 let hex = rest.split('-').next().unwrap_or("");
                 let lock = self.layers_dir().join(format!("{hex}.lock"));
-                let held = lock.exists() && try_lock(&lock).is_err();
+                let held = lock.exists() && !matches!(try_lock(&lock), Ok(Some(_)));
                 if digest_hex(&format!("sha256:{hex}")).is_ok() && !held {
                     removed.bytes += remove_path(&entry.path())?;
                     removed.temporary += 1;
@@ -465,7 +454,7 @@ impl ImageStore {
                 continue;
             }
             // A half-unpacked directory of a running pull holds the layer's lock: skip it.
-            let Ok(_layer_lock) = crate::layers::try_lock_layer(self, &name) else {
+            let Ok(Some(_layer_lock)) = crate::layers::try_lock_layer(self, &name) else {
                 continue;
             };
             removed.bytes += remove_path(&entry.path())?;
@@ -478,7 +467,7 @@ impl ImageStore {
                 continue;
             };
             if (leftovers || !self.layers_dir().join(hex).exists())
-                && try_lock(&entry.path()).is_ok()
+                && matches!(try_lock(&entry.path()), Ok(Some(_)))
             {
                 removed.bytes += remove_path(&entry.path())?;
                 removed.locks += 1;
@@ -490,7 +479,7 @@ impl ImageStore {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if let Some(hex) = name.strip_suffix(".partial") {
                     let (_, lock_path) = self.ingest_paths(&format!("sha256:{hex}"))?;
-                    if let Ok(_held) = try_lock(&lock_path) {
+                    if let Ok(Some(_held)) = try_lock(&lock_path) {
                         removed.bytes += remove_path(&entry.path())?;
                         removed.partial += 1;
                     }
@@ -501,7 +490,7 @@ impl ImageStore {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if let Some(hex) = name.strip_suffix(".lock")
                     && !dir.join(format!("{hex}.partial")).exists()
-                    && try_lock(&entry.path()).is_ok()
+                    && matches!(try_lock(&entry.path()), Ok(Some(_)))
                 {
                     removed.bytes += remove_path(&entry.path())?;
                     removed.locks += 1;
@@ -622,67 +611,24 @@ fn private_dir(path: &Path) -> Result<()> {
 /// The directories of bundles (`DIR` of a `DIR/rootfs` overlayfs with upper `DIR/.overlay/upper`) whose lower
 /// layers are in one of `layers_dirs`, from /proc/self/mountinfo text.
 fn bundles_mounted_from(mountinfo: &str, layers_dirs: &[PathBuf]) -> Vec<PathBuf> {
-    let mut bundles = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((before, after)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut fields = after.split(' ');
-        if fields.next() != Some("overlay") {
-            continue;
-        }
-        let options = unescape_mountinfo(fields.nth(1).unwrap_or(""));
-        let Some(mount_point) = before.split(' ').nth(4).map(unescape_mountinfo) else {
-            continue;
-        };
-        let mut ours = false;
-        let mut upper = None;
-        for option in options.split(',') {
-            if let Some(lowers) = option.strip_prefix("lowerdir=") {
-                ours = lowers.split(':').any(|l| {
+    polis_host::mountinfo::parse(mountinfo)
+        .into_iter()
+        .filter(|m| m.fstype == "overlay" && m.mount_point.file_name() == Some("rootfs".as_ref()))
+        .filter(|m| {
+            m.super_option("lowerdir").is_some_and(|lowers| {
+                lowers.split(':').any(|l| {
                     Path::new(l)
                         .parent()
                         .is_some_and(|p| layers_dirs.iter().any(|d| d == p))
-                });
-            } else if let Some(u) = option.strip_prefix("upperdir=") {
-                upper = Some(PathBuf::from(u));
-            }
-        }
-        let mount_point = PathBuf::from(mount_point);
-        let Some(bundle) = mount_point.parent() else {
-            continue;
-        };
-        if ours
-            && mount_point.file_name() == Some("rootfs".as_ref())
-            && upper.is_some_and(|u| u == bundle.join(".overlay/upper"))
-        {
-            bundles.push(bundle.to_path_buf());
-        }
-    }
-    bundles
-}
-
-/// mountinfo's octal escapes (`\040` for a space) undone.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match octal {
-            Some(d) if bytes[i] == b'\\' => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            _ => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+                })
+            })
+        })
+        .filter_map(|m| {
+            let bundle = m.mount_point.parent()?.to_path_buf();
+            let upper = m.super_option("upperdir")?;
+            (Path::new(upper) == bundle.join(".overlay/upper")).then_some(bundle)
+        })
+        .collect()
 }
 
 /// Removes a file or a whole tree (never following symlinks; nothing there is fine) and returns the disk space
@@ -746,37 +692,14 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
         .map_err(io("listing", dir))
 }
 
-/// A non-blocking flock: Err when another process holds it.
-pub fn try_lock(path: &Path) -> std::io::Result<File> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
-    // SAFETY: flock on an fd we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(file)
+/// A non-blocking exclusive flock: None when another process holds a lock on the file.
+pub fn try_lock(path: &Path) -> Result<Option<polis_host::lock::FileLock>> {
+    Ok(polis_host::lock::FileLock::try_exclusive(path)?)
 }
 
-/// Writes `data` to a temporary file beside `path` and renames it over `path`, so readers see the old or the new
-/// content, never a part.
+/// Writes `data` atomically (polis_host::atomic): readers see the old or the new content, never a part.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-    f.write_all(data).map_err(io("writing", &tmp))?;
-    f.sync_data().map_err(io("syncing", &tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io("renaming into place", path))
+    Ok(polis_host::atomic::write_atomic_mode(path, data, 0o644)?)
 }
 
 #[cfg(test)]
