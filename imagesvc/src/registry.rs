@@ -1,7 +1,7 @@
 //! The OCI distribution protocol as registries serve it (distribution-spec "Pulling manifests", "Pulling blobs",
 //! Docker's token authentication).
 //!
-//! Departure from DESIGN.md (which names `oci-client`): oci-client 0.18 hides the response of a failed request
+//! Departure from the first design (which named `oci-client`; docs/ARCHITECTURE.md): oci-client 0.18 hides the response of a failed request
 //! (no status for a JSON error body, no `Retry-After`), never renews a token the registry stopped accepting, and
 //! resumes a blob only without a way to tell a 200 from a 206 after a retry. This client is a thin layer over
 //! `reqwest` that does those three things; references are parsed by `oci-spec`'s distribution module.
@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Every manifest type we can use, always sent: registry 2.8 answers 404 for an OCI manifest when the Accept
-/// header does not list the OCI types (DESIGN.md).
+/// header does not list the OCI types (docs/ARCHITECTURE.md).
 pub const MANIFEST_TYPES: [&str; 4] = [
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",

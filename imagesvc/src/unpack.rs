@@ -8,7 +8,7 @@
 //! this layer only implies (the parents of its entries) keep the owner, mode, mtime and xattrs the layers below give
 //! them, as overlayfs copies a directory up.
 //!
-//! The archive is hostile until proven otherwise (DESIGN.md, imagesvc). Every parent directory is resolved beneath
+//! The archive is hostile until proven otherwise (docs/ARCHITECTURE.md, "imagesvc: our own tar framing"). Every parent directory is resolved beneath
 //! the layer directory with openat2(2) and RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
 //! RESOLVE_NO_XDEV, and the last component is then made or changed with the `*at` system calls, never following a
 //! symlink: nothing is ever written, or read, outside the layer directory (and the lower layers, read only to copy up
@@ -2495,7 +2495,7 @@ mod tests {
         fx.assert_contained();
     }
 
-    /// layer.md "Hardlinks" and "Changeset over existing files", read against DESIGN.md: extraction never follows a
+    /// layer.md "Hardlinks" and "Changeset over existing files", read against docs/ARCHITECTURE.md: extraction never follows a
     /// symlink and never writes outside the layer directory. Each hostile entry is refused, naming the entry, and
     /// nothing appears outside `layer`.
     #[test]

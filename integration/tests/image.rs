@@ -543,7 +543,7 @@ fn bad_digests_and_diff_ids_are_refused() {
     );
 }
 
-/// layer.md and DESIGN.md: hostile layers (`..` and absolute names, a symlink planted and then written through, a
+/// layer.md and docs/ARCHITECTURE.md: hostile layers (`..` and absolute names, a symlink planted and then written through, a
 /// hard link to outside, a bare `.wh.`, an entry larger than its header claims) are refused with an error naming
 /// the problem, nothing is written outside the layer, and no image or unpacked layer is kept.
 #[test]

@@ -317,8 +317,8 @@ conformance_test!(
 );
 
 conformance_test!(
-    /// runc contract: an unknown global flag is an error, never silently ignored (DESIGN: "a flag it cannot honour
-    /// is an error").
+    /// runc contract: an unknown global flag is an error, never silently ignored (docs/ARCHITECTURE.md: "a flag it
+    /// cannot honour is an error").
     unknown_flag,
     |rt| {
         let c = rt.container();

@@ -14,7 +14,7 @@
 //!   affected; a hairpin through a host port (from a container to a port mapped to its own network) is routed back
 //!   into the same bridge and masqueraded, so the answer returns the same way.
 //!
-//! Departure from DESIGN.md (which names the `nftables` crate and `nft -j`): the batches are nft's own text
+//! Departure from the first design (which named the `nftables` crate and `nft -j`; docs/ARCHITECTURE.md): the batches are nft's own text
 //! syntax, which reads like the ruleset `nft list` prints and is what a person debugging it compares against. The
 //! port mappings, which every ADD and DEL changes, are map elements sent over nfnetlink by our own small encoder.
 
