@@ -59,11 +59,12 @@ install-deps:
 
 # polis-runc is a static PIE (glibc and libseccomp inside, still randomised by ASLR): `create`,
 # `run` and `exec` start it twice (the CVE-2019-5736 re-exec), and without the dynamic loader a
-# start takes 1.0 instead of 1.5 ms and 3.1 instead of 4.2 MB (docs/BENCHMARKS.md). `cargo test`
+# start is faster and smaller (docs/BENCHMARKS.md, "What changed between the 20:28 and 22:05 runs"). `cargo test`
 # leaves target/release/polis-runc alone (runtime/ has no integration tests of its own).
 #
 # containerd-shim-polis-v2 is a static PIE too: it stays resident beside every container, and
-# without libc.so and the loader mapped its VmRSS is 3.6 instead of 4.7 MB (docs/BENCHMARKS.md).
+# without libc.so and the loader mapped its VmRSS is smaller (docs/BENCHMARKS.md, "containerd-shim-polis-v2:
+# what the numbers above say").
 build:
 	$(CARGO) build --release --workspace --exclude polis-runc --exclude polis-shim
 	$(CARGO) rustc --release -p polis-runc --bin polis-runc -- -C target-feature=+crt-static

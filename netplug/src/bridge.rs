@@ -454,7 +454,8 @@ impl Plugin for BridgePlugin {
         // Not `from_conf`: DEL releases what it can also for a config that ADD refuses for its subnet.
         let network = Network::from_conf_for_release(&req.conf)?;
         // The container's interface goes while the rest is removed: the kernel waits for an RCU grace period
-        // (about 20 ms) before it returns from deleting a veth, and again when the nfnetlink socket that deleted
+        // before it returns from deleting a veth (docs/BENCHMARKS.md, "polis-netplug without the nft process"),
+        // and again when the nfnetlink socket that deleted
         // map elements is closed. The socket is closed last, after the veth is gone, so the two waits overlap.
         let mut nf = None;
         let allocator = network.allocator()?;

@@ -280,8 +280,8 @@ pub fn update_resources(
 /// joining the container's cgroups does not wait for an RCU grace period.
 ///
 /// Every write to a `cgroup.procs` file takes the kernel's global `cgroup_threadgroup_rwsem` for
-/// writing, and the first writer after a quiet spell waits for a full RCU grace period (8 to
-/// 12 ms on this VM, measured with `perf trace`: the largest part of a `run`). Writers that come
+/// writing, and the first writer after a quiet spell waits for a full RCU grace period (measured in
+/// docs/BENCHMARKS.md, "What changed between the 20:28 and 22:05 runs"). Writers that come
 /// within a grace period of the last one do not wait. A background thread therefore moves itself
 /// into the cgroup it is already in (a no-op) every 2 ms: the first wait overlaps with reading the
 /// bundle and setting up the container, and libcontainer's own migration finds the lock ready.

@@ -2,8 +2,9 @@
 //!
 //! A container process can reach the runtime's own binary through `/proc/<pid>/exe` while the
 //! runtime is inside its namespaces (create, exec). Instead of copying the whole binary into a
-//! sealed memfd on every call (about 5 ms for 8 MB), polis-runc re-executes itself from a
-//! read-only bind mount of its binary that is detached right away: `/proc/self/exe` then points
+//! sealed memfd on every call (docs/BENCHMARKS.md, "Notes on this machine"), polis-runc
+//! re-executes itself from a read-only bind mount of its binary that is detached right away:
+//! `/proc/self/exe` then points
 //! into a read-only mount nobody can reach or remount, and every open for writing fails with
 //! EROFS. The cost is a few mount syscalls and one execve.
 

@@ -1,5 +1,6 @@
 //! The firewall's hot path over nfnetlink (netfilter's netlink family, `NETLINK_NETFILTER`) rather than an `nft`
-//! process, which costs about 10 ms to start and load its cache: a container's port mappings are added and
+//! process, whose start and cache load docs/BENCHMARKS.md measures ("polis-netplug after one nft call per ADD
+//! and DEL"): a container's port mappings are added and
 //! deleted as map elements in one batch (one nf_tables transaction), and the table's rules are counted to see
 //! whether someone removed them.
 //!
