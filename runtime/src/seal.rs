@@ -4,9 +4,8 @@
 //! runtime is inside its namespaces (create, exec). Instead of copying the whole binary into a
 //! sealed memfd on every call (docs/BENCHMARKS.md, "Notes on this machine"), polis-runc
 //! re-executes itself from a read-only bind mount of its binary that is detached right away:
-//! `/proc/self/exe` then points
-//! into a read-only mount nobody can reach or remount, and every open for writing fails with
-//! EROFS. The cost is a few mount syscalls and one execve.
+//! `/proc/self/exe` then points into a read-only mount nobody can reach or remount, and every
+//! open for writing fails with EROFS. The cost is a few mount syscalls and one execve.
 
 use std::ffi::CString;
 use std::fs::{self, File};
