@@ -105,7 +105,7 @@ impl containerd_shim::Shim for PolisShim {
             CommandIo::Captured,
             None,
         ) {
-            if !e.message().contains("does not exist") {
+            if e.kind() != crate::runc::FailureKind::NotFound {
                 containerd_shim::warn!("delete {}: {}", self.id, e);
             }
         }

@@ -27,6 +27,9 @@ pub enum RuncError {
         command: String,
         status: i32,
         message: String,
+        /// polis-runc's class of the failure (its JSON error line's `kind`); None from a runtime that does
+        /// not write one, such as runc.
+        kind: Option<String>,
     },
     #[error("{runtime} {command}: {what}")]
     Io {
@@ -36,12 +39,38 @@ pub enum RuncError {
     },
 }
 
+/// What kind of failure a runtime command reported: polis-runc's `kind`, or for a runtime without one (runc),
+/// read from runc's wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    NotFound,
+    AlreadyExists,
+    Invalid,
+    FailedPrecondition,
+    Other,
+}
+
 impl RuncError {
-    /// polis-runc's own words, for matching runc's contract ("container does not exist", ...).
-    pub fn message(&self) -> String {
-        match self {
-            RuncError::Failed { message, .. } => message.clone(),
-            other => other.to_string(),
+    /// The class of the failure: polis-runc's `kind` when the log has one (README, "The log contract"), else
+    /// runc's contract of words ("container does not exist", "container not running").
+    pub fn kind(&self) -> FailureKind {
+        let RuncError::Failed { message, kind, .. } = self else {
+            return FailureKind::Other;
+        };
+        match kind.as_deref() {
+            Some("not-found") => FailureKind::NotFound,
+            Some("already-exists") => FailureKind::AlreadyExists,
+            Some("invalid") => FailureKind::Invalid,
+            Some("failed-precondition") => FailureKind::FailedPrecondition,
+            Some(_) => FailureKind::Other,
+            None if message.contains("does not exist") => FailureKind::NotFound,
+            None if message.contains("not running")
+                || message.contains("not created")
+                || message.contains("is running") =>
+            {
+                FailureKind::FailedPrecondition
+            }
+            None => FailureKind::Other,
         }
     }
 }
@@ -155,33 +184,44 @@ impl<'a> Runc<'a> {
         }
         let status = wait_for_exit(child.id() as i32, subscription);
         if status != 0 {
+            let (message, kind) = self.last_error(&stderr);
             return Err(RuncError::Failed {
                 runtime: self.settings.runtime.clone(),
                 command: command_name,
                 status,
-                message: self.last_error(&stderr),
+                message,
+                kind,
             });
         }
         Ok(stdout)
     }
 
-    /// The message of the last error line in the log, else the last line of stderr.
-    fn last_error(&self, stderr: &[u8]) -> String {
+    /// The message and kind of the last error line in the log, else the last line of stderr.
+    fn last_error(&self, stderr: &[u8]) -> (String, Option<String>) {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let from_log = log.lines().rev().find_map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).ok()?;
-            (v.get("level")?.as_str()? == "error")
-                .then(|| v.get("msg")?.as_str().map(str::to_string))?
-        });
-        from_log.unwrap_or_else(|| {
-            String::from_utf8_lossy(stderr)
+        last_error_line(&log).unwrap_or_else(|| {
+            let line = String::from_utf8_lossy(stderr)
                 .lines()
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("no error message")
-                .to_string()
+                .to_string();
+            (line, None)
         })
     }
+}
+
+/// The `msg` and `kind` of the last `"level":"error"` line of a runtime's JSON log.
+fn last_error_line(log: &str) -> Option<(String, Option<String>)> {
+    log.lines().rev().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        if v.get("level")?.as_str()? != "error" {
+            return None;
+        }
+        let msg = v.get("msg")?.as_str()?.to_string();
+        let kind = v.get("kind").and_then(|k| k.as_str()).map(str::to_string);
+        Some((msg, kind))
+    })
 }
 
 /// Blocks until the exit monitor reports `pid`; returns its exit status (128+N for signal N).
@@ -196,5 +236,44 @@ fn wait_for_exit(pid: i32, subscription: Subscription) -> i32 {
             // The monitor lives as long as the process: a closed channel cannot happen, but never spin.
             Err(_) => return -1,
         }
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    fn failed(message: &str, kind: Option<&str>) -> RuncError {
+        RuncError::Failed {
+            runtime: PathBuf::from("polis-runc"),
+            command: "create".into(),
+            status: 1,
+            message: message.into(),
+            kind: kind.map(str::to_string),
+        }
+    }
+
+    /// polis-runc's `kind` decides, whatever the words; without one (runc) the words of runc's contract do.
+    #[test]
+    fn kinds_come_from_the_log_and_words_only_from_runc() {
+        let log = r#"{"level":"warning","msg":"w","time":"t"}
+{"level":"error","msg":"config.json in /b: source /x of the bind mount on /m does not exist","time":"t","kind":"invalid"}
+"#;
+        let (msg, kind) = last_error_line(log).unwrap();
+        assert_eq!(failed(&msg, kind.as_deref()).kind(), FailureKind::Invalid);
+        assert_eq!(
+            failed("container does not exist", None).kind(),
+            FailureKind::NotFound
+        );
+        assert_eq!(
+            failed("container not running", None).kind(),
+            FailureKind::FailedPrecondition
+        );
+        assert_eq!(
+            failed("x", Some("already-exists")).kind(),
+            FailureKind::AlreadyExists
+        );
+        assert_eq!(failed("x", None).kind(), FailureKind::Other);
+        assert!(last_error_line("{\"level\":\"info\",\"msg\":\"m\"}\n").is_none());
     }
 }

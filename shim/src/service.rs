@@ -3,7 +3,7 @@
 
 use crate::events::EventSender;
 use crate::process::{PidTable, Process, Status, lock};
-use crate::runc::{CommandIo, Runc};
+use crate::runc::{CommandIo, FailureKind, Runc};
 use crate::settings::Settings;
 use crate::stats;
 use crate::stdio::{self, Prepared, StdioPaths};
@@ -30,18 +30,14 @@ fn rpc_error(code: Code, message: impl ToString) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, message))
 }
 
-/// Maps a polis-runc failure onto the gRPC code containerd expects (its errdefs).
+/// Maps a polis-runc failure onto the gRPC code containerd expects (its errdefs), by the failure's kind.
 fn runc_error(e: crate::runc::RuncError) -> ttrpc::Error {
-    let message = e.message();
-    let code = if message.contains("does not exist") {
-        Code::NOT_FOUND
-    } else if message.contains("not running")
-        || message.contains("not created")
-        || message.contains("is running")
-    {
-        Code::FAILED_PRECONDITION
-    } else {
-        Code::UNKNOWN
+    let code = match e.kind() {
+        FailureKind::NotFound => Code::NOT_FOUND,
+        FailureKind::AlreadyExists => Code::ALREADY_EXISTS,
+        FailureKind::Invalid => Code::INVALID_ARGUMENT,
+        FailureKind::FailedPrecondition => Code::FAILED_PRECONDITION,
+        FailureKind::Other => Code::UNKNOWN,
     };
     rpc_error(code, e)
 }
@@ -497,7 +493,7 @@ impl containerd_shim::Task for Service {
             container
                 .runc_captured(&["delete", "--force", &req.id])
                 .or_else(|e| {
-                    if e.message().contains("does not exist") {
+                    if e.kind() == FailureKind::NotFound {
                         Ok(Vec::new())
                     } else {
                         Err(e)
@@ -647,7 +643,7 @@ impl containerd_shim::Task for Service {
                 .runc()
                 .run(&args, CommandIo::Captured, None)
                 .map_err(|e| {
-                    if e.message().contains("not running") {
+                    if e.kind() == FailureKind::FailedPrecondition {
                         rpc_error(
                             Code::NOT_FOUND,
                             format!("process {} already finished", req.id),
