@@ -266,24 +266,21 @@ state = "{state}"
             .spawn()
             .expect("start containerd");
         self.daemon = Some(daemon);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = self.ctr(&["version"]);
-            if out.success() {
-                break;
+        let limit = Duration::from_secs(30);
+        let answered = poll_until(limit, || {
+            if self.ctr(&["version"]).success() {
+                return Some(());
             }
-            if let Some(d) = self.daemon.as_mut() {
-                if let Ok(Some(st)) = d.try_wait() {
-                    panic!("containerd exited with {st}: {}", self.log());
-                }
+            if let Some(Ok(Some(st))) = self.daemon.as_mut().map(|d| d.try_wait()) {
+                panic!("containerd exited with {st}: {}", self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "containerd never answered: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            None
+        });
+        assert!(
+            answered.is_some(),
+            "containerd never answered in {limit:?}: {}",
+            self.log()
+        );
     }
 
     /// Stops the daemon (SIGTERM; its shims and containers keep running) and starts it again.
@@ -296,15 +293,8 @@ state = "{state}"
         if let Some(mut d) = self.daemon.take() {
             // SAFETY: signalling the daemon this test started.
             unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = d.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = d.kill();
-            let _ = d.wait();
+            // Waits for it to exit, and SIGKILLs it if it has not after 10 s.
+            wait_until(&mut d, Instant::now() + Duration::from_secs(10));
         }
     }
 
@@ -457,17 +447,31 @@ pub fn tcp_round_trip(
     connect_port: u16,
     reply: &str,
 ) -> String {
+    // nc is nsenter's process itself (no shell around it), so that killing it below ends the listener: a listener
+    // left over from one call would answer the next on the same port.
     let mut server = listener.command(BUSYBOX);
     server
-        .args([
-            "sh",
-            "-c",
-            &format!("echo {reply} | {BUSYBOX} nc -l -p {port} -w 5"),
-        ])
+        .args(["nc", "-l", "-p", &port.to_string(), "-w", "5"])
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut server = server.spawn().expect("start busybox nc -l");
-    std::thread::sleep(Duration::from_millis(300));
+    // The reply waits in the pipe until a client connects; closing the pipe ends nc's input after it.
+    std::io::Write::write_all(
+        &mut server.stdin.take().expect("nc's stdin"),
+        format!("{reply}\n").as_bytes(),
+    )
+    .expect("give nc its reply");
+    // Once nsenter has joined the namespace, /proc/PID/net of the server is the namespace's.
+    let pid = server.id() as i32;
+    let netns = std::fs::metadata(format!("/run/netns/{}", listener.name))
+        .map(|m| format!("net:[{}]", std::os::unix::fs::MetadataExt::ino(&m)))
+        .expect("stat the listener's netns");
+    eventually(
+        &format!("nc listens on port {port} in netns {}", listener.name),
+        Duration::from_secs(10),
+        || process_namespace(pid, "net") == netns && tcp_listening(pid, port),
+    );
     let out = client
         .command(BUSYBOX)
         .args(["nc", "-w", "2", addr, &connect_port.to_string()])
@@ -557,8 +561,8 @@ impl Registry {
             credentials: options.htpasswd,
         };
         let probe = format!("exec 3<>/dev/tcp/127.0.0.1/{}", options.port);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let limit = Duration::from_secs(30);
+        let answered = poll_until(limit, || {
             let up = netns
                 .command("bash")
                 .args(["-c", &probe])
@@ -567,18 +571,18 @@ impl Registry {
                 .map(|s| s.success())
                 .unwrap_or(false);
             if up {
-                break;
+                return Some(());
             }
             if let Some(Ok(Some(st))) = r.daemon.as_mut().map(|d| d.try_wait()) {
                 panic!("docker-registry exited with {st}: {}", r.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "the registry never answered: {}",
-                r.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            None
+        });
+        assert!(
+            answered.is_some(),
+            "the registry never answered in {limit:?}: {}",
+            r.log()
+        );
         r
     }
 

@@ -393,20 +393,48 @@ pub fn try_run_command(
     }
 }
 
-/// Polls `done` every 50 ms until it holds; panics naming `what` after `limit`.
-#[track_caller]
-pub fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+/// The harness's one poll loop: calls `attempt` until it returns Some and returns that, or None once `limit` has
+/// passed (after one last call at the deadline). It pauses 10 ms after the first call and twice as long after each
+/// next one, up to 50 ms, so that a condition that holds at once costs nothing and a slow one few calls.
+///
+/// Tests wait through [`eventually`] and [`eventually_some`], which fail naming what was awaited. Call this directly
+/// only where a timeout must not panic (a `Drop`, a thread that reports errors as values) or where the failure
+/// should show what was seen instead (a daemon's log, the last state), read once at the deadline.
+pub fn poll_until<T>(limit: Duration, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Some(found) = attempt() {
+            return Some(found);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
-/// Waits for `child` until `deadline`; kills it then (None).
+/// Polls `done` (see [`poll_until`]) until it holds; panics naming `what` after `limit`.
+#[track_caller]
+pub fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    eventually_some(what, limit, || done().then_some(()))
+}
+
+/// Polls `found` (see [`poll_until`]) until it returns Some, and returns that value; panics naming `what` after
+/// `limit`.
+#[track_caller]
+pub fn eventually_some<T>(what: &str, limit: Duration, found: impl FnMut() -> Option<T>) -> T {
+    match poll_until(limit, found) {
+        Some(value) => value,
+        None => panic!("timed out after {limit:?} waiting until {what}"),
+    }
+}
+
+/// Waits for `child` until `deadline`; kills it then (None). The low-level wait under every command the harness
+/// runs, so it keeps its own loop: it checks every 5 ms (not [`poll_until`]'s up to 50 ms) because most runtime
+/// commands end within a few tens of milliseconds and each test runs dozens of them.
 fn wait_until(
     child: &mut std::process::Child,
     deadline: Instant,
@@ -433,20 +461,11 @@ fn run_command_keep_stdout(mut cmd: Command, scratch: &Path, timeout: Duration) 
     let desc = format!("{cmd:?}").replace('"', "");
     cmd.stdin(Stdio::null()).stderr(err);
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for command") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{desc} did not finish in {timeout:?}: {}",
-                fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    let Some(status) = wait_until(&mut child, Instant::now() + timeout) else {
+        panic!(
+            "{desc} did not finish in {timeout:?}: {}",
+            fs::read_to_string(&err_path).unwrap_or_default()
+        );
     };
     Output {
         cmd: desc,
@@ -807,11 +826,11 @@ impl Container<'_> {
     /// Polls `state` until the status is `want`; panics after `COMMAND_TIMEOUT`.
     #[track_caller]
     pub fn wait_status(&self, want: &str) {
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        loop {
+        let mut last = Value::Null;
+        let reached = poll_until(COMMAND_TIMEOUT, || {
             let st = self.state_json();
             if st["status"] == want {
-                return;
+                return Some(());
             }
             // A stopped container never becomes anything else: fail now instead of at the deadline.
             assert!(
@@ -820,13 +839,14 @@ impl Container<'_> {
                 self.id,
                 self.output()
             );
-            assert!(
-                Instant::now() < deadline,
-                "container {} never reached {want}: {st}",
-                self.id
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            last = st;
+            None
+        });
+        assert!(
+            reached.is_some(),
+            "container {} never reached {want} in {COMMAND_TIMEOUT:?}: {last}",
+            self.id
+        );
     }
 
     #[track_caller]
@@ -846,19 +866,13 @@ impl Container<'_> {
     /// Waits until the container's stdout has a line that parses as JSON and returns the last such line.
     #[track_caller]
     pub fn wait_output_json(&self) -> Value {
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        loop {
-            if let Some(v) = parse_last_json(&self.output()) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "container {} printed no JSON: {:?}",
+        poll_until(COMMAND_TIMEOUT, || parse_last_json(&self.output())).unwrap_or_else(|| {
+            panic!(
+                "container {} printed no JSON in {COMMAND_TIMEOUT:?}: {:?}",
                 self.id,
                 self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            )
+        })
     }
 
     /// create + start + wait until stopped; returns the container's stdout.
@@ -939,13 +953,12 @@ impl Drop for Container<'_> {
             // SAFETY: plain kill of a process that lives in this test's own cgroup.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        // The killed processes leave the cgroup a moment later; until then rmdir fails with EBUSY. A Drop must not
+        // panic, so a cgroup still busy after a second is left (and reported by the next run's leftovers check).
         for dir in self.cgroup_dirs() {
-            for _ in 0..50 {
-                if fs::remove_dir(&dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            poll_until(Duration::from_secs(1), || {
+                (fs::remove_dir(&dir).is_ok() || !dir.exists()).then_some(())
+            });
         }
     }
 }
@@ -1351,6 +1364,20 @@ pub fn process_namespace(pid: i32, ns: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Whether the network namespace of process `pid` has a TCP socket listening on `port` (any address, v4 or v6).
+pub fn tcp_listening(pid: i32, port: u16) -> bool {
+    let local = format!(":{port:04X}");
+    // /proc/PID/net/tcp: "sl local_address rem_address st ...", state 0A is LISTEN.
+    ["tcp", "tcp6"].iter().any(|table| {
+        fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .any(|f| f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A")
+    })
+}
+
 /// True while process `pid` exists and is not a zombie.
 pub fn process_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -1424,18 +1451,21 @@ impl ConsoleSocket {
             .expect("nonblocking console socket");
         let handle = std::thread::spawn(move || {
             let deadline = Instant::now() + COMMAND_TIMEOUT;
-            let stream = loop {
-                match listener.accept() {
-                    Ok((s, _)) => break s,
-                    Err(e)
-                        if e.kind() == std::io::ErrorKind::WouldBlock
-                            && Instant::now() < deadline =>
-                    {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    Err(e) => {
-                        return Err(format!("no runtime connected to the console socket: {e}"));
-                    }
+            // Errors are this thread's result, not a panic: poll_until rather than eventually.
+            let accepted = poll_until(COMMAND_TIMEOUT, || match listener.accept() {
+                Ok((s, _)) => Some(Ok(s)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+                Err(e) => Some(Err(e)),
+            });
+            let stream = match accepted {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    return Err(format!("no runtime connected to the console socket: {e}"));
+                }
+                None => {
+                    return Err(format!(
+                        "no runtime connected to the console socket in {COMMAND_TIMEOUT:?}"
+                    ));
                 }
             };
             let master = recv_fd(&stream).map_err(|e| format!("receive pty master: {e}"))?;
@@ -1583,7 +1613,8 @@ pub fn run_on_terminal(
         })
     };
     let mut resize = resize;
-    let status = loop {
+    // Until the command exits: resize the terminal once the output shows what `resize` waits for.
+    poll_until(deadline.saturating_duration_since(Instant::now()), || {
         if let Some(r) = &resize {
             let seen = String::from_utf8_lossy(&output.lock().expect("output lock"))
                 .contains(r.after_output);
@@ -1592,11 +1623,10 @@ pub fn run_on_terminal(
                 resize = None;
             }
         }
-        match child.try_wait() {
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => break wait_until(&mut child, deadline),
-        }
-    };
+        // Done when it exited, or when it cannot be waited for (wait_until then reports None).
+        child.try_wait().map_or(Some(()), |st| st.map(|_| ()))
+    });
+    let status = wait_until(&mut child, deadline);
     drop(writer);
     drop(control);
     reader.join().expect("terminal reader");

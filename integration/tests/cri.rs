@@ -891,20 +891,6 @@ impl Drop for Round<'_> {
     }
 }
 
-/// Whether a process of `pid`'s network namespace listens on TCP `port` (IPv4 or IPv6).
-fn listens(pid: i32, port: u16) -> bool {
-    let local = format!(":{port:04X}");
-    // /proc/PID/net/tcp: "sl local_address rem_address st ...", state 0A is LISTEN.
-    ["tcp", "tcp6"].iter().any(|table| {
-        std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .any(|f| f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A")
-    })
-}
-
 /// The PID that process `pid` has in its own PID namespace (the last field of NSpid), 0 if it is gone.
 fn pid_in_its_namespace(pid: i32) -> i32 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -995,7 +981,7 @@ async fn cri_pods_with_two_containers_sharing_namespaces() {
         eventually(
             &format!("httpd listens on 8080 in pod {n}"),
             Duration::from_secs(20),
-            || listens(web_pid, 8080),
+            || tcp_listening(web_pid, 8080),
         );
         let page = k
             .exec(

@@ -172,16 +172,9 @@ fn run_command_with_stdin(mut cmd: Command, scratch: &Path) -> Output {
     cmd.stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap());
     let mut child = cmd.spawn().expect("spawn ctr");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("ctr with stdin did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = poll_until(Duration::from_secs(60), || child.try_wait().unwrap()) else {
+        let _ = child.kill();
+        panic!("ctr with stdin did not finish in 60 s");
     };
     Output {
         cmd: format!("{cmd:?}"),
@@ -394,6 +387,16 @@ fn assert_probe_on_terminal(cmd: Command, rows: u16, cols: u16, code: i32) {
     assert_eq!(probe["winsize"], json!([rows, cols]), "{}", session.output);
 }
 
+/// A script that waits (up to 10 s) until its terminal has a size, runs `polis-probe tty` and exits with `code`.
+/// The terminal starts at 0x0 (where `stty size` fails): ctr sends the caller's size (ResizePty) only after the
+/// task has started, so the script polls the probe's own reading until it is not 0x0.
+fn sized_then_probe_tty(code: i32) -> String {
+    format!(
+        "i=0; while /bin/polis-probe tty | grep -q '\"winsize\":\\[0,0\\]' && [ $i -lt 200 ]; do \
+         sleep 0.05; i=$((i+1)); done; /bin/polis-probe tty; exit {code}"
+    )
+}
+
 #[test]
 /// User behaviour: `ctr run -t` gives the container a terminal of the caller's size (console socket, ResizePty)
 /// and returns its exit code.
@@ -411,7 +414,7 @@ fn shim_run_with_a_terminal() {
         &unique_id("tty"),
         "sh",
         "-c",
-        "sleep 1; /bin/polis-probe tty; exit 5",
+        &sized_then_probe_tty(5),
     ]);
     assert_probe_on_terminal(cmd, 33, 111, 5);
 }
@@ -440,11 +443,8 @@ fn shim_killed_leaves_nothing_behind() {
     ctrd.ctr(&["containers", "delete", &id]).ok();
     let socket = shim_socket(&ctrd, &id);
     // containerd runs the cleanup when it notices the shim's connection closed; give it a moment under load.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while socket.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if socket.exists() {
+    let removed = poll_until(Duration::from_secs(10), || (!socket.exists()).then_some(()));
+    if removed.is_none() {
         let listeners = Command::new("ss")
             .args(["-xlp"])
             .output()
@@ -503,6 +503,9 @@ fn shim_reports_an_immediate_exit() {
     }
 }
 
+/// The containerd namespace whose label updates tell that `ctr events` has subscribed.
+const EVENTS_CANARY: &str = "polis-events-canary";
+
 /// `ctr events` running in the background; `topics()` lists what it printed for `id`, in order.
 struct EventLog {
     child: std::process::Child,
@@ -518,9 +521,34 @@ impl EventLog {
         let mut cmd = ctrd.ctr_command(&["events"]);
         cmd.stdout(std::fs::File::create(&file).unwrap())
             .stderr(std::process::Stdio::null());
-        let child = cmd.spawn().expect("start ctr events");
-        // ctr subscribes asynchronously: give it a moment before the events it must see.
-        std::thread::sleep(Duration::from_millis(300));
+        let mut child = cmd.spawn().expect("start ctr events");
+        // ctr subscribes asynchronously, and a subscriber sees only the events published after it subscribed. So
+        // publish harmless ones (label updates of a namespace of its own, which name no container) until ctr prints
+        // one: from then on it sees every event.
+        ctrd.ctr(&["namespaces", "create", EVENTS_CANARY]).ok();
+        let mut n = 0;
+        eventually(
+            "`ctr events` has subscribed (prints a /namespaces/update event)",
+            Duration::from_secs(20),
+            || {
+                if let Ok(Some(st)) = child.try_wait() {
+                    panic!("ctr events exited with {st}");
+                }
+                n += 1;
+                ctrd.ctr(&[
+                    "namespaces",
+                    "label",
+                    EVENTS_CANARY,
+                    &format!("subscribed={n}"),
+                ])
+                .ok();
+                std::fs::read_to_string(&file)
+                    .unwrap_or_default()
+                    .contains(&format!(
+                        "/namespaces/update {{\"name\":\"{EVENTS_CANARY}\""
+                    ))
+            },
+        );
         EventLog { child, file }
     }
 
@@ -766,7 +794,7 @@ fn shim_exec_with_a_terminal() {
         &id,
         "sh",
         "-c",
-        "sleep 1; /bin/polis-probe tty; exit 6",
+        &sized_then_probe_tty(6),
     ]);
     assert_probe_on_terminal(cmd, 27, 99, 6);
 }

@@ -9,7 +9,7 @@ use polis_integration::containerd::*;
 use polis_integration::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PODMAN: &str = "/usr/bin/podman";
 
@@ -218,15 +218,14 @@ conformance_test!(
         let tasks = ctrd.ctr(&["tasks", "list"]);
         assert!(tasks.stdout.contains("RUNNING"), "{tasks}");
         ctrd.ctr(&["tasks", "kill", "--signal", "SIGKILL", id]).ok();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let mut last = None;
+        poll_until(Duration::from_secs(30), || {
             let t = ctrd.ctr(&["tasks", "list"]);
-            if t.stdout.contains("STOPPED") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "task never stopped: {t}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            let stopped = t.stdout.contains("STOPPED");
+            last = Some(t);
+            stopped.then_some(())
+        })
+        .unwrap_or_else(|| panic!("task never stopped in 30 s: {}", last.expect("tasks listed")));
         ctrd.ctr(&["tasks", "delete", id]).ok();
         ctrd.ctr(&["containers", "delete", id]).ok();
         // The shim runs the runtime with --root <runc-root>/<namespace>.

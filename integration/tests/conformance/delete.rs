@@ -43,13 +43,9 @@ conformance_test!(
         c.create_running(&b);
         let pid = c.pid();
         c.delete_force().ok();
-        for _ in 0..100 {
-            if !process_alive(pid) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert!(!process_alive(pid), "process {pid} survived delete --force");
+        eventually(&format!("process {pid} is gone after delete --force"), std::time::Duration::from_secs(2), || {
+            !process_alive(pid)
+        });
         c.assert_gone();
     }
 );
@@ -73,13 +69,9 @@ conformance_test!(
         c.create(&b).ok();
         let pid = c.pid();
         c.delete().ok();
-        for _ in 0..100 {
-            if !process_alive(pid) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert!(!process_alive(pid));
+        eventually(&format!("init process {pid} is gone after delete"), std::time::Duration::from_secs(2), || {
+            !process_alive(pid)
+        });
         c.assert_gone();
     }
 );
@@ -119,11 +111,7 @@ conformance_test!(
         c.create_running(&b);
         let mut exec = rt.command(&["exec", &c.id, "/bin/polis-probe", "sleep", "60"]);
         let mut child = exec.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
-        while c.processes().len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "exec never started");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        eventually("the exec'd process is in the container's cgroup", COMMAND_TIMEOUT, || c.processes().len() >= 2);
         c.delete_force().ok();
         let _ = child.wait();
         c.assert_gone();
@@ -143,21 +131,15 @@ conformance_test!(
         c.create(&b).ok();
         c.start().ok();
         c.wait_stopped();
-        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
-        while c.processes().is_empty() {
-            assert!(std::time::Instant::now() < deadline, "the background process never appeared");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        eventually("the background process is in the container's cgroup", COMMAND_TIMEOUT, || {
+            !c.processes().is_empty()
+        });
         let left = c.processes();
         c.delete().ok();
         for pid in &left {
-            for _ in 0..100 {
-                if !process_alive(*pid) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            assert!(!process_alive(*pid), "process {pid} survived delete");
+            eventually(&format!("leftover process {pid} is gone after delete"), std::time::Duration::from_secs(2), || {
+                !process_alive(*pid)
+            });
         }
         c.assert_gone();
     }

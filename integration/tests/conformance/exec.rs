@@ -62,11 +62,7 @@ conformance_test!(
         let c = running(rt, &mut b);
         let mut exec = rt.command(&["exec", &c.id, "/bin/polis-probe", "sleep", "30"]);
         let mut child = exec.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
-        while c.processes().len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "exec'd process never appeared in the container's cgroup");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        eventually("the exec'd process is in the container's cgroup", COMMAND_TIMEOUT, || c.processes().len() >= 2);
         let _ = child.kill();
         let _ = child.wait();
     }

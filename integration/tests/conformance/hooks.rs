@@ -187,7 +187,11 @@ conformance_test!(
         let c = rt.container();
         c.create(&b).ok();
         let _ = c.start();
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Once the container has ended (its init is dead), the user process can no longer run.
+        eventually("the container is stopped or gone", COMMAND_TIMEOUT, || {
+            let st = c.state();
+            !st.success() || st.json()["status"] == "stopped"
+        });
         assert!(!b.rootfs().join("ran").exists(), "user process ran after startContainer failed");
         let st = c.state();
         assert!(!st.success() || st.json()["status"] == "stopped", "container not stopped: {st}");
@@ -206,7 +210,11 @@ conformance_test!(
         let c = rt.container();
         c.create(&b).ok();
         c.start().fails();
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Once the container has ended (its init is dead), the user process can no longer run.
+        eventually("the container is stopped or gone", COMMAND_TIMEOUT, || {
+            let st = c.state();
+            !st.success() || st.json()["status"] == "stopped"
+        });
         assert!(!b.rootfs().join("ran").exists(), "user process ran after startContainer failed");
         let st = c.state();
         assert!(!st.success() || st.json()["status"] == "stopped", "container not stopped: {st}");

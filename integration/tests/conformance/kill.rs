@@ -98,16 +98,14 @@ conformance_test!(
         b.sh("trap 'echo got-usr1' USR1; echo ready; i=0; while [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done");
         let c = rt.container();
         c.create_running(&b);
-        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
-        while !c.output().contains("ready") {
-            assert!(std::time::Instant::now() < deadline, "trap never installed: {:?}", c.output());
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        poll_until(COMMAND_TIMEOUT, || c.output().contains("ready").then_some(()))
+            .unwrap_or_else(|| panic!("trap never installed: {:?}", c.output()));
         c.kill("USR1").ok();
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        // The shell runs the trap once its current `sleep 0.1` ends; the container must still run after that.
+        poll_until(COMMAND_TIMEOUT, || c.output().contains("got-usr1").then_some(()))
+            .unwrap_or_else(|| panic!("trap did not run: {:?}", c.output()));
         assert_eq!(c.status(), "running");
         assert!(process_alive(c.pid()));
-        assert!(c.output().contains("got-usr1"), "trap did not run: {:?}", c.output());
     }
 );
 
@@ -197,11 +195,9 @@ conformance_test!(
         b.probe(&["sleep", "60"]);
         let c = rt.container();
         let (mut child, _) = c.spawn_run(&b);
-        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
-        while !c.state().success() || c.status() != "running" {
-            assert!(std::time::Instant::now() < deadline, "container never ran");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        eventually("`run` has the container running", COMMAND_TIMEOUT, || {
+            c.state().success() && c.status() == "running"
+        });
         c.kill("KILL").ok();
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(128 + libc::SIGKILL));
@@ -219,15 +215,10 @@ conformance_test!(
         c.create_running(&b);
         let init = c.pid();
         // The probe is the init's only child.
-        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
-        let child = loop {
+        let child = eventually_some("the probe starts as the init's child", COMMAND_TIMEOUT, || {
             let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
-            if let Some(p) = children.split_whitespace().next() {
-                break p.parse::<i32>().unwrap();
-            }
-            assert!(std::time::Instant::now() < deadline, "probe never started");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
+            children.split_whitespace().next().map(|p| p.parse::<i32>().unwrap())
+        });
         // SAFETY: signalling the container's own child process.
         unsafe { libc::kill(child, libc::SIGTERM) };
         c.wait_stopped();
@@ -246,11 +237,7 @@ conformance_test!(
         c.create_running(&b);
         let mut exec = rt.command(&["exec", &c.id, "/bin/polis-probe", "sleep", "60"]);
         let mut exec_child = exec.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
-        while c.processes().len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "exec never started");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        eventually("the exec'd process is in the container's cgroup", COMMAND_TIMEOUT, || c.processes().len() >= 2);
         rt.cmd(&["kill", "--all", &c.id, "KILL"]).ok();
         let status = exec_child.wait().unwrap();
         assert!(!status.success(), "exec'd process survived kill --all");
@@ -267,11 +254,9 @@ conformance_test!(
         b.probe(&["signal-wait"]);
         let c = rt.container();
         let (mut child, stdout) = c.spawn_run(&b);
-        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
-        while !std::fs::read_to_string(&stdout).unwrap_or_default().contains("ready") {
-            assert!(std::time::Instant::now() < deadline, "container never got ready");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        eventually("the probe prints ready (it blocked the signals it waits for)", COMMAND_TIMEOUT, || {
+            std::fs::read_to_string(&stdout).unwrap_or_default().contains("ready")
+        });
         // SAFETY: signalling the `run` process this test spawned.
         unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
         let status = child.wait().unwrap();

@@ -64,12 +64,7 @@ conformance_test!(
         let pidfile = rt.scratch().join("exec.pid");
         let mut exec = rt.command(&["exec", "--pid-file", pidfile.to_str().unwrap(), &c.id, "/bin/polis-probe", "sleep", "30"]);
         let mut child = exec.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
-        while read_pid(&pidfile) <= 0 {
-            assert!(std::time::Instant::now() < deadline, "exec pid file never written");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let pid = read_pid(&pidfile);
+        let pid = eventually_some("exec writes its pid file", COMMAND_TIMEOUT, || Some(read_pid(&pidfile)).filter(|p| *p > 0));
         assert_ne!(pid, c.pid());
         assert_eq!(process_namespace(pid, "pid"), process_namespace(c.pid(), "pid"));
         let _ = child.kill();

@@ -182,9 +182,12 @@ conformance_test!(
     |rt| {
         let resize = Resize { after_output: "30 90", rows: 33, cols: 111 };
         // runc 1.1.5 sizes the terminal just after the process starts, so the script first waits (up to 2 s) for
-        // the initial size; the point here is the resize.
+        // the initial size; the point here is the resize, which the harness makes once it reads "30 90": the script
+        // then waits (up to 10 s) for the size to change and prints it again.
         let script = "i=0; while [ \"$(stty size 2>/dev/null)\" != '30 90' ] && [ $i -lt 40 ]; do \
-                      sleep 0.05; i=$((i+1)); done; stty size; sleep 2; stty size";
+                      sleep 0.05; i=$((i+1)); done; stty size; \
+                      i=0; while [ \"$(stty size 2>/dev/null)\" = '30 90' ] && [ $i -lt 200 ]; do \
+                      sleep 0.05; i=$((i+1)); done; stty size";
         let session = run_on_own_terminal(rt, script, 30, 90, Some(resize));
         let sizes: Vec<&str> = session.output.lines().map(str::trim).filter(|l| l.contains(' ')).collect();
         assert_eq!(sizes.last(), Some(&"33 111"), "{:?}", session.output);
