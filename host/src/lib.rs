@@ -2,6 +2,7 @@
 //! and its errors name the operation and the path.
 
 pub mod atomic;
+pub mod cgroup;
 pub mod error;
 pub mod lock;
 pub mod mountinfo;

@@ -1,9 +1,9 @@
 //! OOM events: a thread per container that wakes when the kernel's OOM killer acts in the container's memory
-//! cgroup, so the shim can publish TaskOOM. cgroup v1: an eventfd registered on `memory.oom_control` through
+//! cgroup (found by polis-host's `cgroup::locate`), so the shim can publish TaskOOM. cgroup v1: an eventfd registered on `memory.oom_control` through
 //! `cgroup.event_control`; cgroup v2: inotify on `memory.events`, whose `oom_kill` count grows.
 //! The thread ends when the cgroup is removed.
 
-use crate::stats::{ContainerCgroup, locate_cgroup};
+use polis_host::cgroup::{self, Cgroup};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
@@ -14,10 +14,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum OomError {
     #[error("find the cgroup of pid {pid}: {source}")]
-    Locate {
-        pid: u32,
-        source: crate::stats::StatsError,
-    },
+    Locate { pid: u32, source: cgroup::Error },
     #[error("the container's cgroup has no memory controller")]
     NoMemoryController,
     #[error("{what} {path}: {source}")]
@@ -30,15 +27,15 @@ pub enum OomError {
 
 /// Starts watching the memory cgroup of `pid`; `on_oom` runs on every OOM kill.
 pub fn watch(pid: u32, on_oom: impl Fn() + Send + 'static) -> Result<(), OomError> {
-    let cgroup = locate_cgroup(pid).map_err(|source| OomError::Locate { pid, source })?;
+    let cgroup = cgroup::locate(pid).map_err(|source| OomError::Locate { pid, source })?;
     match cgroup {
-        ContainerCgroup::V1(dirs) => {
+        Cgroup::V1(dirs) => {
             let dir = dirs.get("memory").ok_or(OomError::NoMemoryController)?;
             let efd = register_v1(dir)?;
             let control = dir.join("memory.oom_control");
             spawn(move || watch_v1(efd, &control, on_oom))
         }
-        ContainerCgroup::V2(dir) => {
+        Cgroup::V2(dir) => {
             let (ifd, events) = register_v2(&dir)?;
             spawn(move || watch_v2(ifd, &events, on_oom))
         }

@@ -1,76 +1,30 @@
 //! Container cgroup metrics for the Task API `Stats` call.
 //!
-//! Reads the cgroup files of a container's init process from the host and encodes them as the
-//! protobuf `Any` that containerd's Go runc shim returns, so `ctr task metrics` and CRI
-//! `ContainerStats` decode them unchanged:
+//! polis-host's `cgroup` module finds the cgroup of the container's init process and reads its files; this file
+//! encodes what it read as the protobuf `Any` that containerd's Go runc shim returns, so `ctr task metrics` and
+//! CRI `ContainerStats` decode them unchanged:
 //!
 //! - cgroup v1 and hybrid hosts: `io.containerd.cgroups.v1.Metrics`, filled like
 //!   `github.com/containerd/cgroups/v3/cgroup1` (`Cgroup.Stat`);
 //! - pure cgroup v2 (cgroup2 mounted at `/sys/fs/cgroup`): `io.containerd.cgroups.v2.Metrics`,
 //!   filled like `github.com/containerd/cgroups/v3/cgroup2` (`Manager.Stat`).
 //!
-//! A controller that is not mounted, or a file the kernel does not provide, is left out of the
-//! message; only an unreadable or malformed file that does exist is an error.
-//!
-//! The parsing is split into pure functions over file contents (unit-tested below); the functions
-//! named `read_*` touch the host's `/proc` and `/sys/fs/cgroup`.
+//! A controller that is not mounted, or a file the kernel does not provide, is left out of the message; only an
+//! unreadable or malformed file that does exist is an error.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io;
-use std::path::{Component, Path, PathBuf};
 
 use containerd_shim::protos::cgroups::metrics as v1;
 use containerd_shim::protos::cgroups_v2::metrics as v2;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::{self, Message, MessageField};
-
-/// The mount table of the shim's own mount namespace.
-const MOUNTINFO_PATH: &str = "/proc/self/mountinfo";
-/// Block devices known to the kernel, used to name blkio entries (as containerd does).
-const PARTITIONS_PATH: &str = "/proc/partitions";
-/// Where the cgroup filesystems live; cgroup2 mounted here means a pure cgroup v2 host.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-/// `cpuacct.stat` counts in USER_HZ ticks, which the kernel ABI fixes at 100 per second on every
-/// architecture containerd supports (containerd's Go code hard-codes the same value).
-const USER_HZ: u64 = 100;
-const NANOS_PER_SECOND: u64 = 1_000_000_000;
+use polis_host::cgroup::{self, Cgroup, Stats, UNLIMITED};
 
 /// Why the metrics of a container could not be collected.
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
-    #[error("reading /proc/{pid}/cgroup failed for pid {pid}")]
-    ReadProcCgroup {
-        pid: u32,
-        #[source]
-        source: io::Error,
-    },
-    #[error("reading the mount table {path} failed")]
-    ReadMountinfo {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("no cgroup filesystem is mounted in this mount namespace (per {path})")]
-    NoCgroupMount { path: PathBuf },
-    #[error("pid {pid} has no cgroup v2 entry (\"0::/path\") in /proc/{pid}/cgroup")]
-    NoUnifiedCgroup { pid: u32 },
-    #[error("cgroup v2 path {cgroup_path} of pid {pid} lies under no mounted cgroup2 filesystem")]
-    UnifiedCgroupNotMounted { pid: u32, cgroup_path: String },
-    #[error("reading cgroup file {path} failed")]
-    ReadCgroupFile {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("listing cgroup directory {path} failed")]
-    ListCgroupDir {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cgroup file {path} holds {content:?}, which is not an unsigned integer")]
-    ParseCgroupFile { path: PathBuf, content: String },
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::Error),
     #[error("encoding the {message} message failed")]
     Encode {
         message: String,
@@ -79,55 +33,17 @@ pub enum StatsError {
     },
 }
 
-/// Collects the cgroup metrics of the container whose init process is `pid` and returns them as
-/// the `Any` of the Task API `StatsResponse`: `io.containerd.cgroups.v1.Metrics` on cgroup v1 and
-/// hybrid hosts, `io.containerd.cgroups.v2.Metrics` on pure cgroup v2 hosts.
+/// Collects the cgroup metrics of the container whose init process is `pid` and returns them as the `Any` of the
+/// Task API `StatsResponse`: `io.containerd.cgroups.v1.Metrics` on cgroup v1 and hybrid hosts,
+/// `io.containerd.cgroups.v2.Metrics` on pure cgroup v2 hosts.
 ///
 /// Reads `/proc/<pid>/cgroup`, `/proc/self/mountinfo` and the container's cgroup files.
 pub fn container_metrics(pid: u32) -> Result<Any, StatsError> {
-    match locate_cgroup(pid)? {
-        ContainerCgroup::V2(dir) => encode_any(V2_METRICS, &read_cgroup_v2_metrics(&dir)?),
-        ContainerCgroup::V1(dirs) => encode_any(V1_METRICS, &read_cgroup_v1_metrics(&dirs)?),
-    }
-}
-
-/// Where a process's cgroup is: one directory on cgroup v2, one per controller on v1 and hybrid hosts.
-pub enum ContainerCgroup {
-    V2(PathBuf),
-    /// Controller name to directory.
-    V1(BTreeMap<String, PathBuf>),
-}
-
-/// Finds the cgroup of `pid` from `/proc/<pid>/cgroup` and `/proc/self/mountinfo`.
-pub fn locate_cgroup(pid: u32) -> Result<ContainerCgroup, StatsError> {
-    let proc_cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map_err(|source| StatsError::ReadProcCgroup { pid, source })?;
-    let mountinfo =
-        fs::read_to_string(MOUNTINFO_PATH).map_err(|source| StatsError::ReadMountinfo {
-            path: PathBuf::from(MOUNTINFO_PATH),
-            source,
-        })?;
-    let memberships = parse_proc_cgroup(&proc_cgroup);
-    let mounts = parse_mountinfo(&mountinfo);
-
-    match cgroup_layout(&mounts) {
-        CgroupLayout::Unified => {
-            let membership = memberships
-                .iter()
-                .find(|m| m.hierarchy_id == 0 && m.controllers.is_empty())
-                .ok_or(StatsError::NoUnifiedCgroup { pid })?;
-            let dir = resolve_v2_dir(&membership.path, &mounts).ok_or_else(|| {
-                StatsError::UnifiedCgroupNotMounted {
-                    pid,
-                    cgroup_path: membership.path.clone(),
-                }
-            })?;
-            Ok(ContainerCgroup::V2(dir))
-        }
-        CgroupLayout::Legacy => Ok(ContainerCgroup::V1(resolve_v1_dirs(&memberships, &mounts))),
-        CgroupLayout::Unmounted => Err(StatsError::NoCgroupMount {
-            path: PathBuf::from(MOUNTINFO_PATH),
-        }),
+    let cgroup = cgroup::locate(pid)?;
+    let stats = cgroup::read(&cgroup)?;
+    match cgroup {
+        Cgroup::V2(_) => encode_any(V2_METRICS, &v2_metrics(&stats)),
+        Cgroup::V1(_) => encode_any(V1_METRICS, &v1_metrics(&stats)),
     }
 }
 
@@ -153,287 +69,76 @@ fn encode_any<M: Message>(type_url: &str, message: &M) -> Result<Any, StatsError
 }
 
 // ---------------------------------------------------------------------------------------------
-// Locating the cgroup: /proc/<pid>/cgroup and /proc/self/mountinfo
+// cgroup v1: io.containerd.cgroups.v1.Metrics
 // ---------------------------------------------------------------------------------------------
 
-/// One line of `/proc/<pid>/cgroup`: `hierarchy-ID:controller-list:cgroup-path`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct CgroupMembership {
-    hierarchy_id: u32,
-    /// Empty for the cgroup v2 line (`0::/path`); may hold `name=systemd` for named hierarchies.
-    controllers: Vec<String>,
-    path: String,
-}
-
-/// A cgroup or cgroup2 mount from mountinfo.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct CgroupMount {
-    /// The path inside the hierarchy that is mounted (usually `/`).
-    root: String,
-    mount_point: PathBuf,
-    kind: CgroupMountKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum CgroupMountKind {
-    /// A v1 hierarchy and the controllers (or `name=...`) named in its super options.
-    V1 {
-        controllers: Vec<String>,
-    },
-    V2,
-}
-
-/// Which kind of metrics the host's cgroup setup calls for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CgroupLayout {
-    /// cgroup2 at `/sys/fs/cgroup` (containerd's `cgroups.Unified`).
-    Unified,
-    /// v1 controllers, possibly with an extra cgroup2 hierarchy (legacy or hybrid).
-    Legacy,
-    Unmounted,
-}
-
-/// Parses `/proc/<pid>/cgroup`; malformed lines are skipped.
-fn parse_proc_cgroup(text: &str) -> Vec<CgroupMembership> {
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.splitn(3, ':');
-            let hierarchy_id = fields.next()?.trim().parse().ok()?;
-            let controllers = fields
-                .next()?
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(str::to_owned)
-                .collect();
-            let path = fields.next()?.to_owned();
-            Some(CgroupMembership {
-                hierarchy_id,
-                controllers,
-                path,
-            })
-        })
-        .collect()
-}
-
-/// Parses the cgroup and cgroup2 mounts out of a mountinfo text, in mount order.
-///
-/// Line format (proc(5)): `ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS [OPTIONAL...] - FSTYPE
-/// SOURCE SUPER-OPTIONS`.
-fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
-    text.lines()
-        .filter_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            let mut pre = before.split_whitespace();
-            let root = unescape_mountinfo(pre.nth(3)?);
-            let mount_point = PathBuf::from(unescape_mountinfo(pre.next()?));
-            let mut post = after.split_whitespace();
-            let fs_type = post.next()?;
-            let super_options = post.nth(1).unwrap_or("");
-            let kind = match fs_type {
-                "cgroup2" => CgroupMountKind::V2,
-                "cgroup" => CgroupMountKind::V1 {
-                    controllers: super_options
-                        .split(',')
-                        .filter(|o| !o.is_empty() && *o != "rw" && *o != "ro")
-                        .map(str::to_owned)
-                        .collect(),
-                },
-                _ => return None,
-            };
-            Some(CgroupMount {
-                root,
-                mount_point,
-                kind,
-            })
-        })
-        .collect()
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space and so on).
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value = bytes[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-            if let Ok(byte) = u8::try_from(value) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
+fn v1_metrics(stats: &Stats) -> v1::Metrics {
+    let mut metrics = v1::Metrics::new();
+    metrics.pids = stats.pids.as_ref().map(v1_pids).into();
+    metrics.cpu = stats.cpu.as_ref().map(v1_cpu).into();
+    if let Some(memory) = &stats.memory {
+        // containerd sends the memory section when memory.stat or the usage files exist, and oom_control apart.
+        if memory.stat.is_some() || memory.usage.is_some() {
+            metrics.memory = MessageField::some(v1_memory(memory));
         }
-        out.push(bytes[i]);
-        i += 1;
+        metrics.memory_oom_control = memory.oom_control.as_ref().map(v1_oom_control).into();
     }
-    String::from_utf8_lossy(&out).into_owned()
+    metrics.blkio = stats.io.as_ref().map(|io| v1_blkio(&io.blkio)).into();
+    metrics.hugetlb = stats.hugetlb.iter().map(v1_hugetlb).collect();
+    metrics
 }
 
-/// Decides between v1 and v2 metrics the way containerd's `cgroups.Mode()` does: cgroup2 mounted
-/// at `/sys/fs/cgroup` is unified; anything with v1 hierarchies is legacy or hybrid.
-fn cgroup_layout(mounts: &[CgroupMount]) -> CgroupLayout {
-    // The last mount on a mount point is the visible one.
-    let at_root = mounts
-        .iter()
-        .rev()
-        .find(|m| m.mount_point == Path::new(CGROUP_ROOT));
-    if at_root.is_some_and(|m| m.kind == CgroupMountKind::V2) {
-        return CgroupLayout::Unified;
-    }
-    if mounts
-        .iter()
-        .any(|m| matches!(m.kind, CgroupMountKind::V1 { .. }))
-    {
-        CgroupLayout::Legacy
-    } else if mounts.iter().any(|m| m.kind == CgroupMountKind::V2) {
-        CgroupLayout::Unified
-    } else {
-        CgroupLayout::Unmounted
-    }
+fn v1_pids(pids: &cgroup::Pids) -> v1::PidsStat {
+    let mut stat = v1::PidsStat::new();
+    stat.current = pids.current;
+    // containerd's cgroup1 reports an unlimited (or missing) `pids.max` as 0.
+    stat.limit = match pids.limit {
+        Some(UNLIMITED) | None => 0,
+        Some(limit) => limit,
+    };
+    stat
 }
 
-/// `cgroup_path` relative to a mount's `root`, if the mount shows it.
-fn relative_to_mount_root<'a>(cgroup_path: &'a str, root: &str) -> Option<&'a str> {
-    let root = root.trim_end_matches('/');
-    let rest = cgroup_path.strip_prefix(root)?;
-    if !rest.is_empty() && !rest.starts_with('/') {
-        // `/a/bc` is not under `/a/b`.
-        return None;
-    }
-    let rest = rest.trim_start_matches('/');
-    // A path that climbs out of the mount (cgroup namespaces show `/..`) is not visible here.
-    if Path::new(rest)
-        .components()
-        .any(|c| matches!(c, Component::ParentDir))
-    {
-        return None;
-    }
-    Some(rest)
+fn v1_cpu(cpu: &cgroup::Cpu) -> v1::CPUStat {
+    let mut usage = v1::CPUUsage::new();
+    usage.total = cpu.usage.total_ns;
+    usage.user = cpu.usage.user_ns;
+    usage.kernel = cpu.usage.system_ns;
+    usage.per_cpu = cpu.usage.per_cpu_ns.clone();
+    let mut throttling = v1::Throttle::new();
+    throttling.periods = cpu.throttling.periods;
+    throttling.throttled_periods = cpu.throttling.throttled_periods;
+    throttling.throttled_time = cpu.throttling.throttled_ns;
+    // containerd always sends both sub-messages once the CPU section exists.
+    let mut stat = v1::CPUStat::new();
+    stat.usage = MessageField::some(usage);
+    stat.throttling = MessageField::some(throttling);
+    stat
 }
 
-/// Maps each v1 controller of the process (`cpu`, `memory`, ..., `name=systemd`) to its cgroup
-/// directory: the mount point of that controller's hierarchy joined with the cgroup path.
-fn resolve_v1_dirs(
-    memberships: &[CgroupMembership],
-    mounts: &[CgroupMount],
-) -> BTreeMap<String, PathBuf> {
-    let mut dirs = BTreeMap::new();
-    for membership in memberships {
-        for controller in &membership.controllers {
-            if dirs.contains_key(controller) {
-                continue;
-            }
-            let dir = mounts.iter().find_map(|mount| match &mount.kind {
-                CgroupMountKind::V1 { controllers } if controllers.contains(controller) => {
-                    relative_to_mount_root(&membership.path, &mount.root)
-                        .map(|rest| mount.mount_point.join(rest))
-                }
-                _ => None,
-            });
-            if let Some(dir) = dir {
-                dirs.insert(controller.clone(), dir);
-            }
-        }
-    }
-    dirs
+fn v1_memory_entry(counter: &cgroup::MemoryCounter) -> v1::MemoryEntry {
+    let mut entry = v1::MemoryEntry::new();
+    entry.usage = counter.usage;
+    entry.max = counter.max_usage;
+    entry.failcnt = counter.failcnt;
+    entry.limit = counter.limit;
+    entry
 }
 
-/// The cgroup v2 directory of `cgroup_path` (from the `0::` line): the cgroup2 mount that shows
-/// it, preferring the one at `/sys/fs/cgroup`.
-fn resolve_v2_dir(cgroup_path: &str, mounts: &[CgroupMount]) -> Option<PathBuf> {
-    let mut candidates: Vec<&CgroupMount> = mounts
-        .iter()
-        .filter(|m| m.kind == CgroupMountKind::V2)
-        .collect();
-    candidates.sort_by_key(|m| m.mount_point != Path::new(CGROUP_ROOT));
-    candidates.into_iter().find_map(|mount| {
-        relative_to_mount_root(cgroup_path, &mount.root).map(|rest| mount.mount_point.join(rest))
-    })
+fn v1_memory(memory: &cgroup::Memory) -> v1::MemoryStat {
+    let mut stat = memory.stat.as_ref().map(v1_memory_stat).unwrap_or_default();
+    stat.usage = memory.usage.as_ref().map(v1_memory_entry).into();
+    stat.swap = memory.swap.as_ref().map(v1_memory_entry).into();
+    stat.kernel = memory.kernel.as_ref().map(v1_memory_entry).into();
+    stat.kernel_tcp = memory.kernel_tcp.as_ref().map(v1_memory_entry).into();
+    stat
 }
 
-// ---------------------------------------------------------------------------------------------
-// Parsing file contents (shared)
-// ---------------------------------------------------------------------------------------------
-
-/// `key value` lines as in memory.stat, cpu.stat, cpuacct.stat, memory.events; malformed lines
-/// are skipped.
-fn key_values(text: &str) -> impl Iterator<Item = (&str, u64)> {
-    text.lines().filter_map(|line| {
-        let mut fields = line.split_whitespace();
-        let key = fields.next()?;
-        let value = fields.next()?.parse().ok()?;
-        match fields.next() {
-            None => Some((key, value)),
-            Some(_) => None,
-        }
-    })
-}
-
-/// A single-number file; `max` reads as `max_value` (0 for v1 `pids.max`, `u64::MAX` for v2
-/// limits, as containerd does). `None` when the content is not a number.
-fn parse_u64_or_max(text: &str, max_value: u64) -> Option<u64> {
-    match text.trim() {
-        "max" => Some(max_value),
-        number => number.parse().ok(),
-    }
-}
-
-/// `/proc/partitions`: `major minor #blocks name` after a header; maps a device number to
-/// `/dev/<name>`, first occurrence winning (as containerd's `getDevices`).
-fn parse_partitions(text: &str) -> BTreeMap<(u64, u64), String> {
-    let mut devices = BTreeMap::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [major, minor, _, name] = fields[..] else {
-            continue;
-        };
-        let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else {
-            continue;
-        };
-        devices
-            .entry((major, minor))
-            .or_insert_with(|| format!("/dev/{name}"));
-    }
-    devices
-}
-
-/// The page sizes for which a hugetlb directory listing has `hugetlb.<size>.<suffix>` files
-/// (`usage_in_bytes` on v1, `current` on v2), sorted. `hugetlb.2MB.rsvd.*` files are not sizes.
-fn hugetlb_page_sizes<'a>(
-    file_names: impl IntoIterator<Item = &'a str>,
-    suffix: &str,
-) -> Vec<String> {
-    let mut sizes: Vec<String> = file_names
-        .into_iter()
-        .filter_map(|name| {
-            let size = name
-                .strip_prefix("hugetlb.")?
-                .strip_suffix(suffix)?
-                .strip_suffix('.')?;
-            (!size.is_empty() && !size.contains('.')).then(|| size.to_owned())
-        })
-        .collect();
-    sizes.sort();
-    sizes.dedup();
-    sizes
-}
-
-// ---------------------------------------------------------------------------------------------
-// Parsing file contents: cgroup v1
-// ---------------------------------------------------------------------------------------------
-
-/// `memory.stat` of a v1 memory cgroup; the usage entries are filled separately.
-fn parse_memory_stat_v1(text: &str) -> v1::MemoryStat {
+/// The keys of a v1 `memory.stat` that containerd's message has a field for.
+fn v1_memory_stat(keys: &BTreeMap<String, u64>) -> v1::MemoryStat {
     let mut stat = v1::MemoryStat::new();
-    for (key, value) in key_values(text) {
-        let field = match key {
+    for (key, &value) in keys {
+        let field = match key.as_str() {
             "cache" => &mut stat.cache,
             "rss" => &mut stat.rss,
             "rss_huge" => &mut stat.rss_huge,
@@ -473,113 +178,125 @@ fn parse_memory_stat_v1(text: &str) -> v1::MemoryStat {
     stat
 }
 
-/// `memory.oom_control` of a v1 memory cgroup.
-fn parse_memory_oom_control(text: &str) -> v1::MemoryOomControl {
-    let mut control = v1::MemoryOomControl::new();
-    for (key, value) in key_values(text) {
-        match key {
-            "oom_kill_disable" => control.oom_kill_disable = value,
-            "under_oom" => control.under_oom = value,
-            "oom_kill" => control.oom_kill = value,
-            _ => {}
-        }
-    }
-    control
+fn v1_oom_control(control: &cgroup::OomControl) -> v1::MemoryOomControl {
+    let mut message = v1::MemoryOomControl::new();
+    message.oom_kill_disable = u64::from(control.oom_kill_disable);
+    message.under_oom = u64::from(control.under_oom);
+    message.oom_kill = control.oom_kill;
+    message
 }
 
-/// Throttling counters from a v1 `cpu.stat`.
-fn parse_cpu_stat_v1(text: &str) -> v1::Throttle {
-    let mut throttle = v1::Throttle::new();
-    for (key, value) in key_values(text) {
-        match key {
-            "nr_periods" => throttle.periods = value,
-            "nr_throttled" => throttle.throttled_periods = value,
-            "throttled_time" => throttle.throttled_time = value,
-            _ => {}
-        }
-    }
-    throttle
-}
-
-/// `(user, kernel)` CPU time in nanoseconds from `cpuacct.stat` (`user` and `system` in USER_HZ
-/// ticks).
-fn parse_cpuacct_stat(text: &str) -> (u64, u64) {
-    let ticks_to_nanos = |ticks: u64| {
-        let nanos = u128::from(ticks) * u128::from(NANOS_PER_SECOND) / u128::from(USER_HZ);
-        u64::try_from(nanos).unwrap_or(u64::MAX)
+fn v1_blkio(blkio: &cgroup::Blkio) -> v1::BlkIOStat {
+    let entries = |entries: &[cgroup::BlkioEntry]| -> Vec<v1::BlkIOEntry> {
+        entries
+            .iter()
+            .map(|e| {
+                let mut entry = v1::BlkIOEntry::new();
+                entry.device = e.device.clone();
+                entry.major = e.major;
+                entry.minor = e.minor;
+                entry.op = e.op.clone();
+                entry.value = e.value;
+                entry
+            })
+            .collect()
     };
-    let (mut user, mut kernel) = (0, 0);
-    for (key, value) in key_values(text) {
-        match key {
-            "user" => user = ticks_to_nanos(value),
-            "system" => kernel = ticks_to_nanos(value),
-            _ => {}
-        }
-    }
-    (user, kernel)
-}
-
-/// `cpuacct.usage_percpu`: one nanosecond counter per possible CPU, space-separated.
-fn parse_cpuacct_usage_percpu(text: &str) -> Vec<u64> {
-    text.split_whitespace()
-        .filter_map(|n| n.parse().ok())
-        .collect()
-}
-
-/// A blkio statistics file (`8:0 Read 4096` lines, or `8:0 4096` for op-less ones, and a
-/// `Total N` line that is skipped), parsed as containerd's `blkioController.readEntry` does.
-/// `devices` names the entries (`/dev/sda`); malformed lines are skipped.
-fn parse_blkio_entries(text: &str, devices: &BTreeMap<(u64, u64), String>) -> Vec<v1::BlkIOEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split([' ', ':']).filter(|f| !f.is_empty()).collect();
-            let (major, minor, op, value) = match fields[..] {
-                [major, minor, value] => (major, minor, "", value),
-                [major, minor, op, value] => (major, minor, op, value),
-                _ => return None,
-            };
-            let major = major.parse().ok()?;
-            let minor = minor.parse().ok()?;
-            let mut entry = v1::BlkIOEntry::new();
-            entry.device = devices.get(&(major, minor)).cloned().unwrap_or_default();
-            entry.major = major;
-            entry.minor = minor;
-            entry.op = op.to_owned();
-            entry.value = value.parse().ok()?;
-            Some(entry)
-        })
-        .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Parsing file contents: cgroup v2
-// ---------------------------------------------------------------------------------------------
-
-/// v2 `cpu.stat` (microsecond counters and throttling); PSI is filled separately.
-fn parse_cpu_stat_v2(text: &str) -> v2::CPUStat {
-    let mut stat = v2::CPUStat::new();
-    for (key, value) in key_values(text) {
-        let field = match key {
-            "usage_usec" => &mut stat.usage_usec,
-            "user_usec" => &mut stat.user_usec,
-            "system_usec" => &mut stat.system_usec,
-            "nr_periods" => &mut stat.nr_periods,
-            "nr_throttled" => &mut stat.nr_throttled,
-            "throttled_usec" => &mut stat.throttled_usec,
-            "nr_bursts" => &mut stat.nr_bursts,
-            "burst_usec" => &mut stat.burst_usec,
-            _ => continue,
-        };
-        *field = value;
-    }
+    let mut stat = v1::BlkIOStat::new();
+    stat.io_service_bytes_recursive = entries(&blkio.io_service_bytes_recursive);
+    stat.io_serviced_recursive = entries(&blkio.io_serviced_recursive);
+    stat.io_queued_recursive = entries(&blkio.io_queued_recursive);
+    stat.io_service_time_recursive = entries(&blkio.io_service_time_recursive);
+    stat.io_wait_time_recursive = entries(&blkio.io_wait_time_recursive);
+    stat.io_merged_recursive = entries(&blkio.io_merged_recursive);
+    stat.io_time_recursive = entries(&blkio.io_time_recursive);
+    stat.sectors_recursive = entries(&blkio.sectors_recursive);
     stat
 }
 
-/// v2 `memory.stat`; usage, limits and PSI are filled separately.
-fn parse_memory_stat_v2(text: &str) -> v2::MemoryStat {
+fn v1_hugetlb(hugetlb: &cgroup::Hugetlb) -> v1::HugetlbStat {
+    let mut stat = v1::HugetlbStat::new();
+    stat.usage = hugetlb.usage;
+    stat.max = hugetlb.max_usage;
+    stat.failcnt = hugetlb.failcnt;
+    stat.pagesize = hugetlb.page_size.clone();
+    stat
+}
+
+// ---------------------------------------------------------------------------------------------
+// cgroup v2: io.containerd.cgroups.v2.Metrics
+// ---------------------------------------------------------------------------------------------
+
+/// polis-host reads v2's microsecond counters as nanoseconds; the message carries microseconds.
+const NANOS_PER_MICRO: u64 = 1000;
+
+fn v2_metrics(stats: &Stats) -> v2::Metrics {
+    let mut metrics = v2::Metrics::new();
+    metrics.pids = stats
+        .pids
+        .as_ref()
+        .map(|pids| {
+            let mut stat = v2::PidsStat::new();
+            stat.current = pids.current;
+            // `max` is u64::MAX (math.MaxUint64 in containerd), a missing file 0.
+            stat.limit = pids.limit.unwrap_or_default();
+            stat
+        })
+        .into();
+    metrics.cpu = stats.cpu.as_ref().map(v2_cpu).into();
+    if let Some(memory) = &stats.memory {
+        if memory.stat.is_some() || memory.usage.is_some() || memory.swap.is_some() {
+            metrics.memory = MessageField::some(v2_memory(memory));
+        }
+        metrics.memory_events = memory.events.as_ref().map(v2_memory_events).into();
+    }
+    metrics.io = stats.io.as_ref().map(v2_io).into();
+    metrics.hugetlb = stats
+        .hugetlb
+        .iter()
+        .map(|hugetlb| {
+            let mut stat = v2::HugeTlbStat::new();
+            stat.current = hugetlb.usage;
+            stat.max = hugetlb.limit;
+            stat.pagesize = hugetlb.page_size.clone();
+            stat
+        })
+        .collect();
+    metrics
+}
+
+fn v2_cpu(cpu: &cgroup::Cpu) -> v2::CPUStat {
+    let mut stat = v2::CPUStat::new();
+    stat.usage_usec = cpu.usage.total_ns / NANOS_PER_MICRO;
+    stat.user_usec = cpu.usage.user_ns / NANOS_PER_MICRO;
+    stat.system_usec = cpu.usage.system_ns / NANOS_PER_MICRO;
+    stat.nr_periods = cpu.throttling.periods;
+    stat.nr_throttled = cpu.throttling.throttled_periods;
+    stat.throttled_usec = cpu.throttling.throttled_ns / NANOS_PER_MICRO;
+    stat.nr_bursts = cpu.throttling.bursts;
+    stat.burst_usec = cpu.throttling.burst_ns / NANOS_PER_MICRO;
+    stat.psi = cpu.psi.as_ref().map(v2_psi).into();
+    stat
+}
+
+fn v2_memory(memory: &cgroup::Memory) -> v2::MemoryStat {
+    let mut stat = memory.stat.as_ref().map(v2_memory_stat).unwrap_or_default();
+    let usage = memory.usage.clone().unwrap_or_default();
+    stat.usage = usage.usage;
+    stat.usage_limit = usage.limit;
+    stat.max_usage = usage.max_usage;
+    let swap = memory.swap.clone().unwrap_or_default();
+    stat.swap_usage = swap.usage;
+    stat.swap_limit = swap.limit;
+    stat.swap_max_usage = swap.max_usage;
+    stat.psi = memory.psi.as_ref().map(v2_psi).into();
+    stat
+}
+
+/// The keys of a v2 `memory.stat` that containerd's message has a field for.
+fn v2_memory_stat(keys: &BTreeMap<String, u64>) -> v2::MemoryStat {
     let mut stat = v2::MemoryStat::new();
-    for (key, value) in key_values(text) {
-        let field = match key {
+    for (key, &value) in keys {
+        let field = match key.as_str() {
             "anon" => &mut stat.anon,
             "file" => &mut stat.file,
             "kernel_stack" => &mut stat.kernel_stack,
@@ -618,416 +335,61 @@ fn parse_memory_stat_v2(text: &str) -> v2::MemoryStat {
     stat
 }
 
-/// v2 `memory.events`.
-fn parse_memory_events(text: &str) -> v2::MemoryEvents {
-    let mut events = v2::MemoryEvents::new();
-    for (key, value) in key_values(text) {
-        let field = match key {
-            "low" => &mut events.low,
-            "high" => &mut events.high,
-            "max" => &mut events.max,
-            "oom" => &mut events.oom,
-            "oom_kill" => &mut events.oom_kill,
-            "oom_group_kill" => &mut events.oom_group_kill,
-            _ => continue,
-        };
-        *field = value;
-    }
-    events
+fn v2_memory_events(events: &cgroup::MemoryEvents) -> v2::MemoryEvents {
+    let mut message = v2::MemoryEvents::new();
+    message.low = events.low;
+    message.high = events.high;
+    message.max = events.max;
+    message.oom = events.oom;
+    message.oom_kill = events.oom_kill;
+    message.oom_group_kill = events.oom_group_kill;
+    message
 }
 
-/// v2 `io.stat`: `MAJ:MIN rbytes=N wbytes=N rios=N wios=N dbytes=N dios=N` lines, parsed as
-/// containerd's `readIoStats` does (unknown or malformed keys are ignored).
-fn parse_io_stat(text: &str) -> Vec<v2::IOEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (major, minor) = fields.next()?.split_once(':')?;
+fn v2_io(io: &cgroup::Io) -> v2::IOStat {
+    let mut stat = v2::IOStat::new();
+    stat.usage = io
+        .devices
+        .iter()
+        .map(|device| {
             let mut entry = v2::IOEntry::new();
-            entry.major = major.parse().ok()?;
-            entry.minor = minor.parse().ok()?;
-            for field in fields {
-                let Some((key, value)) = field.split_once('=') else {
-                    continue;
-                };
-                let Ok(value) = value.parse() else {
-                    continue;
-                };
-                match key {
-                    "rbytes" => entry.rbytes = value,
-                    "wbytes" => entry.wbytes = value,
-                    "rios" => entry.rios = value,
-                    "wios" => entry.wios = value,
-                    _ => {}
-                }
-            }
-            Some(entry)
+            entry.major = device.major;
+            entry.minor = device.minor;
+            entry.rbytes = device.read_bytes;
+            entry.wbytes = device.write_bytes;
+            entry.rios = device.reads;
+            entry.wios = device.writes;
+            entry
         })
-        .collect()
+        .collect();
+    stat.psi = io.psi.as_ref().map(v2_psi).into();
+    stat
 }
 
-/// A pressure file (`cpu.pressure`, `memory.pressure`, `io.pressure`):
-/// `some avg10=0.00 avg60=0.00 avg300=0.00 total=0` and optionally a `full ...` line.
-fn parse_psi(text: &str) -> v2::PSIStats {
+fn v2_psi(psi: &cgroup::Psi) -> v2::PSIStats {
+    let data = |data: &cgroup::PsiData| {
+        let mut message = v2::PSIData::new();
+        message.avg10 = data.avg10;
+        message.avg60 = data.avg60;
+        message.avg300 = data.avg300;
+        message.total = data.total_us;
+        message
+    };
     let mut stats = v2::PSIStats::new();
-    for line in text.lines() {
-        let mut fields = line.split_whitespace();
-        let target = match fields.next() {
-            Some("some") => &mut stats.some,
-            Some("full") => &mut stats.full,
-            _ => continue,
-        };
-        let mut data = v2::PSIData::new();
-        for field in fields {
-            let Some((key, value)) = field.split_once('=') else {
-                continue;
-            };
-            match key {
-                "avg10" => data.avg10 = value.parse().unwrap_or_default(),
-                "avg60" => data.avg60 = value.parse().unwrap_or_default(),
-                "avg300" => data.avg300 = value.parse().unwrap_or_default(),
-                "total" => data.total = value.parse().unwrap_or_default(),
-                _ => {}
-            }
-        }
-        *target = MessageField::some(data);
-    }
+    stats.some = psi.some.as_ref().map(data).into();
+    stats.full = psi.full.as_ref().map(data).into();
     stats
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading the host's cgroup files
-// ---------------------------------------------------------------------------------------------
-
-/// The content of `dir/name`, or `None` when the kernel does not provide that file.
-fn read_cgroup_file(dir: &Path, name: &str) -> Result<Option<String>, StatsError> {
-    let path = dir.join(name);
-    match fs::read_to_string(&path) {
-        Ok(text) => Ok(Some(text)),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StatsError::ReadCgroupFile { path, source }),
-    }
-}
-
-/// A single-number cgroup file (`max` reads as `max_value`), or `None` when it does not exist.
-fn read_cgroup_u64(dir: &Path, name: &str, max_value: u64) -> Result<Option<u64>, StatsError> {
-    let Some(text) = read_cgroup_file(dir, name)? else {
-        return Ok(None);
-    };
-    parse_u64_or_max(&text, max_value)
-        .map(Some)
-        .ok_or_else(|| StatsError::ParseCgroupFile {
-            path: dir.join(name),
-            content: text.trim().to_owned(),
-        })
-}
-
-/// The names of the files in a cgroup directory (empty if the directory is gone).
-fn read_cgroup_dir_names(dir: &Path) -> Result<Vec<String>, StatsError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(StatsError::ListCgroupDir {
-                path: dir.to_owned(),
-                source,
-            });
-        }
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| StatsError::ListCgroupDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-        if let Some(name) = entry.file_name().to_str() {
-            names.push(name.to_owned());
-        }
-    }
-    Ok(names)
-}
-
-/// v1 metrics from the controller directories found by [`resolve_v1_dirs`].
-fn read_cgroup_v1_metrics(dirs: &BTreeMap<String, PathBuf>) -> Result<v1::Metrics, StatsError> {
-    let mut metrics = v1::Metrics::new();
-    if let Some(dir) = dirs.get("pids") {
-        metrics.pids = read_v1_pids(dir)?.into();
-    }
-    metrics.cpu = read_v1_cpu(dirs.get("cpu"), dirs.get("cpuacct"))?.into();
-    if let Some(dir) = dirs.get("memory") {
-        let (memory, oom_control) = read_v1_memory(dir)?;
-        metrics.memory = memory.into();
-        metrics.memory_oom_control = oom_control.into();
-    }
-    if let Some(dir) = dirs.get("blkio") {
-        metrics.blkio = read_v1_blkio(dir)?.into();
-    }
-    if let Some(dir) = dirs.get("hugetlb") {
-        metrics.hugetlb = read_v1_hugetlb(dir)?;
-    }
-    Ok(metrics)
-}
-
-fn read_v1_pids(dir: &Path) -> Result<Option<v1::PidsStat>, StatsError> {
-    let current = read_cgroup_u64(dir, "pids.current", 0)?;
-    // containerd's cgroup1 reports an unlimited `pids.max` as 0.
-    let limit = read_cgroup_u64(dir, "pids.max", 0)?;
-    if current.is_none() && limit.is_none() {
-        return Ok(None);
-    }
-    let mut pids = v1::PidsStat::new();
-    pids.current = current.unwrap_or_default();
-    pids.limit = limit.unwrap_or_default();
-    Ok(Some(pids))
-}
-
-fn read_v1_cpu(
-    cpu_dir: Option<&PathBuf>,
-    cpuacct_dir: Option<&PathBuf>,
-) -> Result<Option<v1::CPUStat>, StatsError> {
-    if cpu_dir.is_none() && cpuacct_dir.is_none() {
-        return Ok(None);
-    }
-    let mut usage = v1::CPUUsage::new();
-    if let Some(dir) = cpuacct_dir {
-        usage.total = read_cgroup_u64(dir, "cpuacct.usage", 0)?.unwrap_or_default();
-        if let Some(text) = read_cgroup_file(dir, "cpuacct.stat")? {
-            (usage.user, usage.kernel) = parse_cpuacct_stat(&text);
-        }
-        if let Some(text) = read_cgroup_file(dir, "cpuacct.usage_percpu")? {
-            usage.per_cpu = parse_cpuacct_usage_percpu(&text);
-        }
-    }
-    let mut throttling = v1::Throttle::new();
-    let cpu_stat = cpu_dir
-        .map(|dir| read_cgroup_file(dir, "cpu.stat"))
-        .transpose()?
-        .flatten();
-    if let Some(text) = cpu_stat {
-        throttling = parse_cpu_stat_v1(&text);
-    }
-    // containerd always sends both sub-messages once the CPU section exists.
-    let mut cpu = v1::CPUStat::new();
-    cpu.usage = MessageField::some(usage);
-    cpu.throttling = MessageField::some(throttling);
-    Ok(Some(cpu))
-}
-
-/// A v1 `MemoryEntry` from `memory.[<module>.]{usage_in_bytes,max_usage_in_bytes,failcnt,
-/// limit_in_bytes}`, or `None` when none of them exists (no swap accounting, no kmem).
-fn read_v1_memory_entry(dir: &Path, module: &str) -> Result<Option<v1::MemoryEntry>, StatsError> {
-    let prefix = if module.is_empty() {
-        "memory.".to_owned()
-    } else {
-        format!("memory.{module}.")
-    };
-    let mut entry = v1::MemoryEntry::new();
-    let mut found = false;
-    for (name, field) in [
-        ("usage_in_bytes", &mut entry.usage),
-        ("max_usage_in_bytes", &mut entry.max),
-        ("failcnt", &mut entry.failcnt),
-        ("limit_in_bytes", &mut entry.limit),
-    ] {
-        if let Some(value) = read_cgroup_u64(dir, &format!("{prefix}{name}"), u64::MAX)? {
-            *field = value;
-            found = true;
-        }
-    }
-    Ok(found.then_some(entry))
-}
-
-fn read_v1_memory(
-    dir: &Path,
-) -> Result<(Option<v1::MemoryStat>, Option<v1::MemoryOomControl>), StatsError> {
-    let stat_text = read_cgroup_file(dir, "memory.stat")?;
-    let usage = read_v1_memory_entry(dir, "")?;
-    let oom_control =
-        read_cgroup_file(dir, "memory.oom_control")?.map(|text| parse_memory_oom_control(&text));
-    if stat_text.is_none() && usage.is_none() {
-        return Ok((None, oom_control));
-    }
-    let mut memory = stat_text
-        .map(|text| parse_memory_stat_v1(&text))
-        .unwrap_or_default();
-    memory.usage = usage.into();
-    memory.swap = read_v1_memory_entry(dir, "memsw")?.into();
-    memory.kernel = read_v1_memory_entry(dir, "kmem")?.into();
-    memory.kernel_tcp = read_v1_memory_entry(dir, "kmem.tcp")?.into();
-    Ok((Some(memory), oom_control))
-}
-
-/// Block I/O as containerd's cgroup1 reads it: the CFQ `*_recursive` files when the kernel has
-/// them and they hold entries, otherwise `blkio.throttle.io_serviced` and
-/// `blkio.throttle.io_service_bytes`.
-fn read_v1_blkio(dir: &Path) -> Result<Option<v1::BlkIOStat>, StatsError> {
-    let partitions = match fs::read_to_string(PARTITIONS_PATH) {
-        Ok(text) => parse_partitions(&text),
-        // Device names are a nicety; entries without them are still complete.
-        Err(_) => BTreeMap::new(),
-    };
-    let mut blkio = v1::BlkIOStat::new();
-    let mut found = false;
-
-    if dir.join("blkio.io_serviced_recursive").exists() {
-        let mut entries = 0;
-        for (name, field) in [
-            ("blkio.sectors_recursive", &mut blkio.sectors_recursive),
-            (
-                "blkio.io_service_bytes_recursive",
-                &mut blkio.io_service_bytes_recursive,
-            ),
-            (
-                "blkio.io_serviced_recursive",
-                &mut blkio.io_serviced_recursive,
-            ),
-            ("blkio.io_queued_recursive", &mut blkio.io_queued_recursive),
-            (
-                "blkio.io_service_time_recursive",
-                &mut blkio.io_service_time_recursive,
-            ),
-            (
-                "blkio.io_wait_time_recursive",
-                &mut blkio.io_wait_time_recursive,
-            ),
-            ("blkio.io_merged_recursive", &mut blkio.io_merged_recursive),
-            ("blkio.time_recursive", &mut blkio.io_time_recursive),
-        ] {
-            if let Some(text) = read_cgroup_file(dir, name)? {
-                *field = parse_blkio_entries(&text, &partitions);
-                entries += field.len();
-                found = true;
-            }
-        }
-        if entries > 0 {
-            return Ok(Some(blkio));
-        }
-    }
-
-    for (name, field) in [
-        (
-            "blkio.throttle.io_serviced",
-            &mut blkio.io_serviced_recursive,
-        ),
-        (
-            "blkio.throttle.io_service_bytes",
-            &mut blkio.io_service_bytes_recursive,
-        ),
-    ] {
-        if let Some(text) = read_cgroup_file(dir, name)? {
-            *field = parse_blkio_entries(&text, &partitions);
-            found = true;
-        }
-    }
-    Ok(found.then_some(blkio))
-}
-
-fn read_v1_hugetlb(dir: &Path) -> Result<Vec<v1::HugetlbStat>, StatsError> {
-    let names = read_cgroup_dir_names(dir)?;
-    let sizes = hugetlb_page_sizes(names.iter().map(String::as_str), "usage_in_bytes");
-    let mut stats = Vec::with_capacity(sizes.len());
-    for size in sizes {
-        let mut stat = v1::HugetlbStat::new();
-        let prefix = format!("hugetlb.{size}");
-        stat.usage = read_cgroup_u64(dir, &format!("{prefix}.usage_in_bytes"), u64::MAX)?
-            .unwrap_or_default();
-        stat.max = read_cgroup_u64(dir, &format!("{prefix}.max_usage_in_bytes"), u64::MAX)?
-            .unwrap_or_default();
-        stat.failcnt =
-            read_cgroup_u64(dir, &format!("{prefix}.failcnt"), u64::MAX)?.unwrap_or_default();
-        stat.pagesize = size;
-        stats.push(stat);
-    }
-    Ok(stats)
-}
-
-/// v2 metrics from the container's cgroup directory.
-fn read_cgroup_v2_metrics(dir: &Path) -> Result<v2::Metrics, StatsError> {
-    let mut metrics = v2::Metrics::new();
-
-    let pids_current = read_cgroup_u64(dir, "pids.current", u64::MAX)?;
-    let pids_max = read_cgroup_u64(dir, "pids.max", u64::MAX)?;
-    if pids_current.is_some() || pids_max.is_some() {
-        let mut pids = v2::PidsStat::new();
-        pids.current = pids_current.unwrap_or_default();
-        pids.limit = pids_max.unwrap_or_default();
-        metrics.pids = MessageField::some(pids);
-    }
-
-    let cpu_psi = read_cgroup_file(dir, "cpu.pressure")?.map(|text| parse_psi(&text));
-    if let Some(text) = read_cgroup_file(dir, "cpu.stat")? {
-        let mut cpu = parse_cpu_stat_v2(&text);
-        cpu.psi = cpu_psi.into();
-        metrics.cpu = MessageField::some(cpu);
-    }
-
-    metrics.memory = read_v2_memory(dir)?.into();
-    if let Some(text) = read_cgroup_file(dir, "memory.events")? {
-        metrics.memory_events = MessageField::some(parse_memory_events(&text));
-    }
-
-    let io_stat = read_cgroup_file(dir, "io.stat")?;
-    let io_psi = read_cgroup_file(dir, "io.pressure")?.map(|text| parse_psi(&text));
-    if io_stat.is_some() || io_psi.is_some() {
-        let mut io = v2::IOStat::new();
-        io.usage = io_stat.map(|text| parse_io_stat(&text)).unwrap_or_default();
-        io.psi = io_psi.into();
-        metrics.io = MessageField::some(io);
-    }
-
-    metrics.hugetlb = read_v2_hugetlb(dir)?;
-    Ok(metrics)
-}
-
-fn read_v2_memory(dir: &Path) -> Result<Option<v2::MemoryStat>, StatsError> {
-    let stat_text = read_cgroup_file(dir, "memory.stat")?;
-    let mut memory = stat_text
-        .as_deref()
-        .map(parse_memory_stat_v2)
-        .unwrap_or_default();
-    let mut found = stat_text.is_some();
-    for (name, field) in [
-        ("memory.current", &mut memory.usage),
-        ("memory.max", &mut memory.usage_limit),
-        ("memory.peak", &mut memory.max_usage),
-        ("memory.swap.current", &mut memory.swap_usage),
-        ("memory.swap.max", &mut memory.swap_limit),
-        ("memory.swap.peak", &mut memory.swap_max_usage),
-    ] {
-        // containerd reads an unlimited `max` as math.MaxUint64.
-        if let Some(value) = read_cgroup_u64(dir, name, u64::MAX)? {
-            *field = value;
-            found = true;
-        }
-    }
-    if !found {
-        return Ok(None);
-    }
-    memory.psi = read_cgroup_file(dir, "memory.pressure")?
-        .map(|text| parse_psi(&text))
-        .into();
-    Ok(Some(memory))
-}
-
-fn read_v2_hugetlb(dir: &Path) -> Result<Vec<v2::HugeTlbStat>, StatsError> {
-    let names = read_cgroup_dir_names(dir)?;
-    let sizes = hugetlb_page_sizes(names.iter().map(String::as_str), "current");
-    let mut stats = Vec::with_capacity(sizes.len());
-    for size in sizes {
-        let mut stat = v2::HugeTlbStat::new();
-        stat.current =
-            read_cgroup_u64(dir, &format!("hugetlb.{size}.current"), u64::MAX)?.unwrap_or_default();
-        stat.max =
-            read_cgroup_u64(dir, &format!("hugetlb.{size}.max"), u64::MAX)?.unwrap_or_default();
-        stat.pagesize = size;
-        stats.push(stat);
-    }
-    Ok(stats)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use containerd_shim::protos::protobuf::MessageFull;
+    use polis_host::cgroup::{
+        Blkio, BlkioEntry, Cpu, CpuUsage, Hugetlb, Io, IoDevice, Layout, Memory, MemoryCounter,
+        MemoryEvents, OomControl, Pids, Psi, PsiData, Throttling,
+    };
 
     use super::*;
 
@@ -1037,166 +399,21 @@ mod tests {
         assert_eq!(V2_METRICS, v2::Metrics::descriptor().full_name());
     }
 
-    const HYBRID_PROC_CGROUP: &str = "\
-12:hugetlb:/polis/abc
-9:name=systemd:/polis/abc
-8:pids:/polis/abc
-7:blkio:/polis/abc
-4:memory:/polis/abc
-2:cpu,cpuacct:/polis/abc
-0::/polis/abc
-";
-
-    const HYBRID_MOUNTINFO: &str = "\
-22 1 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
-31 22 0:28 / /sys/fs/cgroup rw,relatime shared:9 - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:10 - cgroup cgroup rw,cpu,cpuacct
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime shared:13 - cgroup cgroup rw,memory
-38 31 0:35 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio
-39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
-";
-
-    #[test]
-    fn parses_proc_cgroup_lines() {
-        let memberships = parse_proc_cgroup(HYBRID_PROC_CGROUP);
-        assert_eq!(memberships.len(), 7);
-        assert_eq!(
-            memberships[5],
-            CgroupMembership {
-                hierarchy_id: 2,
-                controllers: vec!["cpu".to_owned(), "cpuacct".to_owned()],
-                path: "/polis/abc".to_owned(),
-            }
-        );
-        assert_eq!(memberships[6].hierarchy_id, 0);
-        assert!(memberships[6].controllers.is_empty());
+    fn keys(text: &str) -> BTreeMap<String, u64> {
+        cgroup::parse::flat_keyed_map(text)
     }
 
     #[test]
-    fn parses_cgroup_mounts_and_layout() {
-        let mounts = parse_mountinfo(HYBRID_MOUNTINFO);
-        assert_eq!(mounts.len(), 6, "tmpfs and sysfs are not cgroup mounts");
-        assert_eq!(
-            mounts[0],
-            CgroupMount {
-                root: "/".to_owned(),
-                mount_point: PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"),
-                kind: CgroupMountKind::V1 {
-                    controllers: vec!["cpu".to_owned(), "cpuacct".to_owned()]
-                },
-            }
-        );
-        assert_eq!(
-            mounts[4].kind,
-            CgroupMountKind::V1 {
-                controllers: vec!["xattr".to_owned(), "name=systemd".to_owned()]
-            }
-        );
-        assert_eq!(mounts[5].kind, CgroupMountKind::V2);
-        assert_eq!(cgroup_layout(&mounts), CgroupLayout::Legacy);
-
-        let unified = parse_mountinfo(
-            "30 22 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n",
-        );
-        assert_eq!(cgroup_layout(&unified), CgroupLayout::Unified);
-        assert_eq!(cgroup_layout(&[]), CgroupLayout::Unmounted);
-    }
-
-    #[test]
-    fn resolves_v1_controller_dirs() {
-        let dirs = resolve_v1_dirs(
-            &parse_proc_cgroup(HYBRID_PROC_CGROUP),
-            &parse_mountinfo(HYBRID_MOUNTINFO),
-        );
-        let dir = |c: &str| dirs.get(c).map(PathBuf::as_path);
-        assert_eq!(
-            dir("cpu"),
-            Some(Path::new("/sys/fs/cgroup/cpu,cpuacct/polis/abc"))
-        );
-        assert_eq!(
-            dir("cpuacct"),
-            Some(Path::new("/sys/fs/cgroup/cpu,cpuacct/polis/abc"))
-        );
-        assert_eq!(
-            dir("memory"),
-            Some(Path::new("/sys/fs/cgroup/memory/polis/abc"))
-        );
-        assert_eq!(
-            dir("pids"),
-            Some(Path::new("/sys/fs/cgroup/pids/polis/abc"))
-        );
-        assert_eq!(
-            dir("name=systemd"),
-            Some(Path::new("/sys/fs/cgroup/systemd/polis/abc"))
-        );
-        // hugetlb is listed in /proc/<pid>/cgroup but not mounted: left out.
-        assert_eq!(dir("hugetlb"), None);
-    }
-
-    #[test]
-    fn resolves_dirs_under_a_non_root_mount_and_escaped_mount_points() {
-        let mountinfo = "\
-50 40 0:32 /polis /mnt/my\\040cgroups rw - cgroup cgroup rw,memory
-51 40 0:33 /other /mnt/other rw - cgroup cgroup rw,pids
-";
-        let proc_cgroup = "4:memory:/polis/abc\n8:pids:/polis/abc\n";
-        let dirs = resolve_v1_dirs(&parse_proc_cgroup(proc_cgroup), &parse_mountinfo(mountinfo));
-        assert_eq!(
-            dirs.get("memory").map(PathBuf::as_path),
-            Some(Path::new("/mnt/my cgroups/abc"))
-        );
-        assert_eq!(dirs.get("pids"), None, "/polis/abc is not under /other");
-        assert_eq!(relative_to_mount_root("/polisx/abc", "/polis"), None);
-        assert_eq!(relative_to_mount_root("/polis", "/polis"), Some(""));
-        assert_eq!(relative_to_mount_root("/../abc", "/"), None);
-    }
-
-    #[test]
-    fn resolves_v2_dir() {
-        let mounts = parse_mountinfo(
-            "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
-             30 22 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n",
-        );
-        assert_eq!(
-            resolve_v2_dir("/system.slice/polis-abc.scope", &mounts),
-            Some(PathBuf::from("/sys/fs/cgroup/system.slice/polis-abc.scope"))
-        );
-        assert_eq!(
-            resolve_v2_dir("/", &mounts),
-            Some(PathBuf::from("/sys/fs/cgroup"))
-        );
-    }
-
-    #[test]
-    fn parses_v1_memory_stat() {
-        let text = "\
-cache 4096
-rss 8192
-rss_huge 0
-shmem 0
-mapped_file 1024
-dirty 12
-writeback 3
-pgpgin 100
-pgpgout 50
-pgfault 700
-pgmajfault 7
-inactive_anon 11
-active_anon 22
-inactive_file 33
-active_file 44
-unevictable 5
-hierarchical_memory_limit 9223372036854771712
-hierarchical_memsw_limit 9223372036854771712
-total_cache 40960
-total_rss 81920
-total_pgfault 7000
-total_unevictable 50
-garbage line here
-";
-        let stat = parse_memory_stat_v1(text);
+    fn v1_memory_stat_fields() {
+        let stat = v1_memory_stat(&keys(
+            "cache 4096\nrss 8192\nrss_huge 0\nshmem 0\nmapped_file 1024\ndirty 12\nwriteback 3\n\
+             pgpgin 100\npgpgout 50\npgfault 700\npgmajfault 7\ninactive_anon 11\nactive_anon 22\n\
+             inactive_file 33\nactive_file 44\nunevictable 5\n\
+             hierarchical_memory_limit 9223372036854771712\n\
+             hierarchical_memsw_limit 9223372036854771712\n\
+             total_cache 40960\ntotal_rss 81920\ntotal_pgfault 7000\ntotal_unevictable 50\n\
+             garbage line here\n",
+        ));
         assert_eq!(stat.cache, 4096);
         assert_eq!(stat.rss, 8192);
         assert_eq!(stat.mapped_file, 1024);
@@ -1220,98 +437,297 @@ garbage line here
         assert!(stat.usage.is_none());
     }
 
+    fn counter(usage: u64, limit: u64, max_usage: u64, failcnt: u64) -> Option<MemoryCounter> {
+        Some(MemoryCounter {
+            usage,
+            limit,
+            max_usage,
+            failcnt,
+        })
+    }
+
+    fn psi(total: u64, full: bool) -> Psi {
+        let data = |total_us| PsiData {
+            avg10: 1.5,
+            avg60: 0.25,
+            avg300: 0.0,
+            total_us,
+        };
+        Psi {
+            some: Some(data(total)),
+            full: full.then(|| data(total + 1)),
+        }
+    }
+
+    /// Every field of the v1 message, from a value that fills every field polis-host reads.
     #[test]
-    fn parses_v1_cpu_files() {
-        let throttle = parse_cpu_stat_v1("nr_periods 10\nnr_throttled 3\nthrottled_time 123456\n");
+    fn v1_message_from_stats() {
+        let entry = |op: &str, value| BlkioEntry {
+            device: "/dev/vda".to_owned(),
+            major: 253,
+            minor: 0,
+            op: op.to_owned(),
+            value,
+        };
+        let stats = Stats {
+            pids: Some(Pids {
+                current: 3,
+                limit: Some(100),
+            }),
+            cpu: Some(Cpu {
+                usage: CpuUsage {
+                    total_ns: 2_000_000_000,
+                    user_ns: 1_500_000_000,
+                    system_ns: 250_000_000,
+                    per_cpu_ns: vec![1_500_000_000, 500_000_000],
+                },
+                throttling: Throttling {
+                    periods: 10,
+                    throttled_periods: 3,
+                    throttled_ns: 123_456,
+                    bursts: 1,
+                    burst_ns: 500,
+                },
+                psi: None,
+            }),
+            memory: Some(Memory {
+                usage: counter(131_072, 1 << 40, 262_144, 1),
+                swap: counter(133_120, 1 << 41, 270_000, 2),
+                kernel: counter(40960, 0, 50000, 3),
+                kernel_tcp: counter(1, 2, 3, 4),
+                stat: Some(keys("cache 4096\ntotal_rss 81920\nswap 0\n")),
+                working_set: 7,
+                rss: 8,
+                cache: 9,
+                swap_usage: 10,
+                oom_control: Some(OomControl {
+                    oom_kill_disable: true,
+                    under_oom: false,
+                    oom_kill: 2,
+                }),
+                events: None,
+                psi: None,
+            }),
+            io: Some(Io {
+                devices: vec![IoDevice::default()],
+                blkio: Blkio {
+                    io_service_bytes_recursive: vec![entry("Read", 1), entry("Write", 2)],
+                    io_serviced_recursive: vec![entry("Read", 3)],
+                    io_queued_recursive: vec![entry("Read", 4)],
+                    io_service_time_recursive: vec![entry("Read", 5)],
+                    io_wait_time_recursive: vec![entry("Read", 6)],
+                    io_merged_recursive: vec![entry("Read", 7)],
+                    io_time_recursive: vec![entry("", 8)],
+                    sectors_recursive: vec![entry("", 9)],
+                },
+                psi: None,
+            }),
+            hugetlb: vec![Hugetlb {
+                page_size: "2MB".to_owned(),
+                usage: 4_194_304,
+                limit: 1 << 50,
+                max_usage: 8_388_608,
+                failcnt: 1,
+            }],
+        };
+        let m = v1_metrics(&stats);
+
+        assert_eq!((m.pids.current, m.pids.limit), (3, 100));
+
+        let usage = m.cpu.usage.as_ref().expect("cpu usage");
         assert_eq!(
-            (
-                throttle.periods,
-                throttle.throttled_periods,
-                throttle.throttled_time
-            ),
+            (usage.total, usage.user, usage.kernel),
+            (2_000_000_000, 1_500_000_000, 250_000_000)
+        );
+        assert_eq!(usage.per_cpu, [1_500_000_000, 500_000_000]);
+        let t = m.cpu.throttling.as_ref().expect("throttling");
+        assert_eq!(
+            (t.periods, t.throttled_periods, t.throttled_time),
             (10, 3, 123_456)
         );
-        // 150 ticks of 10 ms are 1.5 s.
-        assert_eq!(
-            parse_cpuacct_stat("user 150\nsystem 25\n"),
-            (1_500_000_000, 250_000_000)
-        );
-        assert_eq!(
-            parse_cpuacct_usage_percpu("123 0 456 789 \n"),
-            vec![123, 0, 456, 789]
-        );
-        let oom = parse_memory_oom_control("oom_kill_disable 1\nunder_oom 0\noom_kill 4\n");
+
+        let memory = m.memory.as_ref().expect("memory");
+        assert_eq!((memory.cache, memory.total_rss), (4096, 81920));
+        let e = |e: &MessageField<v1::MemoryEntry>| {
+            e.as_ref().map(|e| (e.usage, e.limit, e.max, e.failcnt))
+        };
+        assert_eq!(e(&memory.usage), Some((131_072, 1 << 40, 262_144, 1)));
+        assert_eq!(e(&memory.swap), Some((133_120, 1 << 41, 270_000, 2)));
+        assert_eq!(e(&memory.kernel), Some((40960, 0, 50000, 3)));
+        assert_eq!(e(&memory.kernel_tcp), Some((1, 2, 3, 4)));
+        let oom = m.memory_oom_control.as_ref().expect("oom_control");
         assert_eq!(
             (oom.oom_kill_disable, oom.under_oom, oom.oom_kill),
-            (1, 0, 4)
+            (1, 0, 2)
         );
+
+        let blkio = m.blkio.as_ref().expect("blkio");
+        let values = |entries: &[v1::BlkIOEntry]| -> Vec<(String, u64, u64, String, u64)> {
+            entries
+                .iter()
+                .map(|e| (e.device.clone(), e.major, e.minor, e.op.clone(), e.value))
+                .collect()
+        };
+        let vda = |op: &str, v| ("/dev/vda".to_owned(), 253, 0, op.to_owned(), v);
+        assert_eq!(
+            values(&blkio.io_service_bytes_recursive),
+            [vda("Read", 1), vda("Write", 2)]
+        );
+        assert_eq!(values(&blkio.io_serviced_recursive), [vda("Read", 3)]);
+        assert_eq!(values(&blkio.io_queued_recursive), [vda("Read", 4)]);
+        assert_eq!(values(&blkio.io_service_time_recursive), [vda("Read", 5)]);
+        assert_eq!(values(&blkio.io_wait_time_recursive), [vda("Read", 6)]);
+        assert_eq!(values(&blkio.io_merged_recursive), [vda("Read", 7)]);
+        assert_eq!(values(&blkio.io_time_recursive), [vda("", 8)]);
+        assert_eq!(values(&blkio.sectors_recursive), [vda("", 9)]);
+
+        assert_eq!(m.hugetlb.len(), 1);
+        let h = &m.hugetlb[0];
+        assert_eq!(
+            (h.pagesize.as_str(), h.usage, h.max, h.failcnt),
+            ("2MB", 4_194_304, 8_388_608, 1)
+        );
+        assert!(m.rdma.is_none() && m.network.is_empty());
+    }
+
+    /// What is left out of the v1 message, and the values containerd reports differently from the files.
+    #[test]
+    fn v1_message_presence() {
+        assert_eq!(v1_metrics(&Stats::default()), v1::Metrics::new());
+
+        // An unlimited or missing pids.max is 0.
+        for limit in [Some(UNLIMITED), None] {
+            let stats = Stats {
+                pids: Some(Pids { current: 1, limit }),
+                ..Stats::default()
+            };
+            assert_eq!(v1_metrics(&stats).pids.limit, 0);
+        }
+
+        // A memory cgroup with oom_control only: no memory section, the oom_control one.
+        let stats = Stats {
+            memory: Some(Memory {
+                oom_control: Some(OomControl::default()),
+                ..Memory::default()
+            }),
+            ..Stats::default()
+        };
+        let m = v1_metrics(&stats);
+        assert!(m.memory.is_none() && m.memory_oom_control.is_some());
+
+        // memory.stat without the usage files: a memory section without usage.
+        let stats = Stats {
+            memory: Some(Memory {
+                stat: Some(BTreeMap::new()),
+                ..Memory::default()
+            }),
+            ..Stats::default()
+        };
+        let m = v1_metrics(&stats);
+        let memory = m.memory.as_ref().expect("memory");
+        assert!(memory.usage.is_none() && memory.swap.is_none());
+        assert!(m.memory_oom_control.is_none());
+
+        // A CPU section always has both sub-messages; an empty blkio section is still sent.
+        let stats = Stats {
+            cpu: Some(Cpu::default()),
+            io: Some(Io::default()),
+            ..Stats::default()
+        };
+        let m = v1_metrics(&stats);
+        assert!(m.cpu.usage.is_some() && m.cpu.throttling.is_some());
+        assert_eq!(m.blkio.as_ref(), Some(&v1::BlkIOStat::new()));
     }
 
     #[test]
-    fn parses_v1_blkio_entries_and_partitions() {
-        let partitions = parse_partitions(
-            "major minor  #blocks  name\n\n 253        0   52428800 vda\n 253        1   52427759 vda1\n",
-        );
+    fn v2_memory_stat_fields() {
+        let stat = v2_memory_stat(&keys(
+            "anon 4096\nfile 8192\nkernel_stack 16384\nslab 100\nsock 0\nshmem 12\n\
+             file_mapped 13\nfile_dirty 14\nfile_writeback 15\nanon_thp 0\ninactive_anon 1\n\
+             active_anon 2\ninactive_file 3\nactive_file 4\nunevictable 5\n\
+             slab_reclaimable 60\nslab_unreclaimable 40\npgfault 77\npgmajfault 7\n\
+             workingset_refault_anon 1\nworkingset_refault 8\nthp_fault_alloc 9\n",
+        ));
+        assert_eq!((stat.anon, stat.file), (4096, 8192));
+        assert_eq!(stat.kernel_stack, 16384);
         assert_eq!(
-            partitions.get(&(253, 0)).map(String::as_str),
-            Some("/dev/vda")
+            (stat.file_mapped, stat.file_dirty, stat.file_writeback),
+            (13, 14, 15)
         );
-
-        let entries = parse_blkio_entries(
-            "253:0 Read 4096\n253:0 Write 8192\n253:0 Sync 0\n7:1 Read 1\nTotal 12289\n",
-            &partitions,
-        );
-        assert_eq!(entries.len(), 4);
-        assert_eq!(entries[0].device, "/dev/vda");
-        assert_eq!(
-            (
-                entries[1].major,
-                entries[1].minor,
-                entries[1].op.as_str(),
-                entries[1].value
-            ),
-            (253, 0, "Write", 8192)
-        );
-        assert_eq!(entries[3].device, "", "unknown devices have no name");
-
-        // Op-less files such as blkio.sectors_recursive.
-        let sectors = parse_blkio_entries("8:0 2048\n", &BTreeMap::new());
-        assert_eq!((sectors[0].op.as_str(), sectors[0].value), ("", 2048));
+        assert_eq!((stat.slab_reclaimable, stat.slab_unreclaimable), (60, 40));
+        assert_eq!((stat.pgfault, stat.pgmajfault), (77, 7));
+        assert_eq!(stat.workingset_refault, 8);
+        assert_eq!(stat.thp_fault_alloc, 9);
+        assert_eq!(stat.usage, 0);
     }
 
+    /// Every field of the v2 message, from a value that fills every field polis-host reads.
     #[test]
-    fn parses_single_values() {
-        assert_eq!(parse_u64_or_max("42\n", 0), Some(42));
-        assert_eq!(parse_u64_or_max("max\n", 0), Some(0));
-        assert_eq!(parse_u64_or_max("max\n", u64::MAX), Some(u64::MAX));
-        assert_eq!(parse_u64_or_max("-1\n", 0), None);
-    }
+    fn v2_message_from_stats() {
+        let stats = Stats {
+            pids: Some(Pids {
+                current: 3,
+                limit: Some(UNLIMITED),
+            }),
+            cpu: Some(Cpu {
+                usage: CpuUsage {
+                    total_ns: 1_000_000,
+                    user_ns: 600_000,
+                    system_ns: 400_000,
+                    per_cpu_ns: vec![],
+                },
+                throttling: Throttling {
+                    periods: 5,
+                    throttled_periods: 2,
+                    throttled_ns: 300_000,
+                    bursts: 1,
+                    burst_ns: 9000,
+                },
+                psi: Some(psi(12345, true)),
+            }),
+            memory: Some(Memory {
+                usage: counter(16384, UNLIMITED, 32768, 0),
+                swap: counter(1024, 1 << 30, 2048, 0),
+                stat: Some(keys("anon 4096\nfile 8192\n")),
+                events: Some(MemoryEvents {
+                    low: 1,
+                    high: 2,
+                    max: 3,
+                    oom: 4,
+                    oom_kill: 5,
+                    oom_group_kill: 6,
+                }),
+                psi: Some(psi(5, false)),
+                ..Memory::default()
+            }),
+            io: Some(Io {
+                devices: vec![IoDevice {
+                    major: 8,
+                    minor: 16,
+                    read_bytes: 1_459_200,
+                    write_bytes: 314_773_504,
+                    reads: 192,
+                    writes: 353,
+                }],
+                blkio: Blkio::default(),
+                psi: Some(psi(0, true)),
+            }),
+            hugetlb: vec![Hugetlb {
+                page_size: "2MB".to_owned(),
+                usage: 2_097_152,
+                limit: UNLIMITED,
+                max_usage: 0,
+                failcnt: 0,
+            }],
+        };
+        let m = v2_metrics(&stats);
 
-    #[test]
-    fn finds_hugetlb_page_sizes() {
-        let names = [
-            "hugetlb.2MB.usage_in_bytes",
-            "hugetlb.2MB.rsvd.usage_in_bytes",
-            "hugetlb.1GB.usage_in_bytes",
-            "hugetlb.1GB.limit_in_bytes",
-            "memory.usage_in_bytes",
-        ];
         assert_eq!(
-            hugetlb_page_sizes(names, "usage_in_bytes"),
-            vec!["1GB", "2MB"]
+            m.pids.as_ref().map(|p| (p.current, p.limit)),
+            Some((3, u64::MAX))
         );
-        assert_eq!(
-            hugetlb_page_sizes(["hugetlb.2MB.current", "hugetlb.2MB.max"], "current"),
-            vec!["2MB"]
-        );
-    }
 
-    #[test]
-    fn parses_v2_cpu_and_memory() {
-        let cpu = parse_cpu_stat_v2(
-            "usage_usec 1000\nuser_usec 600\nsystem_usec 400\nnr_periods 5\nnr_throttled 2\n\
-             throttled_usec 300\nnr_bursts 1\nburst_usec 9\n",
-        );
+        let cpu = m.cpu.as_ref().expect("cpu");
         assert_eq!(
             (cpu.usage_usec, cpu.user_usec, cpu.system_usec),
             (1000, 600, 400)
@@ -1321,33 +737,27 @@ garbage line here
             (5, 2, 300)
         );
         assert_eq!((cpu.nr_bursts, cpu.burst_usec), (1, 9));
+        let some = cpu
+            .psi
+            .some
+            .as_ref()
+            .map(|d| (d.avg10, d.avg60, d.avg300, d.total));
+        assert_eq!(some, Some((1.5, 0.25, 0.0, 12345)));
+        assert_eq!(cpu.psi.full.as_ref().map(|d| d.total), Some(12346));
 
-        let memory = parse_memory_stat_v2(
-            "anon 4096\nfile 8192\nkernel_stack 16384\nslab 100\nsock 0\nshmem 12\n\
-             file_mapped 13\nfile_dirty 14\nfile_writeback 15\nanon_thp 0\ninactive_anon 1\n\
-             active_anon 2\ninactive_file 3\nactive_file 4\nunevictable 5\n\
-             slab_reclaimable 60\nslab_unreclaimable 40\npgfault 77\npgmajfault 7\n\
-             workingset_refault_anon 1\nworkingset_refault 8\nthp_fault_alloc 9\n",
-        );
+        let memory = m.memory.as_ref().expect("memory");
         assert_eq!((memory.anon, memory.file), (4096, 8192));
-        assert_eq!(memory.kernel_stack, 16384);
         assert_eq!(
-            (memory.file_mapped, memory.file_dirty, memory.file_writeback),
-            (13, 14, 15)
+            (memory.usage, memory.usage_limit, memory.max_usage),
+            (16384, u64::MAX, 32768)
         );
         assert_eq!(
-            (memory.slab_reclaimable, memory.slab_unreclaimable),
-            (60, 40)
+            (memory.swap_usage, memory.swap_limit, memory.swap_max_usage),
+            (1024, 1 << 30, 2048)
         );
-        assert_eq!((memory.pgfault, memory.pgmajfault), (77, 7));
-        assert_eq!(memory.workingset_refault, 8);
-        assert_eq!(memory.thp_fault_alloc, 9);
-    }
-
-    #[test]
-    fn parses_v2_events_io_and_psi() {
-        let events =
-            parse_memory_events("low 1\nhigh 2\nmax 3\noom 4\noom_kill 5\noom_group_kill 6\n");
+        assert_eq!(memory.psi.some.as_ref().map(|d| d.total), Some(5));
+        assert!(memory.psi.full.is_none());
+        let events = m.memory_events.as_ref().expect("memory events");
         assert_eq!(
             (
                 events.low,
@@ -1360,42 +770,71 @@ garbage line here
             (1, 2, 3, 4, 5, 6)
         );
 
-        let io = parse_io_stat(
-            "8:16 rbytes=1459200 wbytes=314773504 rios=192 wios=353 dbytes=0 dios=0\n\
-             253:0 rbytes=4096 wbytes=0 rios=1 wios=0\nbogus\n",
-        );
-        assert_eq!(io.len(), 2);
+        let io = m.io.as_ref().expect("io");
+        let e = &io.usage[..];
+        assert_eq!(e.len(), 1);
         assert_eq!(
             (
-                io[0].major,
-                io[0].minor,
-                io[0].rbytes,
-                io[0].wbytes,
-                io[0].rios,
-                io[0].wios
+                e[0].major,
+                e[0].minor,
+                e[0].rbytes,
+                e[0].wbytes,
+                e[0].rios,
+                e[0].wios
             ),
             (8, 16, 1_459_200, 314_773_504, 192, 353)
         );
-        assert_eq!((io[1].major, io[1].minor, io[1].rbytes), (253, 0, 4096));
+        assert_eq!(io.psi.some.as_ref().map(|d| d.total), Some(0));
 
-        let psi = parse_psi(
-            "some avg10=1.50 avg60=0.25 avg300=0.00 total=12345\n\
-             full avg10=0.00 avg60=0.00 avg300=0.00 total=678\n",
+        assert_eq!(m.hugetlb.len(), 1);
+        let h = &m.hugetlb[0];
+        assert_eq!(
+            (h.pagesize.as_str(), h.current, h.max),
+            ("2MB", 2_097_152, u64::MAX)
         );
-        let some = psi.some.as_ref().map(|d| (d.avg10, d.avg60, d.total));
-        assert_eq!(some, Some((1.5, 0.25, 12345)));
-        assert_eq!(psi.full.as_ref().map(|d| d.total), Some(678));
-        assert!(
-            parse_psi("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
-                .full
-                .is_none()
+        assert!(m.rdma.is_none() && m.network.is_empty());
+    }
+
+    #[test]
+    fn v2_message_presence() {
+        assert_eq!(v2_metrics(&Stats::default()), v2::Metrics::new());
+
+        // A missing pids.max is 0; memory.events alone sends no memory section.
+        let stats = Stats {
+            pids: Some(Pids {
+                current: 1,
+                limit: None,
+            }),
+            memory: Some(Memory {
+                events: Some(MemoryEvents::default()),
+                ..Memory::default()
+            }),
+            ..Stats::default()
+        };
+        let m = v2_metrics(&stats);
+        assert_eq!(m.pids.as_ref().map(|p| p.limit), Some(0));
+        assert!(m.memory.is_none() && m.memory_events.is_some());
+
+        // Swap files alone make a memory section; no pressure file, no psi.
+        let stats = Stats {
+            memory: Some(Memory {
+                swap: counter(5, 0, 0, 0),
+                ..Memory::default()
+            }),
+            cpu: Some(Cpu::default()),
+            ..Stats::default()
+        };
+        let m = v2_metrics(&stats);
+        assert_eq!(
+            m.memory.as_ref().map(|s| (s.usage, s.swap_usage)),
+            Some((0, 5))
         );
+        assert!(m.memory.psi.is_none() && m.cpu.psi.is_none());
     }
 
     #[test]
     fn reads_v2_metrics_from_a_directory() {
-        let dir = std::env::temp_dir().join(format!("polis-shim-stats-{}", std::process::id()));
-        fs::create_dir_all(&dir).expect("create scratch cgroup dir");
+        let dir = tempfile::tempdir().expect("create scratch cgroup dir");
         let files = [
             ("pids.current", "3\n"),
             ("pids.max", "max\n"),
@@ -1409,11 +848,12 @@ garbage line here
             ("hugetlb.2MB.max", "max\n"),
         ];
         for (name, content) in files {
-            fs::write(dir.join(name), content).expect("write scratch cgroup file");
+            std::fs::write(dir.path().join(name), content).expect("write scratch cgroup file");
         }
-        let result = read_cgroup_v2_metrics(&dir);
-        fs::remove_dir_all(&dir).expect("remove scratch cgroup dir");
-        let metrics = result.expect("read v2 metrics");
+        let stats = cgroup::Paths::host()
+            .read(&Cgroup::V2(dir.path().to_owned()))
+            .expect("read v2 stats");
+        let metrics = v2_metrics(&stats);
 
         assert_eq!(
             metrics.pids.as_ref().map(|p| (p.current, p.limit)),
@@ -1438,17 +878,16 @@ garbage line here
 
     #[test]
     fn malformed_single_value_file_is_an_error_naming_the_path() {
-        let dir = std::env::temp_dir().join(format!("polis-shim-stats-bad-{}", std::process::id()));
-        fs::create_dir_all(&dir).expect("create scratch cgroup dir");
-        fs::write(dir.join("pids.current"), "three\n").expect("write scratch cgroup file");
-        let result = read_cgroup_v2_metrics(&dir);
-        fs::remove_dir_all(&dir).expect("remove scratch cgroup dir");
+        let dir = tempfile::tempdir().expect("create scratch cgroup dir");
+        std::fs::write(dir.path().join("pids.current"), "three\n")
+            .expect("write scratch cgroup file");
+        let result = cgroup::read(&Cgroup::V2(dir.path().to_owned())).map_err(StatsError::from);
         match result {
-            Err(StatsError::ParseCgroupFile { path, content }) => {
-                assert_eq!(path, dir.join("pids.current"));
+            Err(StatsError::Cgroup(cgroup::Error::NotANumber { path, content })) => {
+                assert_eq!(path, dir.path().join("pids.current"));
                 assert_eq!(content, "three");
             }
-            other => panic!("expected ParseCgroupFile, got {other:?}"),
+            other => panic!("expected NotANumber, got {other:?}"),
         }
     }
 
@@ -1456,10 +895,7 @@ garbage line here
     fn missing_process_is_an_error_naming_the_pid() {
         // Pids are capped at 2^22 on Linux, so this one never exists.
         let err = container_metrics(u32::MAX).expect_err("no such process");
-        assert!(matches!(
-            err,
-            StatsError::ReadProcCgroup { pid: u32::MAX, .. }
-        ));
+        assert!(matches!(err, StatsError::Cgroup(cgroup::Error::Io { .. })));
         assert!(
             err.to_string()
                 .contains(&format!("/proc/{}/cgroup", u32::MAX))
@@ -1469,26 +905,23 @@ garbage line here
     /// Reads this test process's own cgroup on the host and decodes the result like containerd.
     #[test]
     fn collects_metrics_of_this_process() {
-        let mountinfo = fs::read_to_string(MOUNTINFO_PATH).expect("read mountinfo");
-        let mounts = parse_mountinfo(&mountinfo);
-        let proc_cgroup = fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
+        let mounts = polis_host::mountinfo::read(None).expect("read mountinfo");
         let any = container_metrics(std::process::id()).expect("collect metrics");
-
-        match cgroup_layout(&mounts) {
-            CgroupLayout::Legacy => {
+        let cgroup = cgroup::locate(std::process::id()).expect("locate this process's cgroup");
+        match cgroup::locate::layout(&mounts, Path::new("/sys/fs/cgroup")) {
+            Layout::Legacy | Layout::Hybrid => {
                 assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
                 let metrics = v1::Metrics::parse_from_bytes(&any.value).expect("decode v1 Metrics");
-                let dirs = resolve_v1_dirs(&parse_proc_cgroup(&proc_cgroup), &mounts);
-                if dirs
-                    .get("cpuacct")
+                if cgroup
+                    .dir("cpuacct")
                     .is_some_and(|d| d.join("cpuacct.usage").exists())
                 {
                     let usage = metrics.cpu.usage.as_ref().expect("cpu usage");
                     assert!(usage.total > 0, "cpu usage total is {}", usage.total);
                     assert!(!usage.per_cpu.is_empty());
                 }
-                if dirs
-                    .get("memory")
+                if cgroup
+                    .dir("memory")
                     .is_some_and(|d| d.join("memory.usage_in_bytes").exists())
                 {
                     let usage = metrics.memory.usage.as_ref().expect("memory usage");
@@ -1496,12 +929,12 @@ garbage line here
                     assert!(usage.limit > 0);
                 }
             }
-            CgroupLayout::Unified => {
+            Layout::Unified => {
                 assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
                 let metrics = v2::Metrics::parse_from_bytes(&any.value).expect("decode v2 Metrics");
                 assert!(metrics.cpu.as_ref().is_some_and(|c| c.usage_usec > 0));
             }
-            CgroupLayout::Unmounted => panic!("this host has no cgroup filesystem mounted"),
+            Layout::Unmounted => panic!("this host has no cgroup filesystem mounted"),
         }
     }
 }
