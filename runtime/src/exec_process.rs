@@ -15,9 +15,9 @@ use libcontainer::container::ContainerStatus;
 use oci_spec::runtime::{Capabilities, Capability, Process, Spec};
 
 use crate::console::ConsoleTarget;
-use crate::setup::container_builder;
 use crate::error::{Error, Result};
 use crate::executor::{PolisExecutor, grant_executor_caps};
+use crate::setup::container_builder;
 use crate::store::{Store, status_name};
 
 #[derive(Debug, Clone, Default)]

@@ -1,10 +1,10 @@
 use anyhow::Result;
 use nix::unistd::Pid;
-use polis_runc::setup::create_container;
 use polis_runc::foreground::{
     block_signals, size_terminal_like_stdin, wait_forwarding_signals, wait_with_terminal,
 };
 use polis_runc::lifecycle::{delete_container, start};
+use polis_runc::setup::create_container;
 use polis_runc::store::Store;
 
 use super::create::CreateFlags;
