@@ -25,7 +25,7 @@ const POD_SUBNET: &str = "198.18.200.0/24";
 
 /// The CRI part of containerd's config: the "polis" handler as deploy/containerd-polis.toml has it, the pause
 /// image from the loopback registry, CNI plugins from the test's bin dir, and `restrict_oom_score_adj` (this machine lacks
-/// CAP_SYS_RESOURCE; DESIGN.md).
+/// CAP_SYS_RESOURCE; docs/ARCHITECTURE.md).
 fn cri_config() -> String {
     format!(
         r#"
