@@ -1,6 +1,7 @@
 //! The shim's own lifecycle as containerd drives it: `start` (spawn the serving shim, or reuse the one of the
 //! container's pod), serving the Task API, and `delete` (clean up after a shim that died).
 
+use crate::bundle::{check_id, unmount_rootfs};
 use crate::events::start_publisher;
 use crate::runc::{CommandIo, Runc};
 use crate::service::Service;
@@ -17,30 +18,6 @@ use std::sync::Arc;
 const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 /// What `delete` reports for a task whose shim died: killed (128 + SIGKILL), as containerd's runc shim does.
 const KILLED_EXIT_STATUS: u32 = 128 + 9;
-const MAX_ID_LEN: usize = 1024;
-
-/// Container and exec IDs become file names: refuse what could name another place.
-pub fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("the ID is empty".to_string());
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(format!("the ID is longer than {MAX_ID_LEN} bytes"));
-    }
-    if id == "." || id == ".." || id.contains('/') || id.contains('\0') {
-        return Err(format!("the ID {id:?} is not a valid name"));
-    }
-    Ok(())
-}
-
-/// Unmounts everything containerd's snapshot mounted at `<bundle>/rootfs` (deepest first, lazily at last).
-pub fn unmount_rootfs(bundle: &Path) {
-    let rootfs = bundle.join("rootfs");
-    if let Err(e) = containerd_shim::mount::umount_recursive(rootfs.to_str(), libc::MNT_DETACH) {
-        containerd_shim::warn!("unmount {}: {}", rootfs.display(), e);
-    }
-}
-
 pub struct PolisShim {
     namespace: String,
     id: String,
@@ -203,15 +180,6 @@ fn shim_cgroup(options: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_that_could_name_another_path_are_refused() {
-        for bad in ["", ".", "..", "a/b", "../x"] {
-            assert!(check_id(bad).is_err(), "{bad:?}");
-        }
-        assert!(check_id(&"a".repeat(MAX_ID_LEN + 1)).is_err());
-        assert!(check_id("web-1.exec_2").is_ok());
-    }
 
     #[test]
     fn containers_of_a_pod_group_by_sandbox_id() {

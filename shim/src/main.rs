@@ -3,6 +3,7 @@
 //! containerd starts it with `start`, talks to it over ttrpc (the Task API), and runs it with `delete` to clean up
 //! after a shim that died. Every container operation is one polis-runc command, as containerd's runc shim runs runc.
 
+mod bundle;
 mod events;
 mod lifecycle;
 mod oom;

@@ -117,8 +117,7 @@ fn register_v2(dir: &Path) -> Result<(OwnedFd, PathBuf), OomError> {
 
 fn oom_kills(events: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(events).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+    Some(cgroup::v2::memory_events(&text).oom_kill)
 }
 
 fn watch_v2(ifd: OwnedFd, events: &Path, on_oom: impl Fn()) {

@@ -179,7 +179,7 @@ impl Service {
     }
 
     fn create_container(&self, req: &api::CreateTaskRequest) -> TtrpcResult<Arc<Container>> {
-        crate::lifecycle::check_id(&req.id).map_err(|e| rpc_error(Code::INVALID_ARGUMENT, e))?;
+        crate::bundle::check_id(&req.id).map_err(|e| rpc_error(Code::INVALID_ARGUMENT, e))?;
         if lock(&self.0.containers).contains_key(&req.id) {
             return Err(rpc_error(
                 Code::ALREADY_EXISTS,
@@ -214,7 +214,7 @@ impl Service {
                 &rootfs,
             );
             if let Err(e) = mounted {
-                crate::lifecycle::unmount_rootfs(&bundle);
+                crate::bundle::unmount_rootfs(&bundle);
                 return Err(rpc_error(
                     Code::INTERNAL,
                     format!("mount rootfs {}: {e}", rootfs.display()),
@@ -269,7 +269,7 @@ impl Service {
             Err(e) => {
                 let _ = container.runc_captured(&["delete", "--force", &container.id]);
                 if container.rootfs_mounted {
-                    crate::lifecycle::unmount_rootfs(&bundle);
+                    crate::bundle::unmount_rootfs(&bundle);
                 }
                 Err(e)
             }
@@ -504,7 +504,7 @@ impl containerd_shim::Task for Service {
                 exec.1.close_io();
             }
             if container.rootfs_mounted {
-                crate::lifecycle::unmount_rootfs(&container.bundle);
+                crate::bundle::unmount_rootfs(&container.bundle);
             }
             lock(&self.0.containers).remove(&req.id);
         } else {
@@ -682,8 +682,7 @@ impl containerd_shim::Task for Service {
 
     fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
         let container = self.container(&req.id)?;
-        crate::lifecycle::check_id(&req.exec_id)
-            .map_err(|e| rpc_error(Code::INVALID_ARGUMENT, e))?;
+        crate::bundle::check_id(&req.exec_id).map_err(|e| rpc_error(Code::INVALID_ARGUMENT, e))?;
         if container.init.state().status == Status::Stopped {
             return Err(rpc_error(
                 Code::FAILED_PRECONDITION,
