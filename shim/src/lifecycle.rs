@@ -1,7 +1,7 @@
 //! The shim's own lifecycle as containerd drives it: `start` (spawn the serving shim, or reuse the one of the
 //! container's pod), serving the Task API, and `delete` (clean up after a shim that died).
 
-use crate::bundle::{check_id, unmount_rootfs};
+use crate::bundle::unmount_rootfs;
 use crate::events::start_publisher;
 use crate::runc::{CommandIo, Runc};
 use crate::service::Service;
