@@ -84,7 +84,7 @@ pub enum Error {
         needs: &'static str,
     },
 
-    /// The plugin's own code: a plugin that the runtime side (`cni::conflist`) ran answered with an error result
+    /// The plugin's own code: a plugin that the runtime side (`cni::runner`) ran answered with an error result
     /// (or, with code 999, exited non-zero without one).
     #[error("plugin {plugin} ({command}) failed with code {code}: {msg}{}", details.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     PluginFailed {

@@ -403,8 +403,8 @@ fn reapply_firewall(data_dir: &Path) -> anyhow::Result<()> {
     if !data_dir.is_dir() {
         bail!("no polis-netplug records in {}", data_dir.display());
     }
-    let _lock = polis_netplug::bridge::lock_firewall(data_dir)?;
-    let batch = polis_netplug::bridge::full_batch(data_dir);
+    let _lock = polis_netplug::bridge_plugin::lock_firewall(data_dir)?;
+    let batch = polis_netplug::bridge_plugin::full_batch(data_dir);
     polis_netplug::firewall::apply("re-applying the firewall state", &batch)
         .with_context(|| format!("reapply the records of {}", data_dir.display()))
 }

@@ -20,7 +20,7 @@ fn main() {
         ": CNI plugin for bridge networking"
     );
     std::process::exit(polis_netplug::cni::run_plugin(
-        &polis_netplug::bridge::BridgePlugin,
+        &polis_netplug::bridge_plugin::BridgePlugin,
         about,
     ));
 }

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::args::CniArgs;
+use super::names::{validate_container_id, validate_ifname, validate_network_name};
 use super::types::{
     Attachment, CniResult, ErrorResult, NetConf, config_version, take_valid_attachments,
 };
@@ -31,9 +32,6 @@ use crate::{Error, Result};
 
 /// The environment as the dispatcher sees it.
 pub type EnvMap = BTreeMap<String, String>;
-
-/// Linux's IFNAMSIZ (16) less the terminating NUL.
-pub const MAX_IFNAME_LEN: usize = 15;
 
 /// A CNI command (`CNI_COMMAND`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -363,72 +361,6 @@ pub fn run_plugin(plugin: &impl Plugin, about: &str) -> i32 {
     if stdout_ok { outcome.exit_code } else { 1 }
 }
 
-/// `CNI_CONTAINERID` (CNI spec "Parameters"): not empty, an alphanumeric first character, then alphanumerics,
-/// `_`, `.` or `-`. Code 4.
-pub fn validate_container_id(id: &str) -> Result<()> {
-    let bad = |reason: &str| Error::Environment {
-        var: "CNI_CONTAINERID",
-        reason: format!("{id:?}: {reason}"),
-    };
-    let mut chars = id.chars();
-    match chars.next() {
-        None => return Err(bad("empty")),
-        Some(c) if !c.is_ascii_alphanumeric() => {
-            return Err(bad("must start with a letter or digit"));
-        }
-        Some(_) => {}
-    }
-    if chars.any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
-        return Err(bad("only letters, digits, '_', '.' and '-' are allowed"));
-    }
-    Ok(())
-}
-
-/// `CNI_IFNAME` (CNI spec "Parameters", and the Linux rules it refers to): not empty, at most 15 bytes, not `.`
-/// or `..`, no `/`, `:` or whitespace. Code 4.
-pub fn validate_ifname(name: &str) -> Result<()> {
-    let bad = |reason: String| Error::Environment {
-        var: "CNI_IFNAME",
-        reason: format!("{name:?}: {reason}"),
-    };
-    if name.is_empty() {
-        return Err(bad("empty".into()));
-    }
-    if name.len() > MAX_IFNAME_LEN {
-        return Err(bad(format!("longer than {MAX_IFNAME_LEN} bytes")));
-    }
-    if name == "." || name == ".." {
-        return Err(bad("not a valid interface name".into()));
-    }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
-        return Err(bad("contains '/', ':' or whitespace".into()));
-    }
-    Ok(())
-}
-
-/// The network `name` (CNI spec "Section 1": "Must start with an alphanumeric character, optionally followed by
-/// any combination of one or more alphanumeric characters, underscore, dot (.) or hyphen (-)"). Code 7.
-pub fn validate_network_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if name.is_empty() {
-        return Err(Error::InvalidConfig {
-            reason: "missing network name".into(),
-        });
-    }
-    if !first_ok || chars.any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
-        return Err(Error::InvalidConfig {
-            reason: format!(
-                "network name {name:?}: must start with a letter or digit, then letters, digits, '_', '.' or '-'"
-            ),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,9 +567,6 @@ mod tests {
             assert_eq!(v["code"], 4, "{var}={value:?}");
             assert!(v["msg"].as_str().unwrap().contains(var), "{v}");
         }
-        assert!(validate_ifname("abcdefghijklmno").is_ok());
-        assert!(validate_container_id("3f6940ab5a.b_c-d").is_ok());
-        assert!(validate_ifname("eth0.100").is_ok());
     }
 
     /// `CNI_ARGS`: unknown keys need IgnoreUnknown (code 4).

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use super::plugin::validate_network_name;
+use super::names::validate_network_name;
 use super::version::Version;
 use crate::{Error, Result};
 

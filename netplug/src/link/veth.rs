@@ -173,7 +173,7 @@ fn disable_ipv6(ifname: &str) -> Result<()> {
 /// it must return an error", but gives that error no code of its own. Of the well-known codes, 4 is "Invalid
 /// necessary environment variables ... The error message must contain the names of invalid variables": the value
 /// of `CNI_IFNAME` is what the runtime has to change, and names the kernel would refuse get 4 already
-/// (`cni::plugin::validate_ifname`). 7 (invalid network config) would send the operator to a config that is fine,
+/// (`cni::names::validate_ifname`). 7 (invalid network config) would send the operator to a config that is fine,
 /// and 5 (I/O failure) or a code of the plugin's own (100 and up) would hide that the caller's input is at fault.
 pub fn interface_name_taken(ifname: &str, netns: &Path) -> Error {
     let what = if ifname == "lo" {
