@@ -9,10 +9,10 @@
 //! The layers are the store's, one directory per ChainID, so ten bundles of one image share them. `unbundle DIR`
 //! unmounts the rootfs and removes what `bundle` made.
 
+use crate::digest::{chain_ids, diff_ids};
 use crate::error::{Error, Result, io};
-use crate::layers::{
-    chain_ids, diff_ids, layer_dir, remove_tree, unpack_into_store, visible_layers,
-};
+use crate::fsutil::remove_tree;
+use crate::layers::{layer_dir, unpack_into_store, visible_layers};
 use crate::spec::{ImageConfig, runtime_config};
 use crate::store::{ImageStore, StoredImage};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -124,7 +124,7 @@ fn fill_bundle(store: &ImageStore, image: &StoredImage, dir: &Path, args: &[Stri
     mount_rootfs(dir, visible_layers(&layers)?, &upper, &work, &rootfs)?;
     let spec = runtime_config(&image_config, &rootfs, args, dir)?;
     let text = serde_json::to_vec_pretty(&spec).map_err(|e| bundle_err(dir, e.to_string()))?;
-    crate::store::write_atomic(&dir.join("config.json"), &text)
+    crate::fsutil::write_atomic(&dir.join("config.json"), &text)
 }
 
 /// Mounts the overlayfs rootfs: `layers` bottom first, as overlayfs wants them top first.

@@ -1,7 +1,8 @@
 //! `ls` and `inspect`: what the store knows of an image.
 
+use crate::digest::{chain_ids, diff_ids};
 use crate::error::{Error, Result};
-use crate::layers::{chain_ids, diff_ids, layer_dir};
+use crate::layers::layer_dir;
 use crate::store::{ImageStore, StoredImage};
 use oci_spec::image::ImageManifest;
 use serde_json::{Value, json};

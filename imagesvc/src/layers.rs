@@ -2,59 +2,20 @@
 //! holding one layer's changes in overlayfs form, so every image and container that shares a chain shares the
 //! directory: overlayfs combines them into a rootfs.
 
+use crate::digest::digest_hex;
 use crate::error::{Error, Result, io};
-use crate::store::{FileLock, ImageStore, digest_hex, try_lock};
+use crate::fsutil::{FileLock, remove_tree};
+use crate::store::{ImageStore, PRIVATE_DIR_MODE};
 use crate::unpack::{Compression, OPAQUE_XATTR, unpack_layer_within};
 use nix::errno::Errno;
-use sha2::{Digest as _, Sha256};
-use std::collections::HashSet;
 use std::ffi::CString;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// The DiffIDs (`rootfs.diff_ids`) of an image config.
-pub fn diff_ids(config: &[u8]) -> Result<Vec<String>> {
-    #[derive(serde::Deserialize)]
-    struct Config {
-        rootfs: RootFs,
-    }
-    #[derive(serde::Deserialize)]
-    struct RootFs {
-        diff_ids: Vec<String>,
-    }
-    let config: Config = serde_json::from_slice(config).map_err(|e| Error::Malformed {
-        what: "image config",
-        path: PathBuf::new(),
-        reason: e.to_string(),
-    })?;
-    for d in &config.rootfs.diff_ids {
-        digest_hex(d)?;
-    }
-    Ok(config.rootfs.diff_ids)
-}
-
-/// config.md: ChainID(L0) = DiffID(L0); ChainID(L0|...|Ln) = SHA256(ChainID(L0|...|Ln-1) + " " + DiffID(Ln)).
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut chains: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for diff_id in diff_ids {
-        let chain = match chains.last() {
-            None => diff_id.clone(),
-            Some(parent) => format!("sha256:{:x}", Sha256::digest(format!("{parent} {diff_id}"))),
-        };
-        chains.push(chain);
-    }
-    chains
-}
-
 pub fn layer_dir(store: &ImageStore, chain_id: &str) -> Result<PathBuf> {
     Ok(store.layers_dir().join(digest_hex(chain_id)?))
-}
-
-/// Non-blocking: None when a pull is unpacking this layer now.
-pub fn try_lock_layer(store: &ImageStore, hex: &str) -> Result<Option<polis_host::lock::FileLock>> {
-    try_lock(&store.layers_dir().join(format!("{hex}.lock")))
 }
 
 /// Unpacks one layer blob into the directory of `chain_id`, unless it is there already (then Ok(true)). The
@@ -93,9 +54,8 @@ pub fn unpack_into_store(
             });
         }
         // Private like the rest of the store (store.rs): the archive's `./` entry may have set another mode.
-        let private = <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(
-            crate::store::PRIVATE_DIR_MODE,
-        );
+        let private =
+            <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(PRIVATE_DIR_MODE);
         fs::set_permissions(&tmp, private).map_err(io("making private", &tmp))?;
         fs::rename(&tmp, &dir).map_err(io("renaming unpacked layer into place", &dir))
     });
@@ -146,61 +106,9 @@ pub fn visible_layers(layers: &[PathBuf]) -> Result<&[PathBuf]> {
     Ok(layers)
 }
 
-/// Removes a directory tree if it exists (never following symlinks in it).
-pub fn remove_tree(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io("inspecting", path)(e)),
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(io("removing", path)),
-        Ok(_) => fs::remove_file(path).map_err(io("removing", path)),
-    }
-}
-
-/// The lower directories of every overlayfs mounted on this host (from /proc/self/mountinfo), so that
-/// garbage collection never removes a layer a bundle still uses.
-pub fn mounted_layer_dirs() -> Result<HashSet<PathBuf>> {
-    Ok(overlay_lowers(&polis_host::mountinfo::read(None)?))
-}
-
-fn overlay_lowers(mounts: &[polis_host::mountinfo::Mount]) -> HashSet<PathBuf> {
-    mounts
-        .iter()
-        .filter(|m| m.fstype == "overlay")
-        .filter_map(|m| m.super_option("lowerdir"))
-        .flat_map(|lowers| lowers.split(':').map(PathBuf::from))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// config.md "Layer ChainID": the worked definition, checked against an independent computation.
-    #[test]
-    fn chain_ids_follow_the_image_spec() {
-        let a = format!("sha256:{}", "a".repeat(64));
-        let b = format!("sha256:{}", "b".repeat(64));
-        let c = format!("sha256:{}", "c".repeat(64));
-        let chains = chain_ids(&[a.clone(), b.clone(), c.clone()]);
-        assert_eq!(chains[0], a);
-        let ab = format!("sha256:{:x}", Sha256::digest(format!("{a} {b}").as_bytes()));
-        assert_eq!(chains[1], ab);
-        let abc = format!(
-            "sha256:{:x}",
-            Sha256::digest(format!("{ab} {c}").as_bytes())
-        );
-        assert_eq!(chains[2], abc);
-    }
-
-    #[test]
-    fn overlay_lower_dirs_are_read_from_mountinfo() {
-        let text = "36 35 98:0 / /mnt rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
-                    90 24 0:50 / /b/rootfs rw,relatime - overlay overlay rw,lowerdir=/s/layers/aa:/s/layers/bb,upperdir=/b/u,workdir=/b/w\n";
-        let dirs = overlay_lowers(&polis_host::mountinfo::parse(text));
-        assert!(dirs.contains(Path::new("/s/layers/aa")));
-        assert!(dirs.contains(Path::new("/s/layers/bb")));
-        assert_eq!(dirs.len(), 2);
-    }
 
     fn mark(dir: &Path, value: &[u8]) {
         let path = CString::new(dir.as_os_str().as_bytes()).unwrap();
@@ -240,16 +148,5 @@ mod tests {
         assert_eq!(visible_layers(&dirs).unwrap(), &dirs[2..]);
         assert_eq!(visible_layers(&[]).unwrap(), &[] as &[PathBuf]);
         assert!(hides_lower_layers(&tmp.path().join("missing")).is_err());
-    }
-
-    #[test]
-    fn malformed_configs_and_diff_ids_are_refused() {
-        assert!(diff_ids(b"{}").is_err());
-        assert!(diff_ids(br#"{"rootfs":{"type":"layers","diff_ids":["sha256:../x"]}}"#).is_err());
-        let good = format!(
-            r#"{{"rootfs":{{"type":"layers","diff_ids":["sha256:{}"]}}}}"#,
-            "0".repeat(64)
-        );
-        assert_eq!(diff_ids(good.as_bytes()).unwrap().len(), 1);
     }
 }

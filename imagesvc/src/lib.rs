@@ -2,7 +2,9 @@
 //! their layers once per ChainID, and makes runnable bundles from them.
 
 pub mod bundle;
+pub mod digest;
 pub mod error;
+pub mod fsutil;
 pub mod inspect;
 pub mod layers;
 pub mod limits;

@@ -13,13 +13,15 @@
 //! declares is refused as that, at once. [`request_stop`] (the SIGTERM and SIGINT handler of `polis-image pull`)
 //! makes a pull's unpacking stop at its next read, so that it removes its temporary directory.
 
+use crate::digest::{chain_ids, diff_ids, digest_hex, sha256_digest};
 use crate::error::{Error, Result, io};
-use crate::layers::{chain_ids, diff_ids, layer_dir, unpack_into_store};
+use crate::fsutil::FileLock;
+use crate::layers::{layer_dir, unpack_into_store};
 use crate::limits::{SPACE_CHECK_INTERVAL, check_free_space};
 use crate::progress::{Progress, PullEvent};
 use crate::reference::{manifest_selector, parse, store_name};
 use crate::registry::RegistryClient;
-use crate::store::{FileLock, ImageStore, sha256_digest};
+use crate::store::ImageStore;
 use oci_spec::distribution::Reference;
 use oci_spec::image::{
     Descriptor, DescriptorBuilder, ImageIndex, ImageManifest, MediaType, PlatformBuilder,
@@ -277,7 +279,7 @@ fn manifest_error(reference: &str, e: impl std::fmt::Display) -> Error {
 }
 
 fn parse_digest(digest: &str) -> Result<oci_spec::image::Digest> {
-    crate::store::digest_hex(digest)?;
+    digest_hex(digest)?;
     digest
         .parse()
         .map_err(|e: oci_spec::OciSpecError| Error::Verify {
@@ -415,7 +417,7 @@ fn parse_manifest(name: &str, body: &[u8]) -> Result<ImageManifest> {
     let manifest: ImageManifest =
         serde_json::from_slice(body).map_err(|e| manifest_error(name, e))?;
     for d in std::iter::once(manifest.config()).chain(manifest.layers()) {
-        crate::store::digest_hex(d.digest().as_ref())?;
+        digest_hex(d.digest().as_ref())?;
     }
     Ok(manifest)
 }

@@ -266,7 +266,7 @@ impl RegistryClient {
         // distribution-spec "Pulling manifests": the Docker-Content-Digest header, when sent, is the digest of the
         // body; a client verifies it.
         if let Some(announced) = announced.filter(|d| d.starts_with("sha256:")) {
-            let actual = crate::store::sha256_digest(&body);
+            let actual = crate::digest::sha256_digest(&body);
             if actual != announced {
                 return Err(Error::Verify {
                     what: "manifest",

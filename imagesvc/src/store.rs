@@ -18,10 +18,11 @@
 //! whoever mounted the bundle, and containers see them only through their bundle's rootfs. [`ImageStore::open`]
 //! tightens a store made before this (and the bundles mounted from it) on every start.
 
+use crate::digest::{chain_ids, diff_ids, digest_hex, sha256_digest};
 use crate::error::{Error, Result, io};
+use crate::fsutil::{FileLock, remove_tree, try_lock, write_atomic};
 use crate::limits::{Budget, Limits};
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
-use sha2::{Digest as _, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -30,51 +31,6 @@ use std::path::{Path, PathBuf};
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The mode of the store's directories, and of the bundles made from it.
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
-
-/// A validated `sha256:<64 lowercase hex>` digest.
-pub fn digest_hex(digest: &str) -> Result<&str> {
-    let hex = digest.strip_prefix("sha256:").unwrap_or("");
-    if hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        Ok(hex)
-    } else {
-        Err(Error::Verify {
-            what: "digest",
-            digest: digest.to_string(),
-            expected: "sha256:<64 lowercase hex digits>".into(),
-            actual: digest.to_string(),
-        })
-    }
-}
-
-pub fn sha256_digest(data: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(data))
-}
-
-/// A flock(2) on a file (polis_host::lock), released on drop (also when the process dies).
-pub struct FileLock {
-    _lock: polis_host::lock::FileLock,
-}
-
-impl FileLock {
-    /// An exclusive lock: one holder at a time.
-    pub fn acquire(path: &Path) -> Result<FileLock> {
-        FileLock::acquire_as(path, polis_host::lock::LockKind::Exclusive)
-    }
-
-    /// A shared lock: many holders at once, none while someone holds it exclusively.
-    pub fn acquire_shared(path: &Path) -> Result<FileLock> {
-        FileLock::acquire_as(path, polis_host::lock::LockKind::Shared)
-    }
-
-    fn acquire_as(path: &Path, kind: polis_host::lock::LockKind) -> Result<FileLock> {
-        let lock = polis_host::lock::FileLock::acquire(path, kind)?;
-        Ok(FileLock { _lock: lock })
-    }
-}
 
 /// One image of the store: its name and manifest descriptor.
 #[derive(Debug, Clone)]
@@ -188,6 +144,11 @@ impl ImageStore {
 
     pub fn layers_dir(&self) -> PathBuf {
         self.root.join("layers")
+    }
+
+    /// Non-blocking: None when a pull is unpacking this layer (chain id hex) now.
+    fn try_lock_layer(&self, hex: &str) -> Result<Option<polis_host::lock::FileLock>> {
+        try_lock(&self.layers_dir().join(format!("{hex}.lock")))
     }
 
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
@@ -383,11 +344,8 @@ impl ImageStore {
             for layer in manifest.layers() {
                 keep_blobs.insert(digest_hex(layer.digest().as_ref())?.to_string());
             }
-            if let Ok(config) = self
-                .read_blob(&config)
-                .and_then(|d| crate::layers::diff_ids(&d))
-            {
-                for chain in crate::layers::chain_ids(&config) {
+            if let Ok(config) = self.read_blob(&config).and_then(|d| diff_ids(&d)) {
+                for chain in chain_ids(&config) {
                     keep_layers.insert(digest_hex(&chain)?.to_string());
                 }
             }
@@ -403,7 +361,7 @@ impl ImageStore {
         let _no_pulls = FileLock::acquire(&self.root.join("gc.lock"))?;
         let _lock = self.lock()?;
         let (keep_blobs, keep_layers) = self.referenced()?;
-        let mounted = crate::layers::mounted_layer_dirs()?;
+        let mounted = mounted_layer_dirs()?;
         let mut removed = Garbage::default();
         let blobs = self.layout_dir().join("blobs/sha256");
         for entry in read_dir(&blobs)? {
@@ -454,7 +412,7 @@ impl ImageStore {
                 continue;
             }
             // A half-unpacked directory of a running pull holds the layer's lock: skip it.
-            let Ok(Some(_layer_lock)) = crate::layers::try_lock_layer(self, &name) else {
+            let Ok(Some(_layer_lock)) = self.try_lock_layer(&name) else {
                 continue;
             };
             removed.bytes += remove_path(&entry.path())?;
@@ -507,7 +465,7 @@ impl ImageStore {
         let _no_pulls = FileLock::acquire(&self.root.join("gc.lock"))?;
         let _lock = self.lock()?;
         let (keep_blobs, keep_layers) = self.referenced()?;
-        let mounted = crate::layers::mounted_layer_dirs()?;
+        let mounted = mounted_layer_dirs()?;
         for digest in blobs {
             let hex = digest_hex(digest)?;
             if keep_blobs.contains(hex) {
@@ -635,7 +593,7 @@ fn bundles_mounted_from(mountinfo: &str, layers_dirs: &[PathBuf]) -> Vec<PathBuf
 /// that freed.
 fn remove_path(path: &Path) -> Result<u64> {
     let freed = freed_by_removing(path);
-    crate::layers::remove_tree(path)?;
+    remove_tree(path)?;
     Ok(freed)
 }
 
@@ -672,6 +630,21 @@ fn freed_by_removing(path: &Path) -> u64 {
             .sum::<u64>()
 }
 
+/// The lower directories of every overlayfs mounted on this host (from /proc/self/mountinfo), so that
+/// garbage collection never removes a layer a bundle still uses.
+fn mounted_layer_dirs() -> Result<HashSet<PathBuf>> {
+    Ok(overlay_lowers(&polis_host::mountinfo::read(None)?))
+}
+
+fn overlay_lowers(mounts: &[polis_host::mountinfo::Mount]) -> HashSet<PathBuf> {
+    mounts
+        .iter()
+        .filter(|m| m.fstype == "overlay")
+        .filter_map(|m| m.super_option("lowerdir"))
+        .flat_map(|lowers| lowers.split(':').map(PathBuf::from))
+        .collect()
+}
+
 fn ref_name(d: &Descriptor) -> Option<&str> {
     d.annotations().as_ref()?.get(REF_NAME).map(String::as_str)
 }
@@ -692,16 +665,6 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
         .map_err(io("listing", dir))
 }
 
-/// A non-blocking exclusive flock: None when another process holds a lock on the file.
-pub fn try_lock(path: &Path) -> Result<Option<polis_host::lock::FileLock>> {
-    Ok(polis_host::lock::FileLock::try_exclusive(path)?)
-}
-
-/// Writes `data` atomically (polis_host::atomic): readers see the old or the new content, never a part.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    Ok(polis_host::atomic::write_atomic_mode(path, data, 0o644)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,20 +681,6 @@ mod tests {
             .size(data.len() as u64)
             .build()
             .unwrap()
-    }
-
-    #[test]
-    fn digests_must_be_sha256_hex() {
-        assert!(digest_hex(&sha256_digest(b"x")).is_ok());
-        for bad in [
-            "",
-            "sha256:",
-            "sha256:../../etc",
-            "md5:abc",
-            &format!("sha256:{}", "A".repeat(64)),
-        ] {
-            assert!(digest_hex(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]
@@ -790,6 +739,16 @@ mod tests {
         for d in dirs.iter().chain([&layer]) {
             assert_eq!(mode(d), 0o700, "{} tightened", d.display());
         }
+    }
+
+    #[test]
+    fn overlay_lower_dirs_are_read_from_mountinfo() {
+        let text = "36 35 98:0 / /mnt rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
+                    90 24 0:50 / /b/rootfs rw,relatime - overlay overlay rw,lowerdir=/s/layers/aa:/s/layers/bb,upperdir=/b/u,workdir=/b/w\n";
+        let dirs = overlay_lowers(&polis_host::mountinfo::parse(text));
+        assert!(dirs.contains(Path::new("/s/layers/aa")));
+        assert!(dirs.contains(Path::new("/s/layers/bb")));
+        assert_eq!(dirs.len(), 2);
     }
 
     /// The bundles mounted from a store are found in mountinfo by their layers and their upper directory.
