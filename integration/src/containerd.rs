@@ -249,11 +249,7 @@ state = "{state}"
             std::env::var("PATH").unwrap_or_default()
         );
         let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}")).arg(CONTAINERD);
-                c
-            }
+            Some(ns) => crate::netns::command_in(ns, CONTAINERD),
             None => Command::new(CONTAINERD),
         };
         let daemon = cmd
@@ -391,52 +387,6 @@ pub fn ctr_import(ctrd: &Containerd) {
     );
 }
 
-/// A network namespace of the test's own (`ip netns add`), with its loopback up; deleted on drop.
-pub struct NetNs {
-    pub name: String,
-}
-
-impl NetNs {
-    pub fn new(tag: &str) -> NetNs {
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("polis-{tag}-{}-{n}", std::process::id());
-        // A namespace of this name left by a crashed run; usually there is none, and `ip` says so on stderr.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip netns add {name}");
-        let ns = NetNs { name };
-        let st = Command::new("ip")
-            .args(["-n", &ns.name, "link", "set", "lo", "up"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "bring up lo in {}", ns.name);
-        ns
-    }
-
-    /// `cmd args...` run inside the namespace (network only; mounts are the host's).
-    pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.name))
-            .arg(program);
-        c
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 /// Serves `reply` once on TCP port `port` inside `listener` (busybox nc) and returns what a client in `client` read
 /// from `addr:connect_port`: empty when it could not connect.
 pub fn tcp_round_trip(
@@ -464,9 +414,7 @@ pub fn tcp_round_trip(
     .expect("give nc its reply");
     // Once nsenter has joined the namespace, /proc/PID/net of the server is the namespace's.
     let pid = server.id() as i32;
-    let netns = std::fs::metadata(format!("/run/netns/{}", listener.name))
-        .map(|m| format!("net:[{}]", std::os::unix::fs::MetadataExt::ino(&m)))
-        .expect("stat the listener's netns");
+    let netns = listener.link();
     eventually(
         &format!("nc listens on port {port} in netns {}", listener.name),
         Duration::from_secs(10),
@@ -611,10 +559,8 @@ impl Registry {
     /// Pushes an OCI archive as `ADDRESS/NAME` (skopeo, plain HTTP, with the htpasswd credentials if any).
     pub fn push(&self, archive: &Path, name: &str) {
         let scratch = self.dir.path();
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", self.netns))
-            .arg("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        let mut cmd = crate::netns::command_in(&self.netns, "skopeo");
+        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
         if let Some((user, password)) = self.credentials() {
             cmd.arg(format!("--dest-creds={user}:{password}"));
         }

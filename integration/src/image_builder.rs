@@ -34,7 +34,7 @@
 //! println!("manifest {} config {}", built.manifest.digest, built.config.digest);
 //! ```
 
-use crate::containerd::NetNs;
+use crate::NetNs;
 use crate::registry_front::{HttpResponse, http_request};
 use crate::{Output, run_command, temp_dir};
 use serde_json::{Map, Value, json};

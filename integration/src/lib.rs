@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 pub mod containerd;
 pub mod image_builder;
+pub mod netns;
 pub mod registry_front;
+pub use netns::NetNs;
 pub use serde_json::{Value, json};
 
 /// Deadline for one runtime command and for a wait on a container state. Healthy commands take well under a second
@@ -411,6 +413,7 @@ pub fn poll_until<T>(limit: Duration, mut attempt: impl FnMut() -> Option<T>) ->
         if now >= deadline {
             return None;
         }
+        // The poll helper's own pause between attempts (see above).
         std::thread::sleep(pause.min(deadline - now));
         pause = (pause * 2).min(Duration::from_millis(50));
     }
@@ -447,6 +450,7 @@ fn wait_until(
                 let _ = child.wait();
                 return None;
             }
+            // The low-level wait's own 5 ms pause (see above).
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             Err(_) => return None,
         }
@@ -1378,6 +1382,28 @@ pub fn tcp_listening(pid: i32, port: u16) -> bool {
     })
 }
 
+/// Whether process `pid` is blocked in flock(2) on `path`, waiting for another holder to let go: /proc/locks lists a
+/// waiter under the lock it waits for, as "N: -> FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF" (the device numbers
+/// in hex, as the kernel prints them).
+pub fn waiting_for_flock(pid: i32, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(path) else {
+        return false;
+    };
+    let file = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(meta.dev()),
+        libc::minor(meta.dev()),
+        meta.ino()
+    );
+    let pid = pid.to_string();
+    fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .any(|f| f.len() > 6 && f[1] == "->" && f[2] == "FLOCK" && f[5] == pid && f[6] == file)
+}
+
 /// True while process `pid` exists and is not a zombie.
 pub fn process_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -1386,48 +1412,6 @@ pub fn process_alive(pid: i32) -> bool {
             .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
             .unwrap_or(false),
         Err(_) => false,
-    }
-}
-
-/// A named network namespace made with `ip netns add`, deleted on drop.
-pub struct NetNs {
-    pub name: String,
-}
-
-impl NetNs {
-    pub fn new() -> NetNs {
-        let name = unique("polis-test");
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip netns add");
-        assert!(st.success(), "ip netns add {name} failed");
-        NetNs { name }
-    }
-
-    pub fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    /// The namespace link of this netns, as /proc/PID/ns/net of a process in it would read.
-    pub fn link(&self) -> String {
-        use std::os::unix::fs::MetadataExt;
-        let ino = fs::metadata(self.path()).map(|m| m.ino()).unwrap_or(0);
-        format!("net:[{ino}]")
-    }
-}
-
-impl Default for NetNs {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
     }
 }
 

@@ -20,7 +20,8 @@
 //! Dropping the front stops both listeners, unblocks stalled and streaming connections, and joins every thread.
 //!
 //! ```no_run
-//! use polis_integration::containerd::{NetNs, Registry};
+//! use polis_integration::NetNs;
+//! use polis_integration::containerd::Registry;
 //! use polis_integration::registry_front::{InterruptMode, RegistryFront};
 //! let netns = NetNs::new("image");
 //! let _registry = Registry::start(&netns);
@@ -34,7 +35,7 @@
 //!
 //! This module touches the host only through the namespace it is given: its threads enter it with setns(2).
 
-use crate::containerd::NetNs;
+use crate::NetNs;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -829,9 +830,14 @@ fn accept_loop(listener: TcpListener, which: Listener, shared: Arc<Shared>) {
                     let _ = d.join();
                 }
             }
+            // Not synchronisation: the server's own idle wait. The listener is non-blocking so that this loop sees
+            // `stop` when the front is dropped (a blocking accept(2) cannot be interrupted from std); 5 ms bounds
+            // both the delay before a new connection is served and the time Drop waits for this thread.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(5))
             }
+            // A backoff after a failed accept (EMFILE, ECONNABORTED, ...), so that an error that persists does not
+            // spin a core; the loop then tries again or sees `stop`.
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }

@@ -8,7 +8,6 @@
 //! subnets from 198.19.0.0/16 (inside 198.18.0.0/15, apart from the plugin tests' 198.18.0.0/16). Connectivity is
 //! checked over TCP with busybox nc.
 
-use polis_integration::containerd::NetNs;
 use polis_integration::containerd::tcp_round_trip;
 use polis_integration::*;
 use sha2::{Digest, Sha512};

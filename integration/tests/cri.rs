@@ -13,7 +13,6 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use polis_integration::containerd::*;
-use polis_integration::containerd::{NetNs, Registry};
 use polis_integration::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

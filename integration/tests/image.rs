@@ -5,7 +5,7 @@
 //! Clauses cited: distribution-spec ("Pulling manifests", "Pulling blobs", Range), image-spec (manifest.md,
 //! image-index.md, image-layout.md, layer.md, config.md, conversion.md), Docker's token authentication spec.
 
-use polis_integration::containerd::{NetNs, Registry, RegistryOptions};
+use polis_integration::containerd::{Registry, RegistryOptions};
 use polis_integration::image_builder::{Compression, Entry, Image, Layer, OciLayout, SkopeoPush};
 use polis_integration::registry_front::{CannedResponse, InterruptMode, RegistryFront};
 use polis_integration::*;
@@ -21,10 +21,11 @@ fn polis_image_path() -> PathBuf {
     workspace_binary("POLIS_IMAGE", "polis-image")
 }
 
-/// A registry in a namespace of its own, a store, and a scratch directory; all removed on drop.
+/// A registry in a namespace of its own, a store, and a scratch directory; all removed on drop: the registry first,
+/// then the namespace (with any polis-image a failed test left running in it), then the directory.
 struct Env {
-    netns: NetNs,
     registry: Registry,
+    netns: NetNs,
     dir: tempfile::TempDir,
 }
 
@@ -46,8 +47,8 @@ impl Env {
         let netns = NetNs::new(tag);
         let registry = Registry::start(&netns);
         Some(Env {
-            netns,
             registry,
+            netns,
             dir: temp_dir("polis-it-image-"),
         })
     }
@@ -1309,18 +1310,12 @@ fn spawn(mut cmd: Command, scratch: &Path) -> (Child, PathBuf) {
 }
 
 fn wait_child((mut child, err): (Child, PathBuf), _scratch: &Path) -> Output {
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // A pull that never ends is reported as the failed Output below (with its stderr), not as a panic here.
+    let status = poll_until(TIMEOUT, || child.try_wait().unwrap());
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     Output {
         cmd: "polis-image pull (spawned)".into(),
         code: status.and_then(|s| s.code()),
@@ -1398,8 +1393,14 @@ fn concurrent_pulls_download_a_blob_once() {
     let first = spawn(env.command(&args), env.dir.path());
     front.wait_stalled(1, Duration::from_secs(30));
     let second = spawn(env.command(&args), env.dir.path());
-    // The second pull is waiting for the blob's lock now; let the first one go on (it resumes with Range).
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the second pull waits for the blob's download lock (the first holds it while its download stalls), let
+    // the first one go on (it resumes with Range).
+    let lock = env.store().join(format!("ingest/{}.lock", &layer[7..]));
+    eventually(
+        "the second pull waits for the blob's download lock",
+        Duration::from_secs(30),
+        || waiting_for_flock(second.0.id() as i32, &lock),
+    );
     front.release();
     let (a, b) = (
         wait_child(first, env.dir.path()),
@@ -1784,7 +1785,12 @@ fn prune_waits_for_a_running_pull() {
     );
     front.wait_stalled(1, Duration::from_secs(30));
     let (mut prune, _) = spawn(env.command(&["prune"]), env.dir.path());
-    std::thread::sleep(Duration::from_millis(500));
+    // The pull holds gc.lock shared while it fetches content no image names yet; prune takes it exclusively.
+    eventually(
+        "prune waits for the running pull's shared gc.lock",
+        Duration::from_secs(30),
+        || waiting_for_flock(prune.id() as i32, &env.store().join("gc.lock")),
+    );
     assert!(
         prune.try_wait().unwrap().is_none(),
         "prune waits while a pull runs"

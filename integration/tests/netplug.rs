@@ -3,7 +3,6 @@
 //! where the plugin runs (its bridge, veths and nftables table live there) and one per container; subnets from
 //! 198.18.0.0/15. Connectivity is checked over TCP with busybox nc.
 
-use polis_integration::containerd::NetNs;
 use polis_integration::containerd::tcp_round_trip;
 use polis_integration::*;
 use std::fs;

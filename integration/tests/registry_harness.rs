@@ -2,7 +2,7 @@
 //! skopeo or byte for byte, and each behaviour of `registry_front` as curl and skopeo (run inside the test's network
 //! namespace) see it. Fast; runs in CI (root, docker-registry, skopeo, curl installed by hack/install-deps).
 
-use polis_integration::containerd::{NetNs, REGISTRY, Registry, RegistryOptions};
+use polis_integration::containerd::{REGISTRY, Registry, RegistryOptions};
 use polis_integration::image_builder::{
     Compression, Image, Layer, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_SCHEMA1_SIGNED,
     MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_ZSTD, OciLayout, SkopeoPush,
@@ -11,7 +11,9 @@ use polis_integration::image_builder::{
 use polis_integration::registry_front::{
     Answer, CannedResponse, InterruptMode, Listener, RegistryFront,
 };
-use polis_integration::{Output, Value, missing_peer, run_command, temp_dir};
+use polis_integration::{
+    NetNs, Output, Value, eventually, eventually_some, missing_peer, run_command, temp_dir,
+};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -561,14 +563,20 @@ fn interrupted_blob_closes_or_stalls_and_resumes_with_range() {
     let mut curl = Background(
         w.netns
             .command("curl")
-            .args(["-sS", "-o", &stalled_file, &url])
+            // -N: curl writes what it receives at once (no stdio buffer), so the file shows what it has read.
+            .args(["-sS", "-N", "-o", &stalled_file, &url])
             .stdin(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
     front.wait_stalled(1, TIMEOUT);
-    std::thread::sleep(Duration::from_millis(300));
+    // curl has read every byte the front sent and waits for the rest, which never comes until the release.
+    eventually(
+        "curl has read the bytes sent before the stall",
+        TIMEOUT,
+        || std::fs::metadata(&stalled_file).is_ok_and(|m| m.len() == cut),
+    );
     assert!(
         curl.0.try_wait().unwrap().is_none(),
         "curl waits while the connection stalls"
@@ -601,15 +609,9 @@ fn interrupted_blob_closes_or_stalls_and_resumes_with_range() {
     assert_eq!(wait_exit(&mut curl.0).code(), Some(18));
 }
 
+#[track_caller]
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        assert!(Instant::now() < deadline, "process did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually_some("the process exits", TIMEOUT, || child.try_wait().unwrap())
 }
 
 /// docker-registry with htpasswd auth on plain HTTP (port 5001, beside the anonymous 5000): 401 with a Basic

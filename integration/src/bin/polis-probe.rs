@@ -35,6 +35,7 @@ fn main() {
         "stat" => stat(rest),
         "sleep" => {
             let secs: u64 = rest.first().and_then(|s| s.parse().ok()).unwrap_or(1);
+            // The probe's `sleep` command itself (a container process that stays alive), not synchronisation.
             std::thread::sleep(std::time::Duration::from_secs(secs));
             0
         }

@@ -83,7 +83,7 @@ conformance_test!(
     |rt| {
         let host = temp_dir("polis-it-keep-");
         std::fs::write(host.path().join("keep"), "keep me").unwrap();
-        let netns = NetNs::new();
+        let netns = NetNs::new("conf-delete");
         let mut b = Bundle::new();
         b.push("/mounts", json!({"destination": "/mnt/h", "type": "bind", "source": host.path(), "options": ["rbind"]}));
         b.with_namespace("network", Some(&netns.path()));

@@ -65,7 +65,7 @@ conformance_test!(
     /// process in the namespace specified by that path." (a network namespace made by `ip netns add`)
     join_network_namespace_by_path,
     |rt| {
-        let netns = NetNs::new();
+        let netns = NetNs::new("conf-ns");
         let mut b = Bundle::new();
         b.with_namespace("network", Some(&netns.path()));
         let ns = namespaces(rt, &mut b);
