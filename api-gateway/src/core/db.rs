@@ -1,0 +1,213 @@
+//! polisd's state in SQLite (WAL, synchronous=FULL: a committed change survives a crash of polisd or of the
+//! machine). A container is one row: its ID, its unique name and its record as JSON.
+
+use super::error::{Error, Result};
+use super::record::ContainerRecord;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::Mutex;
+
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS containers (
+    id      TEXT PRIMARY KEY,
+    name    TEXT NOT NULL UNIQUE,
+    record  TEXT NOT NULL
+);
+";
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db> {
+        let conn = Connection::open(path).map_err(|e| Error::failed(path.display(), e))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a container; a name already taken is a conflict naming the container that has it.
+    pub fn insert(&self, record: &ContainerRecord) -> Result<()> {
+        let conn = self.conn();
+        let taken: Option<String> = conn
+            .query_row(
+                "SELECT id FROM containers WHERE name = ?1",
+                params![record.name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(other) = taken {
+            return Err(name_conflict(&record.name, &other));
+        }
+        conn.execute(
+            "INSERT INTO containers (id, name, record) VALUES (?1, ?2, ?3)",
+            params![record.id, record.name, to_json(record)?],
+        )?;
+        Ok(())
+    }
+
+    pub fn update(&self, record: &ContainerRecord) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE containers SET name = ?2, record = ?3 WHERE id = ?1",
+            params![record.id, record.name, to_json(record)?],
+        );
+        match n {
+            Ok(0) => Err(Error::NotFound(format!("No such container: {}", record.id))),
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                let other = self.id_of_name(&record.name)?.unwrap_or_default();
+                Err(name_conflict(&record.name, &other))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn remove(&self, id: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM containers WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<ContainerRecord>> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM containers WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.map(|t| from_json(&t)).transpose()
+    }
+
+    fn id_of_name(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id FROM containers WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The container a user names: its full ID, its name, or an unambiguous prefix of its ID (as Docker looks
+    /// them up, in that order).
+    pub fn lookup(&self, reference: &str) -> Result<ContainerRecord> {
+        let not_found = || Error::NotFound(format!("No such container: {reference}"));
+        if reference.is_empty() {
+            return Err(not_found());
+        }
+        if let Some(r) = self.get(reference)? {
+            return Ok(r);
+        }
+        let name = reference.strip_prefix('/').unwrap_or(reference);
+        if let Some(id) = self.id_of_name(name)? {
+            return self.get(&id)?.ok_or_else(not_found);
+        }
+        if !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(not_found());
+        }
+        let ids: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT id FROM containers WHERE id LIKE ?1 || '%'")?;
+            stmt.query_map(params![reference], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?
+        };
+        match ids.as_slice() {
+            [id] => self.get(id)?.ok_or_else(not_found),
+            [] => Err(not_found()),
+            _ => Err(Error::Invalid(format!(
+                "multiple IDs found with provided prefix: {reference}"
+            ))),
+        }
+    }
+
+    pub fn all(&self) -> Result<Vec<ContainerRecord>> {
+        let texts: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT record FROM containers")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?
+        };
+        texts.iter().map(|t| from_json(t)).collect()
+    }
+}
+
+fn name_conflict(name: &str, other: &str) -> Error {
+    Error::Conflict(format!(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+    ))
+}
+
+fn to_json(record: &ContainerRecord) -> Result<String> {
+    serde_json::to_string(record).map_err(|e| Error::failed("encode container record", e))
+}
+
+fn from_json(text: &str) -> Result<ContainerRecord> {
+    serde_json::from_str(text).map_err(|e| Error::failed("decode container record", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn containers_are_found_by_id_name_and_unique_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("p.db")).unwrap();
+        db.insert(&record("abc123", "web")).unwrap();
+        db.insert(&record("abd456", "db")).unwrap();
+        assert_eq!(db.lookup("abc123").unwrap().name, "web");
+        assert_eq!(db.lookup("/db").unwrap().id, "abd456");
+        assert_eq!(db.lookup("abc").unwrap().id, "abc123");
+        assert!(matches!(db.lookup("ab"), Err(Error::Invalid(_))));
+        assert!(matches!(db.lookup("zz"), Err(Error::NotFound(_))));
+        assert!(matches!(db.lookup(""), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn a_taken_name_is_a_conflict_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("p.db")).unwrap();
+        db.insert(&record("a1", "web")).unwrap();
+        let e = db.insert(&record("b2", "web")).unwrap_err();
+        assert!(matches!(&e, Error::Conflict(m) if m.contains("a1")), "{e}");
+        db.insert(&record("b2", "api")).unwrap();
+        let e = db.update(&record("b2", "web")).unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)));
+        db.remove("a1").unwrap();
+        db.update(&record("b2", "web")).unwrap();
+        assert_eq!(db.all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn state_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        Db::open(&path)
+            .unwrap()
+            .insert(&record("a1", "web"))
+            .unwrap();
+        assert_eq!(Db::open(&path).unwrap().lookup("web").unwrap().id, "a1");
+    }
+}

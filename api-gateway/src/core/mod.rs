@@ -1,0 +1,66 @@
+//! The operations of polisd, knowing nothing of HTTP: the REST API (rest/) is one thin layer over them, the gRPC
+//! API another. Containers, images and events; state in SQLite (db.rs), containers under their own shims.
+
+pub mod containers;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod images;
+pub mod logs;
+pub mod record;
+pub mod shim;
+pub mod spec;
+pub mod task_events;
+
+pub use error::{Error, Result};
+
+use crate::config::Config;
+use containers::Handle;
+use db::Db;
+use events::Events;
+use polis_imagesvc::store::ImageStore;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub struct Core {
+    pub config: Config,
+    pub db: Db,
+    pub store: Arc<ImageStore>,
+    pub events: Events,
+    /// The in-memory side of each container: its output channel, exit notifications, its shim and stdin.
+    handles: Mutex<HashMap<String, Arc<Handle>>>,
+}
+
+impl Core {
+    /// Opens (creating what is missing) polisd's state directories, database and image store.
+    pub fn open(config: Config) -> Result<Arc<Core>> {
+        for dir in [
+            config.root.clone(),
+            config.containers_dir(),
+            config.exec_root.clone(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::failed(dir.display(), e))?;
+            private(&dir)?;
+        }
+        let db = Db::open(&config.database())?;
+        let store = ImageStore::open(&config.images_dir())?;
+        Ok(Arc::new(Core {
+            config,
+            db,
+            store: Arc::new(store),
+            events: Events::new(),
+            handles: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn handles(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Handle>>> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// polisd's state is root's only: the rootfs of containers and the images' setuid binaries are in it.
+fn private(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::failed(dir.display(), e))
+}

@@ -1,0 +1,56 @@
+//! polisd: the Polis daemon (Docker Engine API on /run/polis/polis.sock).
+
+use clap::Parser;
+use polisd::config::{Config, DEFAULT_CONFIG};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "polisd",
+    version,
+    about = "The Polis daemon: the Docker Engine API over Polis"
+)]
+struct Cli {
+    /// The TOML configuration (every key is optional; a missing default file means the defaults).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log at debug level.
+    #[arg(long)]
+    debug: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(if cli.debug {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        })
+        .with_writer(std::io::stderr)
+        .init();
+    let explicit = cli.config.is_some();
+    let path = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let config = match Config::load(&path, explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("polisd: {e}");
+            std::process::exit(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("polisd: start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(polisd::server::run(config)) {
+        eprintln!("polisd: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,352 @@
+//! Container endpoints: create, list, inspect, start, stop, restart, kill, pause, unpause, wait, rename, resize,
+//! remove.
+
+use super::params::{Query, filters, flag, int, json};
+use super::{ApiError, ApiResult};
+use crate::core::containers::WaitCondition;
+use crate::core::record::{ContainerRecord, Status};
+use crate::core::{Core, Error};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bollard_stubs::models::{
+    ContainerCreateBody, ContainerCreateResponse, ContainerInspectResponse, ContainerState,
+    ContainerStateStatusEnum, ContainerSummary, ContainerSummaryHostConfig, ContainerWaitResponse,
+};
+use std::sync::Arc;
+
+pub async fn create(State(core): State<Arc<Core>>, q: Query, body: Bytes) -> ApiResult<Response> {
+    let request: ContainerCreateBody = json(&body)?;
+    let id = core
+        .create(q.get("name").map(String::as_str), request)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(ContainerCreateResponse {
+            id,
+            warnings: Vec::new(),
+        }),
+    )
+        .into_response())
+}
+
+fn unix_time(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.timestamp())
+        .unwrap_or(0)
+}
+
+/// "Up 5 seconds", "Exited (0) 3 minutes ago", as `docker ps` shows them.
+fn human_status(r: &ContainerRecord) -> String {
+    let since = |t: &Option<String>| {
+        let secs = t
+            .as_deref()
+            .map(|t| chrono::Utc::now().timestamp() - unix_time(t))
+            .unwrap_or(0)
+            .max(0);
+        match secs {
+            0 => "Less than a second".to_string(),
+            1 => "1 second".to_string(),
+            s if s < 60 => format!("{s} seconds"),
+            s if s < 120 => "About a minute".to_string(),
+            s if s < 3600 => format!("{} minutes", s / 60),
+            s if s < 7200 => "About an hour".to_string(),
+            s => format!("{} hours", s / 3600),
+        }
+    };
+    match r.state.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", since(&r.state.started_at)),
+        Status::Paused => format!("Up {} (Paused)", since(&r.state.started_at)),
+        Status::Restarting => "Restarting".into(),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Dead => "Dead".into(),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            r.state.exit_code,
+            since(&r.state.finished_at)
+        ),
+    }
+}
+
+fn command(r: &ContainerRecord) -> String {
+    std::iter::once(r.path.as_str())
+        .chain(r.args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn summary(r: &ContainerRecord) -> ContainerSummary {
+    ContainerSummary {
+        id: Some(r.id.clone()),
+        names: Some(vec![format!("/{}", r.name)]),
+        image: Some(r.image.clone()),
+        image_id: Some(r.image_id.clone()),
+        command: Some(command(r)),
+        created: Some(unix_time(&r.created)),
+        ports: Some(Vec::new()),
+        labels: r.config.labels.clone(),
+        state: serde_json::from_value(serde_json::json!(r.state.status.as_str())).ok(),
+        status: Some(human_status(r)),
+        host_config: Some(ContainerSummaryHostConfig {
+            network_mode: Some(
+                r.host_config
+                    .network_mode
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+            ),
+            ..Default::default()
+        }),
+        mounts: Some(Vec::new()),
+        ..Default::default()
+    }
+}
+
+/// Whether a container passes `docker ps`'s filters.
+fn passes(
+    r: &ContainerRecord,
+    f: &std::collections::HashMap<String, Vec<String>>,
+) -> ApiResult<bool> {
+    for (key, values) in f {
+        let any = |pass: &dyn Fn(&str) -> bool| values.iter().any(|v| pass(v));
+        let ok = match key.as_str() {
+            "id" => any(&|v| r.id.starts_with(v)),
+            "name" => any(&|v| r.name.contains(v.trim_start_matches('/'))),
+            "status" => any(&|v| v == r.state.status.as_str()),
+            "ancestor" => any(&|v| {
+                r.image == v
+                    || r.image_id
+                        .trim_start_matches("sha256:")
+                        .starts_with(v.trim_start_matches("sha256:"))
+            }),
+            "label" => any(&|v| {
+                let labels = r.config.labels.clone().unwrap_or_default();
+                match v.split_once('=') {
+                    Some((k, val)) => labels.get(k).is_some_and(|l| l == val),
+                    None => labels.contains_key(v),
+                }
+            }),
+            "exited" => {
+                any(&|v| r.state.status == Status::Exited && v == r.state.exit_code.to_string())
+            }
+            "network" => any(&|v| {
+                r.host_config.network_mode.as_deref().unwrap_or("bridge") == v
+                    || (v == "bridge"
+                        && r.host_config
+                            .network_mode
+                            .as_deref()
+                            .is_none_or(|m| m == "default"))
+            }),
+            other => {
+                return Err(ApiError(Error::Invalid(format!(
+                    "invalid filter '{other}'"
+                ))));
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+pub async fn list(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response> {
+    let f = filters(&q)?;
+    let all = flag(&q, "all") || f.contains_key("status");
+    let limit = int(&q, "limit")?.filter(|l| *l > 0);
+    let mut records = core.db.all()?;
+    records.sort_by(|a, b| b.created.cmp(&a.created));
+    let mut out = Vec::new();
+    for r in &records {
+        if !all && limit.is_none() && !r.state.status.is_live() {
+            continue;
+        }
+        if passes(r, &f)? {
+            out.push(summary(r));
+        }
+    }
+    if let Some(l) = limit {
+        out.truncate(l as usize);
+    }
+    Ok(axum::Json(out).into_response())
+}
+
+pub fn inspect_record(core: &Core, r: &ContainerRecord) -> ContainerInspectResponse {
+    let status: Option<ContainerStateStatusEnum> =
+        serde_json::from_value(serde_json::json!(r.state.status.as_str())).ok();
+    let dir = core.config.containers_dir().join(&r.id);
+    let mut config = r.config.clone();
+    config.image = Some(r.image.clone());
+    config.hostname = Some(
+        config
+            .hostname
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| r.short_id().to_string()),
+    );
+    ContainerInspectResponse {
+        id: Some(r.id.clone()),
+        created: Some(r.created.clone()),
+        path: Some(r.path.clone()),
+        args: Some(r.args.clone()),
+        state: Some(ContainerState {
+            status,
+            running: Some(r.state.status.is_live()),
+            paused: Some(r.state.status == Status::Paused),
+            restarting: Some(r.state.status == Status::Restarting),
+            oom_killed: Some(r.state.oom_killed),
+            dead: Some(r.state.status == Status::Dead),
+            pid: Some(r.state.pid),
+            exit_code: Some(r.state.exit_code),
+            error: Some(r.state.error.clone()),
+            started_at: Some(
+                r.state
+                    .started_at
+                    .clone()
+                    .unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            ),
+            finished_at: Some(
+                r.state
+                    .finished_at
+                    .clone()
+                    .unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            ),
+            health: None,
+        }),
+        image: Some(r.image_id.clone()),
+        resolv_conf_path: Some(dir.join("etc/resolv.conf").display().to_string()),
+        hostname_path: Some(dir.join("etc/hostname").display().to_string()),
+        hosts_path: Some(dir.join("etc/hosts").display().to_string()),
+        log_path: Some(r.log_path.display().to_string()),
+        name: Some(format!("/{}", r.name)),
+        restart_count: Some(r.restart_count),
+        driver: Some("overlay".into()),
+        platform: Some("linux".into()),
+        host_config: Some(r.host_config.clone()),
+        config: Some(config),
+        mounts: Some(Vec::new()),
+        ..Default::default()
+    }
+}
+
+pub async fn inspect(State(core): State<Arc<Core>>, Path(id): Path<String>) -> ApiResult<Response> {
+    let r = core.db.lookup(&id)?;
+    Ok(axum::Json(inspect_record(&core, &r)).into_response())
+}
+
+pub async fn start(State(core): State<Arc<Core>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    core.start(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn stop(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+    q: Query,
+) -> ApiResult<StatusCode> {
+    core.stop(&id, int(&q, "t")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn restart(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+    q: Query,
+) -> ApiResult<StatusCode> {
+    core.restart(&id, int(&q, "t")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn kill(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+    q: Query,
+) -> ApiResult<StatusCode> {
+    core.kill(&id, q.get("signal").map(String::as_str)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn pause(State(core): State<Arc<Core>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    core.pause(&id, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn unpause(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    core.pause(&id, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Answers at once with the headers (clients wait for them before starting the container), and with the exit
+/// status when the condition is met.
+pub async fn wait(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
+    let condition = WaitCondition::parse(q.get("condition").map(String::as_str).unwrap_or(""))?;
+    let record = core.db.lookup(&id)?;
+    let body = futures_util::stream::once(async move {
+        let response = match core.wait(&record.id, condition).await {
+            Ok(code) => ContainerWaitResponse {
+                status_code: code,
+                error: None,
+            },
+            Err(e) => ContainerWaitResponse {
+                status_code: -1,
+                error: Some(bollard_stubs::models::ContainerWaitExitError {
+                    message: Some(e.to_string()),
+                }),
+            },
+        };
+        let mut line = serde_json::to_vec(&response).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::io::Error>(line)
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+pub async fn rename(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+    q: Query,
+) -> ApiResult<StatusCode> {
+    let name = q
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError(Error::Invalid("rename: the new name is empty".into())))?;
+    core.rename(&id, name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn resize(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+    q: Query,
+) -> ApiResult<StatusCode> {
+    let h = int(&q, "h")?.unwrap_or(0);
+    let w = int(&q, "w")?.unwrap_or(0);
+    if !(0..=u16::MAX as i64).contains(&h) || !(0..=u16::MAX as i64).contains(&w) {
+        return Err(ApiError(Error::Invalid(format!(
+            "invalid terminal size {w}x{h}"
+        ))));
+    }
+    core.resize(&id, w as u32, h as u32)?;
+    Ok(StatusCode::OK)
+}
+
+pub async fn remove(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+    q: Query,
+) -> ApiResult<StatusCode> {
+    core.remove(&id, flag(&q, "force")).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

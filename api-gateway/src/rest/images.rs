@@ -1,0 +1,248 @@
+//! Image endpoints: create (pull, with Docker's JSON progress stream), list, inspect, remove.
+
+use super::params::Query;
+use super::{ApiError, ApiResult};
+use crate::core::images::{self, Image, credential_from_header, familiar_name};
+use crate::core::{Core, Error};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use bollard_stubs::models::ImageSummary;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+enum PullMessage {
+    Progress(serde_json::Value),
+    Done(Box<crate::core::Result<Image>>),
+}
+
+/// `POST /images/create?fromImage=NAME&tag=TAG`. A pull that fails before it reports anything (no such image,
+/// registry unreachable) answers with an error status; later failures end the stream with Docker's error object.
+pub async fn pull(
+    State(core): State<Arc<Core>>,
+    q: Query,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let from = q
+        .get("fromImage")
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| {
+            ApiError(Error::Invalid(
+                "fromImage is required (importing with fromSrc is not supported)".into(),
+            ))
+        })?;
+    let reference = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
+        Some(t) => format!("{from}:{t}"),
+        None => from.clone(),
+    };
+    let credential = match headers.get("X-Registry-Auth") {
+        Some(v) => credential_from_header(v.to_str().unwrap_or_default())?,
+        None => None,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<PullMessage>();
+    let progress_tx = tx.clone();
+    let sink: images::ProgressSink = Arc::new(move |v| {
+        let _ = progress_tx.send(PullMessage::Progress(v));
+    });
+    let store = core.store.clone();
+    let insecure = core.config.insecure_registries.clone();
+    let wanted = reference.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = images::pull(&store, &wanted, &insecure, credential, sink);
+        let _ = tx.send(PullMessage::Done(Box::new(result)));
+    });
+    let first = rx.recv().await;
+    let first_line = match first {
+        Some(PullMessage::Done(done)) => match *done {
+            Err(e) => return Err(ApiError(e)),
+            Ok(image) => {
+                core.image_event("pull", &image.stored.name);
+                None
+            }
+        },
+        Some(PullMessage::Progress(v)) => Some(v),
+        None => {
+            return Err(ApiError(Error::Failed(
+                "the pull ended without a result".into(),
+            )));
+        }
+    };
+    let stream =
+        futures_util::stream::unfold((rx, first_line, core), |(mut rx, first, core)| async move {
+            if let Some(v) = first {
+                return Some((line(&v), (rx, None, core)));
+            }
+            match rx.recv().await? {
+                PullMessage::Progress(v) => Some((line(&v), (rx, None, core))),
+                PullMessage::Done(done) => match *done {
+                    Ok(image) => {
+                        core.image_event("pull", &image.stored.name);
+                        None
+                    }
+                    Err(e) => {
+                        let m = e.to_string();
+                        let v = serde_json::json!({"errorDetail": {"message": m}, "error": m});
+                        Some((line(&v), (rx, None, core)))
+                    }
+                },
+            }
+        });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn line(v: &serde_json::Value) -> Result<Vec<u8>, std::io::Error> {
+    let mut l = serde_json::to_vec(v).unwrap_or_default();
+    l.extend_from_slice(b"\r\n");
+    Ok(l)
+}
+
+fn created(image: &Image) -> i64 {
+    image.config["created"]
+        .as_str()
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .map(|t| t.timestamp())
+        .unwrap_or(0)
+}
+
+fn size(core: &Core, image: &Image) -> i64 {
+    polis_imagesvc::inspect::image_size(&core.store, &image.stored).unwrap_or(0) as i64
+}
+
+fn repo_digest(image: &Image) -> String {
+    let name = familiar_name(&image.stored.name);
+    let repo = match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => &name[..i],
+        _ => name.as_str(),
+    };
+    format!("{repo}@{}", image.stored.manifest.digest())
+}
+
+fn summary(core: &Core, image: &Image) -> ImageSummary {
+    ImageSummary {
+        id: image.id.clone(),
+        parent_id: String::new(),
+        repo_tags: vec![familiar_name(&image.stored.name)],
+        repo_digests: vec![repo_digest(image)],
+        created: created(image),
+        size: size(core, image),
+        shared_size: -1,
+        labels: image.config["config"]["Labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        containers: -1,
+        ..Default::default()
+    }
+}
+
+pub async fn list(State(core): State<Arc<Core>>) -> ApiResult<Response> {
+    let c = core.clone();
+    let out = tokio::task::spawn_blocking(move || -> crate::core::Result<Vec<ImageSummary>> {
+        // One image ID under several names is one row with several tags, as Docker lists it.
+        let mut rows: Vec<ImageSummary> = Vec::new();
+        for image in images::list(&c.store)? {
+            let s = summary(&c, &image);
+            match rows.iter_mut().find(|r| r.id == s.id) {
+                Some(r) => {
+                    r.repo_tags.extend(s.repo_tags);
+                    r.repo_digests.extend(s.repo_digests);
+                }
+                None => rows.push(s),
+            }
+        }
+        Ok(rows)
+    })
+    .await
+    .map_err(|e| ApiError(Error::failed("list images", e)))??;
+    Ok(axum::Json(out).into_response())
+}
+
+/// `GET /images/{name}/json` (names hold slashes, so the route takes the rest of the path).
+pub async fn get(State(core): State<Arc<Core>>, Path(rest): Path<String>) -> ApiResult<Response> {
+    let Some(name) = rest.strip_suffix("/json") else {
+        return Err(ApiError(Error::NotFound(format!(
+            "page not found: /images/{rest}"
+        ))));
+    };
+    let c = core.clone();
+    let name = name.to_string();
+    let doc = tokio::task::spawn_blocking(move || -> crate::core::Result<serde_json::Value> {
+        let image = images::find(&c.store, &name)?;
+        let config = &image.config;
+        Ok(serde_json::json!({
+            "Id": image.id,
+            "RepoTags": [familiar_name(&image.stored.name)],
+            "RepoDigests": [repo_digest(&image)],
+            "Parent": "",
+            "Comment": "",
+            "Created": config["created"],
+            "DockerVersion": "",
+            "Author": config["author"],
+            "Config": config["config"],
+            "Architecture": config["architecture"],
+            "Os": config["os"],
+            "Size": size(&c, &image),
+            "VirtualSize": size(&c, &image),
+            "GraphDriver": {"Name": "overlay", "Data": null},
+            "RootFS": {"Type": "layers", "Layers": config["rootfs"]["diff_ids"]},
+            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        }))
+    })
+    .await
+    .map_err(|e| ApiError(Error::failed("inspect image", e)))??;
+    Ok(axum::Json(doc).into_response())
+}
+
+/// `DELETE /images/{name}`: untags the name; the content goes when no image uses it. An image a container uses is
+/// refused without `force`.
+pub async fn remove(
+    State(core): State<Arc<Core>>,
+    Path(name): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
+    let force = super::params::flag(&q, "force");
+    let c = core.clone();
+    let deleted = tokio::task::spawn_blocking(move || -> crate::core::Result<serde_json::Value> {
+        let image = images::find(&c.store, &name)?;
+        if !force
+            && let Some(user) = c.db.all()?.into_iter().find(|r| r.image_id == image.id)
+        {
+            return Err(Error::Conflict(format!(
+                "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
+                user.short_id(),
+                &image.id.trim_start_matches("sha256:")[..12]
+            )));
+        }
+        c.store.untag(&image.stored.name)?;
+        let remaining = images::list(&c.store)?.iter().any(|i| i.id == image.id);
+        if !remaining {
+            c.store.collect_garbage(false)?;
+        }
+        let mut out = vec![serde_json::json!({"Untagged": familiar_name(&image.stored.name)})];
+        if !remaining {
+            out.push(serde_json::json!({"Deleted": image.id}));
+        }
+        Ok(serde_json::json!(out))
+    })
+    .await
+    .map_err(|e| ApiError(Error::failed("remove image", e)))??;
+    core.image_event("delete", &name_of(&deleted));
+    Ok(axum::Json(deleted).into_response())
+}
+
+fn name_of(deleted: &serde_json::Value) -> String {
+    deleted[0]["Untagged"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}

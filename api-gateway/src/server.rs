@@ -1,0 +1,64 @@
+//! Running polisd: the state, the shims' events endpoint, recovery of running containers, and the REST API on its
+//! unix socket (root and the configured group only, mode 0660), until SIGTERM or SIGINT.
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::rest;
+use anyhow::{Context, Result};
+use std::os::unix::fs::PermissionsExt;
+use tower::Layer;
+
+pub async fn run(config: Config) -> Result<()> {
+    let socket = config.socket.clone();
+    let group = config.socket_group.clone();
+    let core = Core::open(config)?;
+    let _events = crate::core::task_events::serve(&core)?;
+    core.recover().await?;
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .with_context(|| format!("listen on {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", socket.display()))?;
+    if let Some(name) = group {
+        let g = nix::unistd::Group::from_name(&name)
+            .with_context(|| format!("look up group {name}"))?
+            .with_context(|| format!("socket_group {name:?}: no such group"))?;
+        nix::unistd::chown(&socket, None, Some(g.gid))
+            .with_context(|| format!("chown {}", socket.display()))?;
+    }
+    tracing::info!(socket = %socket.display(), "polisd serves the Docker Engine API");
+    let app = axum::middleware::map_request(version_prefix).layer(rest::router(core.clone()));
+    axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+    .context("serve the API")?;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+async fn version_prefix(
+    req: axum::extract::Request,
+) -> std::result::Result<axum::extract::Request, rest::ApiError> {
+    rest::strip_version(req)
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("polisd stops; running containers keep running under their shims");
+}
