@@ -468,7 +468,7 @@ impl Core {
         }
     }
 
-    fn running(&self, reference: &str) -> Result<(ContainerRecord, Arc<Handle>, Arc<Shim>)> {
+    pub fn running(&self, reference: &str) -> Result<(ContainerRecord, Arc<Handle>, Arc<Shim>)> {
         let record = self.db.lookup(reference)?;
         let h = self.handle(&record);
         match (record.state.status.is_live(), h.shim()) {
