@@ -104,7 +104,7 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
     name.parse::<Signal>().map_err(|_| bad())
 }
 
-fn random_id() -> Result<String> {
+pub(crate) fn random_id() -> Result<String> {
     let mut bytes = [0u8; 32];
     let mut f =
         std::fs::File::open("/dev/urandom").map_err(|e| Error::failed("/dev/urandom", e))?;
@@ -248,6 +248,7 @@ impl Core {
         let image = blocking(move || images::find(&store, &wanted)).await?;
         let config = spec::merge(request, &image.config);
         let args = spec::process_args(&config)?;
+        let (mounts, made_volumes) = self.resolve_mounts(&config, &host)?;
         let dir = self.config.containers_dir().join(&id);
         let bundle = dir.join("bundle");
         let record = ContainerRecord {
@@ -263,6 +264,7 @@ impl Core {
             state: State::default(),
             bundle: bundle.clone(),
             rootfs_options: Vec::new(),
+            mounts,
             log_path: dir.join("container.log"),
             shim: None,
             restart_count: 0,
@@ -270,7 +272,7 @@ impl Core {
         };
         let store = self.store.clone();
         let made = record.clone();
-        let record = blocking(move || {
+        let made_bundle = blocking(move || {
             let mut record = made;
             let result = make_bundle(&store, &image, &dir, &mut record);
             if result.is_err() {
@@ -278,8 +280,16 @@ impl Core {
             }
             result.map(|_| record)
         })
-        .await?;
+        .await;
+        let record = match made_bundle {
+            Ok(r) => r,
+            Err(e) => {
+                self.discard_volumes(&made_volumes);
+                return Err(e);
+            }
+        };
         if let Err(e) = self.db.insert(&record) {
+            self.discard_volumes(&made_volumes);
             let (dir, bundle) = (
                 self.config.containers_dir().join(&record.id),
                 record.bundle.clone(),
@@ -462,7 +472,7 @@ impl Core {
             });
         }
         if record.host_config.auto_remove.unwrap_or(false)
-            && let Err(e) = self.remove(id, true).await
+            && let Err(e) = self.remove(id, true, true).await
         {
             tracing::warn!(container = id, error = %e, "auto-remove");
         }
@@ -582,8 +592,9 @@ impl Core {
         Ok(p.exit_code)
     }
 
-    /// Removes a container; a running one only with `force` (it is killed first).
-    pub async fn remove(&self, reference: &str, force: bool) -> Result<()> {
+    /// Removes a container; a running one only with `force` (it is killed first). `volumes`: its anonymous
+    /// volumes go too.
+    pub async fn remove(&self, reference: &str, force: bool, volumes: bool) -> Result<()> {
         let record = self.db.lookup(reference)?;
         let h = self.handle(&record);
         if record.state.status.is_live() {
@@ -612,6 +623,9 @@ impl Core {
         })
         .await?;
         self.db.remove(&record.id)?;
+        if volumes {
+            self.remove_anonymous_volumes(&record);
+        }
         self.handles().remove(&record.id);
         self.container_event(&record, "destroy", &[]);
         h.progress.send_modify(|p| p.removed = true);
@@ -770,9 +784,13 @@ fn make_bundle(
             &record.id,
             &record.config,
             &record.host_config,
+            &record.mounts,
             dir,
             &rootfs,
         )?;
+        for m in &record.mounts {
+            super::volumes::copy_up(&rootfs, m);
+        }
         let text = serde_json::to_vec_pretty(&config)
             .map_err(|e| Error::failed("encode config.json", e))?;
         polis_host::atomic::write_atomic(&path, &text)

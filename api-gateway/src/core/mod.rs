@@ -11,6 +11,7 @@ pub mod record;
 pub mod shim;
 pub mod spec;
 pub mod task_events;
+pub mod volumes;
 
 pub use error::{Error, Result};
 

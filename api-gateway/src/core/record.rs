@@ -56,6 +56,7 @@ pub struct ShimInfo {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ContainerRecord {
     pub id: String,
     /// Without Docker's leading '/'.
@@ -77,6 +78,8 @@ pub struct ContainerRecord {
     pub bundle: PathBuf,
     /// The rootfs: overlayfs options (lowerdir, upperdir, workdir), mounted by the shim at each start.
     pub rootfs_options: Vec<String>,
+    /// Binds and volumes (the files Docker provides and tmpfs are in config.json only).
+    pub mounts: Vec<super::volumes::MountSpec>,
     pub log_path: PathBuf,
     pub shim: Option<ShimInfo>,
     pub restart_count: i64,

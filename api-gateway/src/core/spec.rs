@@ -158,6 +158,7 @@ pub fn adjust(
     id: &str,
     config: &ContainerConfig,
     host: &HostConfig,
+    volumes: &[super::volumes::MountSpec],
     dir: &Path,
     rootfs: &Path,
 ) -> Result<()> {
@@ -250,8 +251,17 @@ pub fn adjust(
                            "options": ["rbind", "rprivate"]}),
         );
     }
-    for bind in host.binds.clone().unwrap_or_default() {
-        mounts.push(bind_mount(&bind)?);
+    for m in volumes {
+        let mut options = vec![
+            "rbind".to_string(),
+            if m.rw { "rw" } else { "ro" }.to_string(),
+            m.propagation.clone(),
+        ];
+        if m.kind == "volume" {
+            options.push("nosuid".into());
+            options.push("nodev".into());
+        }
+        mounts.push(json!({"destination": m.destination, "type": "bind", "source": m.source, "options": options}));
     }
     for (target, options) in host.tmpfs.clone().unwrap_or_default() {
         if !target.starts_with('/') {
@@ -308,58 +318,6 @@ pub fn adjust(
         linux["resources"] = resources;
     }
     Ok(())
-}
-
-/// A `HostConfig.Binds` entry, `SOURCE:TARGET[:OPTIONS]`. The source must exist (Docker creates missing host
-/// directories; polisd refuses them, so that a typo does not create directories on the host).
-fn bind_mount(bind: &str) -> Result<Value> {
-    let parts: Vec<&str> = bind.split(':').collect();
-    let (source, target, options) = match parts.as_slice() {
-        [s, t] => (*s, *t, ""),
-        [s, t, o] => (*s, *t, *o),
-        _ => {
-            return Err(Error::Invalid(format!(
-                "invalid volume specification: '{bind}'"
-            )));
-        }
-    };
-    if !target.starts_with('/') {
-        return Err(Error::Invalid(format!(
-            "invalid volume specification: '{bind}': mount path must be absolute"
-        )));
-    }
-    if !source.starts_with('/') {
-        return Err(Error::Invalid(format!(
-            "invalid volume specification: '{bind}': named volumes are not supported yet"
-        )));
-    }
-    if !Path::new(source).exists() {
-        return Err(Error::Invalid(format!(
-            "invalid mount config for type \"bind\": bind source path does not exist: {source}"
-        )));
-    }
-    let mut opts = vec!["rbind".to_string()];
-    for o in options.split(',').filter(|o| !o.is_empty()) {
-        match o {
-            "ro" | "rw" => opts.push(o.into()),
-            "z" | "Z" => {}
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => {
-                opts.push(o.into())
-            }
-            other => {
-                return Err(Error::Invalid(format!(
-                    "invalid volume specification: '{bind}': unknown option {other:?}"
-                )));
-            }
-        }
-    }
-    if !opts
-        .iter()
-        .any(|o| o.contains("private") || o.contains("shared") || o.contains("slave"))
-    {
-        opts.push("rprivate".into());
-    }
-    Ok(json!({"destination": target, "type": "bind", "source": source, "options": opts}))
 }
 
 /// /etc/resolv.conf: the request's DNS settings, else the host's file without loopback name servers (which do not
@@ -460,19 +418,5 @@ mod tests {
         assert!(
             matches!(capabilities(&current, &bad), Err(Error::Invalid(m)) if m.contains("FLY"))
         );
-    }
-
-    #[test]
-    fn binds_need_an_existing_absolute_source() {
-        assert!(
-            bind_mount("/tmp:/data:ro").unwrap()["options"]
-                .as_array()
-                .unwrap()
-                .contains(&json!("ro"))
-        );
-        assert!(
-            matches!(bind_mount("/does/not/exist:/data"), Err(Error::Invalid(m)) if m.contains("does not exist"))
-        );
-        assert!(matches!(bind_mount("/tmp:data"), Err(Error::Invalid(_))));
     }
 }

@@ -98,7 +98,7 @@ fn summary(r: &ContainerRecord) -> ContainerSummary {
             ),
             ..Default::default()
         }),
-        mounts: Some(Vec::new()),
+        mounts: Some(mount_points(r)),
         ..Default::default()
     }
 }
@@ -172,6 +172,26 @@ pub async fn list(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response
     Ok(axum::Json(out).into_response())
 }
 
+fn mount_points(r: &ContainerRecord) -> Vec<bollard_stubs::models::MountPoint> {
+    r.mounts
+        .iter()
+        .map(|m| bollard_stubs::models::MountPoint {
+            typ: Some(m.kind.clone()),
+            name: m.name.clone(),
+            source: Some(m.source.display().to_string()),
+            destination: Some(m.destination.clone()),
+            driver: m.name.as_ref().map(|_| "local".to_string()),
+            mode: Some(String::new()),
+            rw: Some(m.rw),
+            propagation: Some(if m.kind == "bind" {
+                m.propagation.clone()
+            } else {
+                String::new()
+            }),
+        })
+        .collect()
+}
+
 pub fn inspect_record(core: &Core, r: &ContainerRecord) -> ContainerInspectResponse {
     let status: Option<ContainerStateStatusEnum> =
         serde_json::from_value(serde_json::json!(r.state.status.as_str())).ok();
@@ -225,7 +245,7 @@ pub fn inspect_record(core: &Core, r: &ContainerRecord) -> ContainerInspectRespo
         platform: Some("linux".into()),
         host_config: Some(r.host_config.clone()),
         config: Some(config),
-        mounts: Some(Vec::new()),
+        mounts: Some(mount_points(r)),
         ..Default::default()
     }
 }
@@ -347,6 +367,6 @@ pub async fn remove(
     Path(id): Path<String>,
     q: Query,
 ) -> ApiResult<StatusCode> {
-    core.remove(&id, flag(&q, "force")).await?;
+    core.remove(&id, flag(&q, "force"), flag(&q, "v")).await?;
     Ok(StatusCode::NO_CONTENT)
 }

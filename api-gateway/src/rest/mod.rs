@@ -7,6 +7,7 @@ mod images;
 mod params;
 mod stream;
 mod system;
+mod volumes;
 
 use crate::core::{Core, Error};
 use axum::Router;
@@ -74,6 +75,13 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/containers/{id}/attach", post(stream::attach))
         .route("/containers/{id}/logs", get(stream::logs))
         .route("/containers/{id}", delete(containers::remove))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route(
+            "/volumes/{name}",
+            get(volumes::inspect).delete(volumes::remove),
+        )
         .route("/images/create", post(images::pull))
         .route("/images/json", get(images::list))
         .route("/images/{*name}", get(images::get).delete(images::remove))
