@@ -14,6 +14,7 @@ pub async fn run(config: Config) -> Result<()> {
     let core = Core::open(config)?;
     let _events = crate::core::task_events::serve(&core)?;
     core.recover().await?;
+    core.start_by_policy().await;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }

@@ -36,6 +36,8 @@ pub struct Handle {
     /// Counts starts, so that an attach made before `start` finds the stdin of the run it waits for.
     pub starts: watch::Sender<u64>,
     shim: Mutex<Option<Arc<Shim>>>,
+    /// The restart policy's last back-off delay.
+    pub restart_delay: Mutex<Option<Duration>>,
     /// One lifecycle operation at a time per container.
     op: tokio::sync::Mutex<()>,
 }
@@ -198,6 +200,7 @@ impl Core {
                     stdin: tokio::sync::Mutex::new(None),
                     starts: watch::channel(0).0,
                     shim: Mutex::new(None),
+                    restart_delay: Mutex::new(None),
                     op: tokio::sync::Mutex::new(()),
                 })
             })
@@ -476,6 +479,7 @@ impl Core {
         {
             tracing::warn!(container = id, error = %e, "auto-remove");
         }
+        self.apply_restart_policy(&record);
     }
 
     pub fn running(&self, reference: &str) -> Result<(ContainerRecord, Arc<Handle>, Arc<Shim>)> {
@@ -510,8 +514,13 @@ impl Core {
     /// Stops a running container: its StopSignal, then SIGKILL after `timeout` seconds (default: its StopTimeout,
     /// else 10; negative: wait for ever).
     pub async fn stop(&self, reference: &str, timeout: Option<i64>) -> Result<()> {
-        let record = self.db.lookup(reference)?;
+        let mut record = self.db.lookup(reference)?;
         if !record.state.status.is_live() {
+            // Also cancels a restart its policy has scheduled.
+            if !record.stopped_by_user {
+                record.stopped_by_user = true;
+                self.db.update(&record)?;
+            }
             return Err(Error::NotModified("container already stopped".into()));
         }
         let (mut record, h, shim) = self.running(reference)?;

@@ -8,6 +8,7 @@ pub mod events;
 pub mod images;
 pub mod logs;
 pub mod record;
+pub mod restart;
 pub mod shim;
 pub mod spec;
 pub mod task_events;
