@@ -169,6 +169,9 @@ pub async fn list(State(core): State<Arc<Core>>) -> ApiResult<Response> {
 
 /// `GET /images/{name}/json` (names hold slashes, so the route takes the rest of the path).
 pub async fn get(State(core): State<Arc<Core>>, Path(rest): Path<String>) -> ApiResult<Response> {
+    if let Some(name) = rest.strip_suffix("/history") {
+        return history(core, name.to_string()).await;
+    }
     let Some(name) = rest.strip_suffix("/json") else {
         return Err(ApiError(Error::NotFound(format!(
             "page not found: /images/{rest}"
@@ -245,4 +248,174 @@ fn name_of(deleted: &serde_json::Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+/// `GET /images/{name}/history`: the config's history, newest first, with the size of each layer.
+async fn history(core: Arc<Core>, name: String) -> ApiResult<Response> {
+    let c = core.clone();
+    let doc = tokio::task::spawn_blocking(move || -> crate::core::Result<serde_json::Value> {
+        let image = images::find(&c.store, &name)?;
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&c.store.read_blob(image.stored.manifest.digest().as_ref())?)
+                .unwrap_or_default();
+        let mut sizes = manifest["layers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| l["size"].as_i64().unwrap_or(0));
+        let mut rows = Vec::new();
+        let history = image.config["history"].as_array().cloned().unwrap_or_default();
+        let count = history.len();
+        for (i, h) in history.iter().enumerate() {
+            let empty = h["empty_layer"].as_bool().unwrap_or(false);
+            let size = if empty { 0 } else { sizes.next().unwrap_or(0) };
+            let created = h["created"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp())
+                .unwrap_or(0);
+            let last = i + 1 == count;
+            rows.push(serde_json::json!({
+                "Id": if last { image.id.clone() } else { "<missing>".into() },
+                "Created": created,
+                "CreatedBy": h["created_by"].as_str().unwrap_or_default(),
+                "Tags": if last { serde_json::json!([familiar_name(&image.stored.name)]) } else { serde_json::Value::Null },
+                "Size": size,
+                "Comment": h["comment"].as_str().unwrap_or_default(),
+            }));
+        }
+        if rows.is_empty() {
+            rows.push(serde_json::json!({
+                "Id": image.id, "Created": created(&image), "CreatedBy": "", "Size": size(&c, &image),
+                "Tags": [familiar_name(&image.stored.name)], "Comment": "",
+            }));
+        }
+        rows.reverse();
+        Ok(serde_json::json!(rows))
+    })
+    .await
+    .map_err(|e| ApiError(Error::failed("image history", e)))??;
+    Ok(axum::Json(doc).into_response())
+}
+
+/// `POST /images/{name}/tag?repo=REPO&tag=TAG`.
+pub async fn post(
+    State(core): State<Arc<Core>>,
+    Path(rest): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
+    let Some(name) = rest.strip_suffix("/tag") else {
+        return Err(ApiError(Error::NotFound(format!(
+            "page not found: /images/{rest}"
+        ))));
+    };
+    let repo = q.get("repo").filter(|r| !r.is_empty()).ok_or_else(|| {
+        ApiError(Error::Invalid(
+            "repository name must have at least one component".into(),
+        ))
+    })?;
+    let target = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{repo}:{t}"),
+        None => repo.clone(),
+    };
+    let parsed = polis_imagesvc::reference::parse(&target)
+        .map_err(|e| ApiError(Error::Invalid(e.to_string())))?;
+    if parsed.digest().is_some() {
+        return Err(ApiError(Error::Invalid(format!(
+            "refusing to create a tag with a digest reference: {target}"
+        ))));
+    }
+    let full = polis_imagesvc::reference::store_name(&parsed);
+    let c = core.clone();
+    let source = name.to_string();
+    tokio::task::spawn_blocking(move || -> crate::core::Result<()> {
+        let image = images::find(&c.store, &source)?;
+        c.store.tag(&full, &image.stored.manifest)?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| ApiError(Error::failed("tag image", e)))??;
+    core.image_event("tag", &target);
+    Ok(axum::http::StatusCode::CREATED.into_response())
+}
+
+/// `POST /images/prune`: every image in the store has a name, so there are no dangling ones; with
+/// `dangling=false`, the images no container uses are removed. Then the content nothing references goes.
+pub async fn prune(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response> {
+    let f = super::params::filters(&q)?;
+    let all = f
+        .get("dangling")
+        .is_some_and(|v| v.iter().any(|d| matches!(d.as_str(), "false" | "0")));
+    let c = core.clone();
+    let doc = tokio::task::spawn_blocking(move || -> crate::core::Result<serde_json::Value> {
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0i64;
+        if all {
+            let used: std::collections::HashSet<String> =
+                c.db.all()?.into_iter().map(|r| r.image_id).collect();
+            for image in images::list(&c.store)? {
+                if used.contains(&image.id) {
+                    continue;
+                }
+                reclaimed += size(&c, &image);
+                c.store.untag(&image.stored.name)?;
+                deleted.push(serde_json::json!({"Untagged": familiar_name(&image.stored.name)}));
+                deleted.push(serde_json::json!({"Deleted": image.id}));
+            }
+        }
+        c.store.collect_garbage(false)?;
+        Ok(serde_json::json!({"ImagesDeleted": deleted, "SpaceReclaimed": reclaimed}))
+    })
+    .await
+    .map_err(|e| ApiError(Error::failed("prune images", e)))??;
+    Ok(axum::Json(doc).into_response())
+}
+
+/// `GET /system/df`: images, containers and volumes with their sizes.
+pub async fn disk_usage(State(core): State<Arc<Core>>) -> ApiResult<Response> {
+    let c = core.clone();
+    let doc = tokio::task::spawn_blocking(move || -> crate::core::Result<serde_json::Value> {
+        let records = c.db.all()?;
+        let mut layers = 0i64;
+        let mut image_rows = Vec::new();
+        for image in images::list(&c.store)? {
+            let mut s = summary(&c, &image);
+            s.containers = records.iter().filter(|r| r.image_id == image.id).count() as i64;
+            layers += s.size;
+            image_rows.push(s);
+        }
+        let containers: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| {
+                let upper = r.bundle.join(".overlay/upper");
+                serde_json::json!({
+                    "Id": r.id, "Names": [format!("/{}", r.name)], "Image": r.image, "ImageID": r.image_id,
+                    "Command": r.path, "State": r.state.status.as_str(),
+                    "SizeRw": crate::core::volumes::dir_size(&upper),
+                })
+            })
+            .collect();
+        let volumes: Vec<serde_json::Value> = c
+            .volumes()?
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "Name": v.name, "Driver": "local", "Mountpoint": c.volume_data(&v.name),
+                    "CreatedAt": v.created_at, "Labels": v.labels, "Scope": "local", "Options": v.options,
+                    "UsageData": {
+                        "Size": crate::core::volumes::dir_size(&c.volume_data(&v.name)),
+                        "RefCount": c.volume_users(&v.name).map(|u| u.len()).unwrap_or(0),
+                    },
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "LayersSize": layers, "Images": image_rows, "Containers": containers,
+            "Volumes": volumes, "BuildCache": [],
+        }))
+    })
+    .await
+    .map_err(|e| ApiError(Error::failed("disk usage", e)))??;
+    Ok(axum::Json(doc).into_response())
 }

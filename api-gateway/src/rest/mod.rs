@@ -84,7 +84,12 @@ pub fn router(core: Arc<Core>) -> Router {
         )
         .route("/images/create", post(images::pull))
         .route("/images/json", get(images::list))
-        .route("/images/{*name}", get(images::get).delete(images::remove))
+        .route("/images/prune", post(images::prune))
+        .route("/system/df", get(images::disk_usage))
+        .route(
+            "/images/{*name}",
+            get(images::get).delete(images::remove).post(images::post),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(core)
