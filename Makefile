@@ -3,7 +3,7 @@
 # Every cargo invocation uses --release, so that only one profile is ever
 # built (the build machines have 2 cores).
 #
-#   make demo      install deps, build, run a busybox container with polis-runc, by hand and through containerd
+#   make demo      install deps, build, run a busybox container with polis-runc: by hand, through containerd, through polisd
 #   make test      install deps, build, static probe, tests, fmt, clippy, shellcheck
 #   make bench     hyperfine: polis-runc vs runc (hack/bench; BENCH_FLAGS=--quick|--record)
 #
@@ -38,6 +38,8 @@ DEMO_ROOT        := $(CURDIR)/target/demo-root
 DEMO_ID          := polis-demo
 DEMO_CTRD        := $(CURDIR)/target/demo-containerd
 DEMO_SCRIPT      := echo Hello from a Polis container; uname -n
+DEMO_POLISD      := $(CURDIR)/target/demo-polisd
+DEMO_POLISD_SCRIPT := echo Hello from a Polis container, through polisd and the docker CLI; cat /etc/hostname
 DEMO_CTRD_SCRIPT := echo Hello from a Polis container, through containerd-shim-polis-v2; cat /proc/1/cgroup | grep memory
 
 BENCH_FLAGS ?=
@@ -110,6 +112,14 @@ ifneq ($(RUNTIME_BUILD),)
 	echo "==> ctr run --runtime io.containerd.polis.v2 --rm localhost/polis-busybox:latest $(DEMO_ID)"; \
 	hack/private-containerd ctr $(DEMO_CTRD) run --runtime io.containerd.polis.v2 --rm \
 		localhost/polis-busybox:latest $(DEMO_ID) sh -c "$(DEMO_CTRD_SCRIPT)"
+	@# And through polisd with Docker's own CLI: a private polisd and a loopback
+	@# registry holding the busybox image, stopped and removed after.
+	@hack/polisd-demo stop $(DEMO_POLISD) >/dev/null 2>&1 || true
+	@trap 'hack/polisd-demo stop $(DEMO_POLISD)' EXIT; \
+	hack/polisd-demo start $(DEMO_POLISD); \
+	image=$$(hack/polisd-demo image $(DEMO_POLISD)); \
+	echo "==> docker -H unix://$(DEMO_POLISD)/run/polis.sock run --rm $$image"; \
+	hack/polisd-demo docker $(DEMO_POLISD) run --rm $$image sh -c "$(DEMO_POLISD_SCRIPT)"
 endif
 
 test: install-deps build probe cargo-test lint
