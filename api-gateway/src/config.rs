@@ -38,6 +38,8 @@ pub struct Config {
     /// The largest request body accepted, in bytes.
     pub max_body_size: usize,
     pub logs: LogConfig,
+    /// The API over TCP as well, only with mutual TLS (off unless configured).
+    pub tcp: Option<crate::tls::TcpConfig>,
 }
 
 /// Container logs: one file per container, rotated by size and count.
@@ -62,6 +64,7 @@ impl Default for Config {
             insecure_registries: Vec::new(),
             max_body_size: 10 << 20,
             logs: LogConfig::default(),
+            tcp: None,
         }
     }
 }

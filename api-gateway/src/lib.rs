@@ -5,3 +5,4 @@ pub mod config;
 pub mod core;
 pub mod rest;
 pub mod server;
+pub mod tls;

@@ -11,6 +11,7 @@ use tower::Layer;
 pub async fn run(config: Config) -> Result<()> {
     let socket = config.socket.clone();
     let group = config.socket_group.clone();
+    let tcp = config.tcp.clone();
     let core = Core::open(config)?;
     let _events = crate::core::task_events::serve(&core)?;
     core.recover().await?;
@@ -32,6 +33,19 @@ pub async fn run(config: Config) -> Result<()> {
     }
     tracing::info!(socket = %socket.display(), "polisd serves the Docker Engine API");
     let app = axum::middleware::map_request(version_prefix).layer(rest::router(core.clone()));
+    let tcp_server = match tcp {
+        Some(tcp) => {
+            // Checked before serving: a bad certificate stops polisd at start, naming the file.
+            crate::tls::server_config(&tcp)?;
+            let app = app.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = crate::tls::serve(tcp, app).await {
+                    tracing::error!(error = %format!("{e:#}"), "TCP API");
+                }
+            }))
+        }
+        None => None,
+    };
     axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
@@ -39,6 +53,9 @@ pub async fn run(config: Config) -> Result<()> {
     .with_graceful_shutdown(shutdown())
     .await
     .context("serve the API")?;
+    if let Some(t) = tcp_server {
+        t.abort();
+    }
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }
