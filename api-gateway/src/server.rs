@@ -14,6 +14,7 @@ pub async fn run(config: Config) -> Result<()> {
     let tcp = config.tcp.clone();
     let core = Core::open(config)?;
     let _events = crate::core::task_events::serve(&core)?;
+    core.remove_leftovers().await?;
     core.recover().await?;
     core.start_by_policy().await;
     if let Some(dir) = socket.parent() {

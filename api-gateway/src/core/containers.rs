@@ -813,7 +813,7 @@ fn make_bundle(
 
 /// Removes what a container left on disk: its bundle (unmounting the rootfs if it is still mounted), logs and
 /// the files Docker provides.
-fn remove_container_files(dir: &Path, bundle: &Path) {
+pub(crate) fn remove_container_files(dir: &Path, bundle: &Path) {
     let rootfs = bundle.join("rootfs");
     while nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
     if bundle.join(".overlay/upper").is_dir()

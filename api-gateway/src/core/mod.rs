@@ -6,6 +6,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod images;
+pub mod leftovers;
 pub mod logs;
 pub mod record;
 pub mod restart;
