@@ -1,6 +1,6 @@
 //! System endpoints: `/_ping`, `/version`, `/info`, `/events`.
 
-use super::params::{Query, filters, int};
+use super::params::{Query, filters};
 use super::{API_VERSION, ApiResult, MIN_API_VERSION};
 use crate::core::Core;
 use crate::core::record::Status;
@@ -195,9 +195,25 @@ fn wanted(event: &EventMessage, f: &HashMap<String, Vec<String>>) -> bool {
 /// Streams events as they happen, one JSON object per line, until `until` (a Unix time) if given.
 pub async fn events(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response> {
     let f = filters(&q)?;
-    let until = int(&q, "until")?;
-    let rx = core.events.subscribe();
-    let stream = tokio_stream_from(rx)
+    let seconds = |key: &str| -> ApiResult<Option<f64>> {
+        q.get(key)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<f64>().map_err(|_| {
+                    super::ApiError(crate::core::Error::Invalid(format!("invalid {key}: {s:?}")))
+                })
+            })
+            .transpose()
+    };
+    let until = seconds("until")?.map(|u| u as i64);
+    // `since` and `until` are Unix seconds with an optional fraction (as `docker events` sends them).
+    let since = seconds("since")?.map(|s| (s * 1e9) as i64);
+    let (past, rx) = match since {
+        Some(nanos) => core.events.subscribe_since(nanos),
+        None => (Vec::new(), core.events.subscribe()),
+    };
+    let stream = futures_util::stream::iter(past)
+        .chain(tokio_stream_from(rx))
         .take_while(move |e| {
             let go = until.is_none_or(|u| e.time.unwrap_or(0) <= u);
             async move { go }
