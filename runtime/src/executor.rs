@@ -211,7 +211,7 @@ impl Executor for PolisExecutor {
             unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
         }
         if let Some(seccomp) = &self.seccomp {
-            libcontainer::seccomp::initialize_seccomp(seccomp)
+            libcontainer::seccomp::initialize_seccomp(&masked_eq_as_runc(seccomp))
                 .map_err(|e| fail(format!("load the container's seccomp profile: {e}")))?;
         }
         if let Some(final_caps) = &self.final_caps {
@@ -266,4 +266,66 @@ fn set_console_size(spec: &Spec) {
     };
     // SAFETY: TIOCSWINSZ reads a winsize struct that outlives the call.
     unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &ws) };
+}
+
+/// SCMP_CMP_MASKED_EQ compares `(arg & value) == valueTwo` in runc and libseccomp (`value` is the mask), and
+/// Docker's default profile is written that way; libcontainer 0.7 takes `valueTwo` as the mask. The two are
+/// swapped before the profile is handed to it, or a rule such as Docker's clone rule would let every call through.
+fn masked_eq_as_runc(seccomp: &LinuxSeccomp) -> LinuxSeccomp {
+    use oci_spec::runtime::{LinuxSeccompArgBuilder, LinuxSeccompOperator};
+    let mut out = seccomp.clone();
+    let Some(syscalls) = seccomp.syscalls() else {
+        return out;
+    };
+    let swapped: Vec<_> = syscalls
+        .iter()
+        .map(|call| {
+            let mut call = call.clone();
+            if let Some(args) = call.args() {
+                let args = args
+                    .iter()
+                    .map(|a| {
+                        if a.op() != LinuxSeccompOperator::ScmpCmpMaskedEq {
+                            return a.clone();
+                        }
+                        LinuxSeccompArgBuilder::default()
+                            .index(a.index())
+                            .op(a.op())
+                            .value(a.value_two().unwrap_or(0))
+                            .value_two(a.value())
+                            .build()
+                            .unwrap_or_else(|_| a.clone())
+                    })
+                    .collect();
+                call.set_args(Some(args));
+            }
+            call
+        })
+        .collect();
+    out.set_syscalls(Some(swapped));
+    out
+}
+
+#[cfg(test)]
+mod masked_eq_tests {
+    use super::*;
+
+    #[test]
+    fn masked_eq_arguments_are_swapped_for_libcontainer() {
+        let seccomp: LinuxSeccomp = serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["clone"], "action": "SCMP_ACT_ERRNO", "args": [
+                {"index": 0, "value": 2114060288u64, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"},
+                {"index": 1, "value": 5, "op": "SCMP_CMP_EQ"}
+            ]}]
+        }))
+        .unwrap();
+        let out = masked_eq_as_runc(&seccomp);
+        let args = out.syscalls().as_ref().unwrap()[0].args().clone().unwrap();
+        assert_eq!(
+            (args[0].value(), args[0].value_two()),
+            (0, Some(2114060288))
+        );
+        assert_eq!((args[1].value(), args[1].value_two()), (5, None));
+    }
 }

@@ -31,6 +31,40 @@ conformance_test!(
 );
 
 conformance_test!(
+    /// config-linux.md#seccomp: `args` with `op` SCMP_CMP_MASKED_EQ compare `(arg & value) == valueTwo`: `value` is
+    /// the mask and `valueTwo` the datum, as runc and libseccomp (`SCMP_CMP(arg, SCMP_CMP_MASKED_EQ, mask, datum)`)
+    /// read them, and as Docker's default profile writes its clone rule. personality(0x0008) matches
+    /// `(0x0008 & 0xff) == 0x08` and is refused.
+    masked_eq_value_is_the_mask,
+    |rt| {
+        let mut b = Bundle::new();
+        b.set(
+            "/linux/seccomp",
+            allow_all_but(json!([{"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                "args": [{"index": 0, "value": 255, "valueTwo": 8, "op": "SCMP_CMP_MASKED_EQ"}]}])),
+        );
+        b.probe(&["syscall", "personality", "8"]);
+        assert_eq!(probe(rt, &b)["errno"], libc::EPERM);
+    }
+);
+
+conformance_test!(
+    /// config-linux.md#seccomp: SCMP_CMP_MASKED_EQ lets through what does not match: personality(0xffffffff) (a
+    /// query) is `(0xffffffff & 0xff) == 0xff`, not 0x08.
+    masked_eq_lets_other_values_through,
+    |rt| {
+        let mut b = Bundle::new();
+        b.set(
+            "/linux/seccomp",
+            allow_all_but(json!([{"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                "args": [{"index": 0, "value": 255, "valueTwo": 8, "op": "SCMP_CMP_MASKED_EQ"}]}])),
+        );
+        b.probe(&["syscall", "personality", "4294967295"]);
+        assert_eq!(probe(rt, &b)["errno"], 0);
+    }
+);
+
+conformance_test!(
     /// config-linux.md#seccomp: errnoRet is returned as configured (38, ENOSYS), not a fixed value.
     errno_custom,
     |rt| {
