@@ -286,7 +286,7 @@ fn masked_eq_as_runc(seccomp: &LinuxSeccomp) -> LinuxSeccomp {
                     .iter()
                     .map(|a| {
                         if a.op() != LinuxSeccompOperator::ScmpCmpMaskedEq {
-                            return a.clone();
+                            return *a;
                         }
                         LinuxSeccompArgBuilder::default()
                             .index(a.index())
@@ -294,7 +294,7 @@ fn masked_eq_as_runc(seccomp: &LinuxSeccomp) -> LinuxSeccomp {
                             .value(a.value_two().unwrap_or(0))
                             .value_two(a.value())
                             .build()
-                            .unwrap_or_else(|_| a.clone())
+                            .unwrap_or(*a)
                     })
                     .collect();
                 call.set_args(Some(args));
