@@ -40,6 +40,21 @@ pub struct Config {
     pub logs: LogConfig,
     /// The API over TCP as well, only with mutual TLS (off unless configured).
     pub tcp: Option<crate::tls::TcpConfig>,
+    /// The subnet of the default `bridge` network (Docker's `bip`), on the bridge device `polis0`.
+    pub default_bridge_subnet: String,
+    /// Where networks created without a subnet take theirs (Docker's `default-address-pools`).
+    pub default_address_pools: Vec<AddressPool>,
+    /// Where the CNI plugins (`polis-netplug`) are; by default the directory of polisd's own executable, then
+    /// /usr/lib/cni and /opt/cni/bin.
+    pub cni_plugin_dir: Option<PathBuf>,
+}
+
+/// A pool of subnets: `base` cut into subnets of prefix length `size`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressPool {
+    pub base: String,
+    pub size: u8,
 }
 
 /// Container logs: one file per container, rotated by size and count.
@@ -65,6 +80,22 @@ impl Default for Config {
             max_body_size: 10 << 20,
             logs: LogConfig::default(),
             tcp: None,
+            default_bridge_subnet: "172.17.0.0/16".into(),
+            // Docker's defaults: 172.17.0.0/16 to 172.31.0.0/16, then /20s of 192.168.0.0/16.
+            default_address_pools: [
+                ("172.17.0.0/16", 16),
+                ("172.18.0.0/15", 16),
+                ("172.20.0.0/14", 16),
+                ("172.24.0.0/13", 16),
+                ("192.168.0.0/16", 20),
+            ]
+            .iter()
+            .map(|(base, size)| AddressPool {
+                base: base.to_string(),
+                size: *size,
+            })
+            .collect(),
+            cni_plugin_dir: None,
         }
     }
 }
@@ -150,6 +181,31 @@ impl Config {
         self.exec_root.join("runc")
     }
 
+    /// The CNI plugin directories (`CNI_PATH`).
+    pub fn cni_paths(&self) -> Vec<PathBuf> {
+        if let Some(dir) = &self.cni_plugin_dir {
+            return vec![dir.clone()];
+        }
+        let mut dirs: Vec<PathBuf> = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf))
+            .into_iter()
+            .collect();
+        dirs.push("/usr/lib/cni".into());
+        dirs.push("/opt/cni/bin".into());
+        dirs
+    }
+
+    /// Networking state: polis-netplug's data (addresses, firewall and DNS records) and the CNI result cache.
+    pub fn network_dir(&self) -> PathBuf {
+        self.root.join("network")
+    }
+
+    /// The containers' network namespaces (bind mounts, one file per container).
+    pub fn netns_dir(&self) -> PathBuf {
+        self.exec_root.join("netns")
+    }
+
     /// A container's fifos.
     pub fn fifo_dir(&self, id: &str) -> PathBuf {
         self.exec_root.join("containers").join(id)
@@ -197,5 +253,25 @@ mod tests {
         assert_eq!(c.socket, Path::new("/tmp/p.sock"));
         assert_eq!(c.logs.max_files, 2);
         assert_eq!(c.logs.max_size, LogConfig::default().max_size);
+        assert_eq!(c.default_bridge_subnet, "172.17.0.0/16");
+    }
+
+    #[test]
+    fn network_keys() {
+        let c = Config::parse(
+            Path::new("p.toml"),
+            "default_bridge_subnet = \"198.18.200.0/24\"\ncni_plugin_dir = \"/opt/x\"\n\
+             [[default_address_pools]]\nbase = \"198.18.208.0/20\"\nsize = 24\n",
+        )
+        .unwrap();
+        assert_eq!(c.default_bridge_subnet, "198.18.200.0/24");
+        assert_eq!(c.cni_paths(), [PathBuf::from("/opt/x")]);
+        assert_eq!(
+            c.default_address_pools,
+            [AddressPool {
+                base: "198.18.208.0/20".into(),
+                size: 24
+            }]
+        );
     }
 }

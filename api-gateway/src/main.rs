@@ -20,6 +20,13 @@ struct Cli {
 }
 
 fn main() {
+    // Two malloc arenas instead of one per thread that ever allocated (glibc's default is 8 per core): the blocking
+    // threads of pulls and shim calls come and go, and each would keep an arena's pages (docs/BENCHMARKS.md,
+    // "polisd's RSS").
+    // SAFETY: mallopt changes allocator tuning; called once, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_max_level(if cli.debug {
@@ -49,7 +56,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(polisd::server::run(config)) {
+    let result = runtime.block_on(polisd::server::run(config));
+    // The blocking threads waiting on the shims of running containers are not waited for: the containers outlive
+    // polisd, and it takes them up again when it starts.
+    runtime.shutdown_background();
+    if let Err(e) = result {
         eprintln!("polisd: {e:#}");
         std::process::exit(1);
     }

@@ -37,6 +37,10 @@ pub struct BridgeConfig {
     /// The bridge holds the gateway addresses and is the containers' default route (default true).
     #[serde(default)]
     pub is_gateway: Option<bool>,
+    /// With `isGateway`: whether the container's default routes go through the gateway (default true; the
+    /// reference bridge plugin's key). False for a container's second network, whose first has the default route.
+    #[serde(default)]
+    pub is_default_gateway: Option<bool>,
     #[serde(default)]
     pub mtu: Option<u32>,
     /// Hairpin mode on the container's bridge port (default true), so a container reaches itself through a
@@ -79,6 +83,7 @@ struct Network {
     name: String,
     bridge: String,
     is_gateway: bool,
+    default_route: bool,
     mtu: Option<u32>,
     hairpin: bool,
     masquerade: bool,
@@ -134,6 +139,8 @@ impl Network {
             name: conf.name.clone(),
             bridge,
             is_gateway: extra.is_gateway.unwrap_or(true),
+            default_route: extra.is_gateway.unwrap_or(true)
+                && extra.is_default_gateway.unwrap_or(true),
             mtu: extra.mtu,
             hairpin: extra.hairpin_mode.unwrap_or(true),
             masquerade: conf.ip_masq.unwrap_or(false),
@@ -679,7 +686,7 @@ impl BridgePlugin {
                 scope: None,
             });
         }
-        if network.is_gateway {
+        if network.default_route {
             for a in allocations {
                 // 0.0.0.0/0 or ::/0
                 let default: IpNet = if a.gateway.is_ipv4() {

@@ -241,11 +241,11 @@ impl Core {
             serde_json::to_value(&body).map_err(|e| Error::failed("encode request", e))?,
         )
         .map_err(|e| Error::Invalid(e.to_string()))?;
-        if let Some(mode) = host.network_mode.as_deref()
-            && !matches!(mode, "" | "default" | "bridge" | "none" | "host")
-        {
-            return Err(Error::NotFound(format!("network {mode} not found")));
-        }
+        let networks = self.plan_endpoints(
+            &host,
+            body.networking_config.as_ref(),
+            body.exposed_ports.as_deref().unwrap_or(&[]),
+        )?;
         let store = self.store.clone();
         let wanted = image_name.clone();
         let image = blocking(move || images::find(&store, &wanted)).await?;
@@ -291,7 +291,11 @@ impl Core {
                 return Err(e);
             }
         };
-        if let Err(e) = self.db.insert(&record) {
+        if let Err(e) = self
+            .db
+            .insert(&record)
+            .and_then(|_| self.add_endpoints(&record.id, &networks))
+        {
             self.discard_volumes(&made_volumes);
             let (dir, bundle) = (
                 self.config.containers_dir().join(&record.id),
@@ -331,10 +335,18 @@ impl Core {
         std::fs::create_dir_all(&fifos).map_err(|e| Error::failed(fifos.display(), e))?;
         let result = self.launch(&mut record, &h, &fifos).await;
         if let Err(e) = &result {
+            self.network_down(&record.id).await;
             let _ = std::fs::remove_dir_all(&fifos);
             record.state.error = e.to_string();
             record.state.exit_code = 128;
             let _ = self.db.update(&record);
+            // As dockerd: a container that was to be removed at its exit is removed when it cannot start.
+            if record.host_config.auto_remove.unwrap_or(false) {
+                drop(_op);
+                if let Err(e) = self.remove(&record.id, true, true).await {
+                    tracing::warn!(container = record.id, error = %e, "auto-remove");
+                }
+            }
         }
         result
     }
@@ -345,6 +357,7 @@ impl Core {
         h: &Arc<Handle>,
         fifos: &Path,
     ) -> Result<()> {
+        self.network_up(record).await?;
         let tty = record.tty();
         let stdout_path = fifos.join("stdout");
         let stderr_path = fifos.join("stderr");
@@ -449,7 +462,6 @@ impl Core {
             return;
         };
         let h = self.handle(&record);
-        h.output.end();
         {
             let _op = h.op.lock().await;
             if let Some(shim) = shim {
@@ -468,6 +480,10 @@ impl Core {
             if let Err(e) = self.db.update(&record) {
                 tracing::error!(container = id, error = %e, "record the exit");
             }
+            // Attached clients and `logs --follow` end once the exit is recorded, as with dockerd: a client that
+            // removes the container right after sees it stopped.
+            h.output.end();
+            self.network_down(id).await;
             self.container_event(&record, "die", &[("exitCode", code.to_string())]);
             h.progress.send_modify(|p| {
                 p.exits += 1;
@@ -631,6 +647,7 @@ impl Core {
             Ok(())
         })
         .await?;
+        self.forget_container_networks(&record.id).await;
         self.db.remove(&record.id)?;
         if volumes {
             self.remove_anonymous_volumes(&record);
@@ -673,6 +690,7 @@ impl Core {
     /// After polisd (re)starts: reconnects to the shims of running containers and takes their output again; a
     /// container whose shim is gone is recorded as exited.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        self.init_networks()?;
         for record in self.db.all()? {
             if !record.state.status.is_live() {
                 continue;
@@ -721,11 +739,24 @@ impl Core {
                     .await;
                 }
                 Err(e) => {
+                    // What containerd does for a shim that died: `shim delete` in the bundle force-deletes the
+                    // container with polis-runc (its processes too) and unmounts the rootfs.
+                    let (shim_path, bundle, id, events) = (
+                        self.config.shim_path(),
+                        record.bundle.clone(),
+                        record.id.clone(),
+                        self.config.events_socket(),
+                    );
+                    let _ = blocking(move || {
+                        super::shim::delete_dead_shim(&shim_path, &bundle, &id, &events)
+                    })
+                    .await;
                     let message = format!("the container's shim is gone: {e}");
                     self.finish(&record.id, 255, message, None).await;
                 }
             }
         }
+        self.recover_networks().await;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! machine). A container is one row: its ID, its unique name and its record as JSON.
 
 use super::error::{Error, Result};
+use super::networks::{EndpointRecord, NetworkRecord};
 use super::record::ContainerRecord;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -19,6 +20,22 @@ CREATE TABLE IF NOT EXISTS containers (
 );
 ";
 
+/// Networks (one row each, as containers), and endpoints: a container's membership of a network, one row per
+/// pair, its record holding the aliases asked for and, while the container runs, its addresses.
+const NETWORK_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS networks (
+    id      TEXT PRIMARY KEY,
+    name    TEXT NOT NULL UNIQUE,
+    record  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS endpoints (
+    network     TEXT NOT NULL,
+    container   TEXT NOT NULL,
+    record      TEXT NOT NULL,
+    PRIMARY KEY (network, container)
+);
+";
+
 impl Db {
     pub fn open(path: &Path) -> Result<Db> {
         let conn = Connection::open(path).map_err(|e| Error::failed(path.display(), e))?;
@@ -26,6 +43,7 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(NETWORK_SCHEMA)?;
         Ok(Db {
             conn: Mutex::new(conn),
         })
@@ -143,6 +161,180 @@ impl Db {
         };
         texts.iter().map(|t| from_json(t)).collect()
     }
+}
+
+/// Networks and endpoints.
+impl Db {
+    /// Adds a network; a name already taken is a conflict.
+    pub fn insert_network(&self, network: &NetworkRecord) -> Result<()> {
+        let n = self.conn().execute(
+            "INSERT INTO networks (id, name, record) VALUES (?1, ?2, ?3)",
+            params![network.id, network.name, encode(network, "network")?],
+        );
+        match n {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(Error::Conflict(format!(
+                    "network with name {} already exists",
+                    network.name
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn update_network(&self, network: &NetworkRecord) -> Result<()> {
+        self.conn().execute(
+            "UPDATE networks SET record = ?2 WHERE id = ?1",
+            params![network.id, encode(network, "network")?],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a network. The endpoints of stopped containers stay: such a container joins a network of the same
+    /// name when it starts again, or fails to start naming the network (as with dockerd).
+    pub fn remove_network(&self, id: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM networks WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    pub fn network(&self, id: &str) -> Result<Option<NetworkRecord>> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM networks WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.map(|t| decode(&t, "network")).transpose()
+    }
+
+    /// The network a user names: its full ID, its name, or an unambiguous prefix of its ID (Docker's order).
+    pub fn lookup_network(&self, reference: &str) -> Result<NetworkRecord> {
+        let not_found = || Error::NotFound(format!("network {reference} not found"));
+        if reference.is_empty() {
+            return Err(not_found());
+        }
+        if let Some(n) = self.network(reference)? {
+            return Ok(n);
+        }
+        let by_name: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM networks WHERE name = ?1",
+                params![reference],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(t) = by_name {
+            return decode(&t, "network");
+        }
+        if !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(not_found());
+        }
+        let texts: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT record FROM networks WHERE id LIKE ?1 || '%'")?;
+            stmt.query_map(params![reference], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?
+        };
+        match texts.as_slice() {
+            [t] => decode(t, "network"),
+            [] => Err(not_found()),
+            _ => Err(Error::Invalid(format!(
+                "network {reference} is ambiguous ({} matches found based on ID prefix)",
+                texts.len()
+            ))),
+        }
+    }
+
+    pub fn networks(&self) -> Result<Vec<NetworkRecord>> {
+        let texts: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT record FROM networks ORDER BY rowid")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?
+        };
+        texts.iter().map(|t| decode(t, "network")).collect()
+    }
+
+    /// Adds or replaces an endpoint.
+    pub fn put_endpoint(&self, endpoint: &EndpointRecord) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO endpoints (network, container, record) VALUES (?1, ?2, ?3)
+             ON CONFLICT (network, container) DO UPDATE SET record = excluded.record",
+            params![
+                endpoint.network_id,
+                endpoint.container_id,
+                encode(endpoint, "endpoint")?
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_endpoint(&self, network: &str, container: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM endpoints WHERE network = ?1 AND container = ?2",
+            params![network, container],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_endpoints_of(&self, container: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM endpoints WHERE container = ?1",
+            params![container],
+        )?;
+        Ok(())
+    }
+
+    /// A container's endpoints, in the order they were made.
+    pub fn endpoints_of(&self, container: &str) -> Result<Vec<EndpointRecord>> {
+        self.endpoints_where(Some(("container", container)))
+    }
+
+    /// A network's endpoints, in the order they were made.
+    pub fn endpoints_in(&self, network: &str) -> Result<Vec<EndpointRecord>> {
+        self.endpoints_where(Some(("network", network)))
+    }
+
+    pub fn all_endpoints(&self) -> Result<Vec<EndpointRecord>> {
+        self.endpoints_where(None)
+    }
+
+    /// The endpoints whose `column` is `value` (all of them for None).
+    fn endpoints_where(&self, filter: Option<(&str, &str)>) -> Result<Vec<EndpointRecord>> {
+        let texts: Vec<String> = {
+            let conn = self.conn();
+            match filter {
+                Some((column, value)) => {
+                    let mut stmt = conn.prepare(&format!(
+                        "SELECT record FROM endpoints WHERE {column} = ?1 ORDER BY rowid"
+                    ))?;
+                    stmt.query_map(params![value], |r| r.get(0))?
+                        .collect::<std::result::Result<_, _>>()?
+                }
+                None => {
+                    let mut stmt = conn.prepare("SELECT record FROM endpoints ORDER BY rowid")?;
+                    stmt.query_map([], |r| r.get(0))?
+                        .collect::<std::result::Result<_, _>>()?
+                }
+            }
+        };
+        texts.iter().map(|t| decode(t, "endpoint")).collect()
+    }
+}
+
+fn encode(value: &impl serde::Serialize, what: &str) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::failed(format!("encode {what} record"), e))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::failed(format!("decode {what} record"), e))
 }
 
 fn name_conflict(name: &str, other: &str) -> Error {

@@ -10,6 +10,9 @@ pub enum Error {
     /// force).
     #[error("{0}")]
     Conflict(String),
+    /// An operation never allowed on the object (removing a predefined network; Docker answers 403).
+    #[error("{0}")]
+    Forbidden(String),
     /// A request that is malformed or names something impossible.
     #[error("{0}")]
     Invalid(String),

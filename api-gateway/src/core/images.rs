@@ -117,6 +117,8 @@ impl Progress for DockerProgress {
                 "status": if cached { "Already exists" } else { "Download complete" },
                 "id": short_layer(&layer)
             }),
+            // A layer that was already there was reported as "Already exists".
+            PullEvent::LayerUnpacked { cached: true, .. } => return,
             PullEvent::LayerUnpacked { layer, .. } => {
                 serde_json::json!({"status": "Pull complete", "id": short_layer(&layer)})
             }
@@ -176,6 +178,10 @@ pub fn pull(
         platform: Platform::host(),
         unpack: true,
     };
+    let before = store
+        .find(reference)
+        .ok()
+        .map(|i| i.manifest.digest().to_string());
     let pulled = pull_image(
         &client,
         store,
@@ -189,8 +195,13 @@ pub fn pull(
         )),
         other => Error::Failed(other.to_string()),
     })?;
+    let status = if before.as_deref() == Some(pulled.digest.as_str()) {
+        "Image is up to date for"
+    } else {
+        "Downloaded newer image for"
+    };
     progress(serde_json::json!({
-        "status": format!("Status: Downloaded newer image for {}", familiar_name(&pulled.name))
+        "status": format!("Status: {status} {}", familiar_name(&pulled.name))
     }));
     find(store, &pulled.name)
 }

@@ -152,7 +152,9 @@ pub struct Output {
 
 impl Output {
     pub fn new(log: LogWriter) -> Arc<Output> {
-        let (tx, _) = broadcast::channel(4096);
+        // Slots are allocated up front, per container: 256 chunks of up to 32 KiB each are enough for a client
+        // that reads a moment late, and cost a few kB instead of the 200 kB 4096 would.
+        let (tx, _) = broadcast::channel(256);
         Arc::new(Output {
             log: Mutex::new(log),
             tx,

@@ -1,17 +1,22 @@
 //! The operations of polisd, knowing nothing of HTTP: the REST API (rest/) is one thin layer over them, the gRPC
 //! API another. Containers, images and events; state in SQLite (db.rs), containers under their own shims.
 
+pub mod archive;
 pub mod containers;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod exec;
 pub mod images;
 pub mod leftovers;
 pub mod logs;
+pub mod networks;
 pub mod record;
 pub mod restart;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
+pub mod stats;
 pub mod task_events;
 pub mod volumes;
 

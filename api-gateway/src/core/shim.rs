@@ -109,6 +109,36 @@ pub fn start_shim(shim: &Path, bundle: &Path, id: &str, events: &Path) -> Result
     Ok(address)
 }
 
+/// Cleans up after a shim that died, as containerd does: `shim delete` in the bundle deletes the container with
+/// polis-runc (killing what is left of it) and unmounts the rootfs; the dead shim's socket is removed.
+pub fn delete_dead_shim(shim: &Path, bundle: &Path, id: &str, events: &Path) -> Result<()> {
+    let output = Command::new(shim)
+        .args(["-namespace", NAMESPACE, "-id", id, "-address"])
+        .arg(events)
+        .arg("delete")
+        .env("TTRPC_ADDRESS", events)
+        .current_dir(bundle)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Failed(format!("run {}: {e}", shim.display())))?;
+    if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
+        let path = address.trim().trim_start_matches("unix://").to_string();
+        if !path.is_empty() {
+            let _ = std::fs::remove_file(path);
+        }
+        let _ = std::fs::remove_file(bundle.join("address"));
+    }
+    if !output.status.success() {
+        return Err(Error::Failed(format!(
+            "{} delete: {}: {}",
+            shim.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 impl Shim {
     pub fn connect(address: &str) -> Result<Shim> {
         let client = Client::connect(address)
@@ -283,6 +313,93 @@ impl Shim {
         let _ = self.client.shutdown(ctx(), &req);
         Ok(())
     }
+
+    /// Adds an exec process to the task (containerd's `Exec`): `spec` is the runtime-spec Process as JSON, sent as
+    /// containerd sends it (an Any of type `types.containerd.io/opencontainers/runtime-spec/1/Process`).
+    pub fn exec(&self, id: &str, exec_id: &str, spec: &[u8], io: &TaskIo) -> Result<()> {
+        let req = api::ExecProcessRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            terminal: io.terminal,
+            stdin: io
+                .stdin
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            stdout: io.stdout.display().to_string(),
+            stderr: io
+                .stderr
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            spec: MessageField::some(Any {
+                type_url: Self::PROCESS_SPEC_TYPE.to_string(),
+                value: spec.to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.client
+            .exec(ctx(), &req)
+            .map_err(|e| call_err("exec in", id, rpc_message(e)))?;
+        Ok(())
+    }
+
+    /// Starts an added exec process; its pid.
+    pub fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let req = api::StartRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        let resp = self
+            .client
+            .start(ctx(), &req)
+            .map_err(|e| call_err("start exec in", id, rpc_message(e)))?;
+        Ok(resp.pid)
+    }
+
+    /// Blocks until the exec process exits (and its output is drained); its exit status.
+    pub fn wait_exec(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let req = api::WaitRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        let resp = self
+            .client
+            .wait(Context::default(), &req)
+            .map_err(|e| call_err("wait for exec in", id, rpc_message(e)))?;
+        Ok(resp.exit_status)
+    }
+
+    /// Closes the stdin of an exec process (its client is done with it).
+    pub fn close_exec_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
+        let req = api::CloseIORequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdin: true,
+            ..Default::default()
+        };
+        self.client
+            .close_io(ctx(), &req)
+            .map_err(|e| call_err("close exec stdin in", id, rpc_message(e)))?;
+        Ok(())
+    }
+
+    /// Forgets an exec process (created but never started, or exited).
+    pub fn delete_exec(&self, id: &str, exec_id: &str) -> Result<()> {
+        let req = api::DeleteRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        self.client
+            .delete(ctx(), &req)
+            .map_err(|e| call_err("delete exec in", id, rpc_message(e)))?;
+        Ok(())
+    }
+
+    /// The type containerd gives the process spec of an exec (its `typeurl` registration of specs.Process).
+    pub const PROCESS_SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 }
 
 /// The message of a ttrpc error: the shim's status message when it sent one.

@@ -98,7 +98,7 @@ fn cap_name(name: &str) -> String {
 }
 
 /// Every capability the kernel knows, for `privileged` and `--cap-add ALL`, in the kernel's order.
-fn all_caps() -> Vec<String> {
+pub(crate) fn all_caps() -> Vec<String> {
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|t| t.trim().parse::<u8>().ok())
@@ -208,6 +208,8 @@ pub fn adjust(
     let privileged = host.privileged.unwrap_or(false);
     if privileged {
         process["noNewPrivileges"] = json!(false);
+    } else {
+        spec["linux"]["seccomp"] = super::seccomp::default_profile(&caps);
     }
     spec["hostname"] = json!(hostname);
     spec["root"]["readonly"] = json!(host.readonly_rootfs.unwrap_or(false));

@@ -163,7 +163,7 @@ pub async fn list(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response
             continue;
         }
         if passes(r, &f)? {
-            out.push(summary(r));
+            out.push(super::networks::with_networks(&core, r, summary(r)));
         }
     }
     if let Some(l) = limit {
@@ -190,6 +190,23 @@ fn mount_points(r: &ContainerRecord) -> Vec<bollard_stubs::models::MountPoint> {
             }),
         })
         .collect()
+}
+
+/// Docker always shows the log driver; clients (docker-py) read `HostConfig.LogConfig.Type`.
+fn with_log_config(
+    mut host: bollard_stubs::models::HostConfig,
+) -> bollard_stubs::models::HostConfig {
+    if host
+        .log_config
+        .as_ref()
+        .is_none_or(|l| l.typ.as_deref().unwrap_or("").is_empty())
+    {
+        host.log_config = Some(bollard_stubs::models::HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(Default::default()),
+        });
+    }
+    host
 }
 
 pub fn inspect_record(core: &Core, r: &ContainerRecord) -> ContainerInspectResponse {
@@ -243,7 +260,7 @@ pub fn inspect_record(core: &Core, r: &ContainerRecord) -> ContainerInspectRespo
         restart_count: Some(r.restart_count),
         driver: Some("overlay".into()),
         platform: Some("linux".into()),
-        host_config: Some(r.host_config.clone()),
+        host_config: Some(with_log_config(r.host_config.clone())),
         config: Some(config),
         mounts: Some(mount_points(r)),
         ..Default::default()
@@ -252,7 +269,8 @@ pub fn inspect_record(core: &Core, r: &ContainerRecord) -> ContainerInspectRespo
 
 pub async fn inspect(State(core): State<Arc<Core>>, Path(id): Path<String>) -> ApiResult<Response> {
     let r = core.db.lookup(&id)?;
-    Ok(axum::Json(inspect_record(&core, &r)).into_response())
+    let inspect = inspect_record(&core, &r);
+    Ok(axum::Json(super::networks::with_network_settings(&core, &r, inspect)).into_response())
 }
 
 pub async fn start(State(core): State<Arc<Core>>, Path(id): Path<String>) -> ApiResult<StatusCode> {

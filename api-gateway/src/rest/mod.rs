@@ -2,9 +2,13 @@
 //! `/v1.41/...`) or none; `/_ping` tells clients the version to negotiate. Errors are Docker's `{"message": ...}`
 //! with its status codes.
 
+mod archive;
 mod containers;
+mod exec;
 mod images;
+mod networks;
 mod params;
+mod stats;
 mod stream;
 mod system;
 mod volumes;
@@ -38,6 +42,7 @@ impl IntoResponse for ApiError {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotModified(_) => return StatusCode::NOT_MODIFIED.into_response(),
             Error::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -74,7 +79,26 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}/attach", post(stream::attach))
         .route("/containers/{id}/logs", get(stream::logs))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/resize", post(exec::resize))
+        .route("/exec/{id}/json", get(exec::inspect))
+        .route(
+            "/containers/{id}/archive",
+            get(archive::get).head(archive::head).put(archive::put),
+        )
+        .route("/containers/{id}/top", get(stats::top))
+        .route("/containers/{id}/stats", get(stats::stats))
         .route("/containers/{id}", delete(containers::remove))
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route(
+            "/networks/{id}",
+            get(networks::inspect).delete(networks::remove),
+        )
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::disconnect))
         .route("/volumes", get(volumes::list))
         .route("/volumes/create", post(volumes::create))
         .route("/volumes/prune", post(volumes::prune))
