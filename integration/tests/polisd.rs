@@ -1190,3 +1190,222 @@ fn published_port_reaches_the_container() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "served");
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Security options, --init, other clients
+
+/// `docker run --security-opt seccomp=unconfined|FILE` (Docker's "Seccomp security profiles for Docker": the default
+/// profile refuses `unshare` without CAP_SYS_ADMIN, `unconfined` runs without a profile, and `seccomp=FILE` takes a
+/// profile in Docker's format, which the CLI reads and sends as the option's value). A user namespace needs no
+/// capability, so `unshare -U` (busybox's: the image links
+/// only some applets) shows the filter alone at work.
+#[test]
+fn security_opt_seccomp_default_unconfined_and_a_profile_file() {
+    let d = Polisd::start("pd-seccomp");
+    d.pull();
+    let out = d.docker(&["run", "--rm", IMAGE, "busybox", "unshare", "-U", "true"]);
+    out.fails();
+    assert!(
+        out.stderr.contains("Operation not permitted"),
+        "the default profile refuses unshare: {out}"
+    );
+    d.docker(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        IMAGE,
+        "busybox",
+        "unshare",
+        "-U",
+        "true",
+    ])
+    .ok();
+    // Docker's format: archMap, and a rule included only with CAP_SYS_ADMIN, which the container lacks.
+    let profile = d.scratch().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "archMap": [
+                {"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
+                {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]}
+            ],
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                {"names": ["unlink", "unlinkat"], "action": "SCMP_ACT_ERRNO", "includes": {"caps": ["CAP_SYS_ADMIN"]}}
+            ]
+        }"#,
+    )
+    .unwrap();
+    let seccomp = format!("seccomp={}", profile.display());
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &seccomp,
+        IMAGE,
+        "sh",
+        "-c",
+        "touch /tmp/f && rm /tmp/f && echo touched && mkdir /tmp/x",
+    ]);
+    out.fails();
+    assert_eq!(out.stdout, "touched\n", "{out}");
+    assert!(
+        out.stderr.contains("Operation not permitted"),
+        "the profile refuses mkdir: {out}"
+    );
+    assert_nothing_left(&d);
+}
+
+/// `--security-opt no-new-privileges[=true|false]` (docker run reference, "Security configuration"): the process's
+/// no_new_privs bit, which /proc/self/status shows as NoNewPrivs. polisd runs as dockerd with
+/// `--no-new-privileges` (its /info SecurityOptions), so the bit is set unless the container asks otherwise.
+#[test]
+fn security_opt_no_new_privileges() {
+    let d = Polisd::start("pd-nnp");
+    d.pull();
+    let nnp = |opt: Option<&str>| -> String {
+        let mut args = vec!["run", "--rm"];
+        if let Some(o) = opt {
+            args.extend(["--security-opt", o]);
+        }
+        args.extend([IMAGE, "grep", "NoNewPrivs", "/proc/self/status"]);
+        let out = d.docker(&args);
+        out.ok();
+        out.stdout.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    assert_eq!(nnp(Some("no-new-privileges")), "NoNewPrivs: 1");
+    assert_eq!(nnp(Some("no-new-privileges=true")), "NoNewPrivs: 1");
+    assert_eq!(nnp(Some("no-new-privileges=false")), "NoNewPrivs: 0");
+    assert_eq!(nnp(None), "NoNewPrivs: 1");
+}
+
+/// `--security-opt apparmor=PROFILE` and `label=...` need AppArmor and SELinux, which polisd has not: only the options
+/// that turn them off (`apparmor=unconfined`, `label=disable`) are taken; the others, and unknown options, fail the
+/// create with the option named (dockerd: "invalid --security-opt"), and nothing is left.
+#[test]
+fn security_opt_apparmor_label_and_unknown_options() {
+    let d = Polisd::start("pd-secopt");
+    d.pull();
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "apparmor=unconfined",
+        "--security-opt",
+        "label=disable",
+        IMAGE,
+        "echo",
+        "ran",
+    ]);
+    out.ok();
+    assert_eq!(out.stdout, "ran\n", "{out}");
+    for (opt, says) in [
+        ("apparmor=foo", "apparmor=foo"),
+        ("label=type:svirt_t", "label=type:svirt_t"),
+        ("bogus=1", "invalid --security-opt"),
+    ] {
+        let out = d.docker(&["run", "--rm", "--security-opt", opt, IMAGE, "true"]);
+        assert_eq!(out.code, Some(125), "the create fails: {out}");
+        assert!(out.stderr.contains(says), "{opt}: {out}");
+    }
+    assert_nothing_left(&d);
+}
+
+/// `docker run --init` (docker run reference, "Specify an init process"): an init (Docker's docker-init, tini) is
+/// PID 1 and runs the command as its child, and the container exits with the command's exit code.
+#[test]
+fn run_init_makes_docker_init_pid_1() {
+    let d = Polisd::start("pd-init");
+    d.pull();
+    let out = d.docker(&["run", "--rm", "--init", IMAGE, "ps", "-o", "pid,comm"]);
+    out.ok();
+    let pid1 = lines(&out)
+        .into_iter()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_default();
+    assert!(
+        pid1.ends_with("docker-init") || pid1.ends_with("tini"),
+        "PID 1 should be the init: {out}"
+    );
+    assert!(
+        lines(&out).iter().any(|l| l.ends_with(" ps")),
+        "the command runs under it: {out}"
+    );
+    let out = d.docker(&["run", "--rm", "--init", IMAGE, "sh", "-c", "exit 3"]);
+    assert_eq!(out.code, Some(3), "{out}");
+    assert_nothing_left(&d);
+}
+
+/// "bollard from Rust": the Rust Docker client (bollard) against polisd's socket, as a Rust program uses dockerd:
+/// negotiate the API version, create and start a container (`POST /containers/create`, `/start`), wait for it
+/// (`POST /containers/{id}/wait`), read its logs (`GET /containers/{id}/logs?stdout=1`) and remove it.
+#[tokio::test(flavor = "current_thread")]
+async fn bollard_creates_runs_waits_reads_logs_and_removes() {
+    use bollard::Docker;
+    use bollard::models::ContainerCreateBody;
+    use bollard::query_parameters::{
+        CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+        StartContainerOptions, WaitContainerOptions,
+    };
+    use futures_util::StreamExt;
+
+    let d = Polisd::start("pd-bollard");
+    d.pull();
+    let docker = Docker::connect_with_unix(
+        d.socket().to_str().unwrap(),
+        30,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .unwrap()
+    .negotiate_version()
+    .await
+    .unwrap();
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name("rusty").build()),
+            ContainerCreateBody {
+                image: Some(IMAGE.to_string()),
+                cmd: Some(
+                    ["sh", "-c", "echo hello from bollard; exit 5"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.id.len(), 64, "{created:?}");
+    docker
+        .start_container("rusty", None::<StartContainerOptions>)
+        .await
+        .unwrap();
+    let waited = docker
+        .wait_container("rusty", None::<WaitContainerOptions>)
+        .next()
+        .await
+        .expect("the wait stream ends without an answer");
+    // bollard reports a non-zero exit code as an error carrying it.
+    let code = match waited {
+        Ok(r) => r.status_code,
+        Err(bollard::errors::Error::DockerContainerWaitError { code, .. }) => code,
+        Err(e) => panic!("wait: {e}"),
+    };
+    assert_eq!(code, 5);
+    let logs: Vec<String> = docker
+        .logs(
+            "rusty",
+            Some(LogsOptionsBuilder::new().stdout(true).build()),
+        )
+        .map(|l| l.unwrap().to_string())
+        .collect()
+        .await;
+    assert_eq!(logs.concat(), "hello from bollard\n");
+    docker
+        .remove_container("rusty", Some(RemoveContainerOptionsBuilder::new().build()))
+        .await
+        .unwrap();
+    assert_nothing_left(&d);
+}

@@ -548,6 +548,126 @@ pub fn default_profile(caps: &[String]) -> Value {
     })
 }
 
+/// The architecture names Docker's profiles use for this machine: Go's (`includes.arches`, `excludes.arches`) and
+/// libseccomp's (`archMap[].architecture`).
+fn native_arch() -> (&'static str, &'static str) {
+    match std::env::consts::ARCH {
+        "x86_64" => ("amd64", "SCMP_ARCH_X86_64"),
+        "x86" => ("386", "SCMP_ARCH_X86"),
+        "aarch64" => ("arm64", "SCMP_ARCH_AARCH64"),
+        "arm" => ("arm", "SCMP_ARCH_ARM"),
+        "riscv64" => ("riscv64", "SCMP_ARCH_RISCV64"),
+        "s390x" => ("s390x", "SCMP_ARCH_S390X"),
+        "powerpc64" => ("ppc64le", "SCMP_ARCH_PPC64LE"),
+        other => (other, ""),
+    }
+}
+
+/// Whether the running kernel is at least `version` ("MAJOR.MINOR", a profile's `minKernel`).
+fn kernel_at_least_text(version: &str) -> Result<bool, String> {
+    let bad = || format!("invalid minKernel {version:?} in the seccomp profile");
+    let (major, minor) = version.split_once('.').ok_or_else(bad)?;
+    let minor = minor.split('.').next().unwrap_or_default();
+    Ok(kernel_at_least(
+        major.parse().map_err(|_| bad())?,
+        minor.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// A profile in Docker's format (`docker run --security-opt seccomp=FILE`: the CLI sends the file's text) as the
+/// `linux.seccomp` of a process with the capabilities `caps`, converted as dockerd's `setupSeccomp` does: `archMap`
+/// gives the architectures (this machine's and its sub-architectures), `name` becomes `names`, and a rule applies
+/// only when its `includes` (all of `caps`, one of `arches`, `minKernel` at most the running kernel) hold and its
+/// `excludes` (any of `caps`, one of `arches`, `minKernel`) do not.
+pub fn from_docker(profile: &Value, caps: &[String]) -> Result<Value, String> {
+    let p = profile
+        .as_object()
+        .ok_or("the seccomp profile is not a JSON object")?;
+    let mut out = serde_json::Map::new();
+    if !p.get("defaultAction").is_some_and(Value::is_string) {
+        return Err("the seccomp profile has no defaultAction".into());
+    }
+    for key in [
+        "defaultAction",
+        "defaultErrnoRet",
+        "listenerPath",
+        "listenerMetadata",
+        "flags",
+    ] {
+        if let Some(v) = p.get(key).filter(|v| !v.is_null()) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    let list = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (go_arch, scmp_arch) = native_arch();
+    let mut arches = list(p.get("architectures"));
+    let arch_map = p.get("archMap").and_then(Value::as_array);
+    if let Some(map) = arch_map.filter(|m| !m.is_empty()) {
+        if !arches.is_empty() {
+            return Err("the seccomp profile gives both 'architectures' and 'archMap'".into());
+        }
+        for a in map.iter().filter(|a| a["architecture"] == scmp_arch) {
+            arches.push(scmp_arch.into());
+            arches.extend(list(a.get("subArchitectures")));
+        }
+    }
+    if !arches.is_empty() {
+        out.insert("architectures".into(), json!(arches));
+    }
+    let has = |c: &String| caps.iter().any(|x| x.eq_ignore_ascii_case(c));
+    let mut syscalls = vec![];
+    for call in p
+        .get("syscalls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = call["name"].as_str().filter(|n| !n.is_empty());
+        let mut names = list(call.get("names"));
+        match name {
+            Some(_) if !names.is_empty() => {
+                return Err("a seccomp rule gives both 'name' and 'names'".into());
+            }
+            Some(n) => names.push(n.into()),
+            None => {}
+        }
+        let (inc, exc) = (&call["includes"], &call["excludes"]);
+        let excluded = list(exc.get("arches")).iter().any(|a| a == go_arch)
+            || list(exc.get("caps")).iter().any(has)
+            || match exc["minKernel"].as_str().filter(|k| !k.is_empty()) {
+                Some(k) => kernel_at_least_text(k)?,
+                None => false,
+            };
+        let inc_arches = list(inc.get("arches"));
+        let included = (inc_arches.is_empty() || inc_arches.iter().any(|a| a == go_arch))
+            && list(inc.get("caps")).iter().all(has)
+            && match inc["minKernel"].as_str().filter(|k| !k.is_empty()) {
+                Some(k) => kernel_at_least_text(k)?,
+                None => true,
+            };
+        if excluded || !included || names.is_empty() {
+            continue;
+        }
+        let mut rule = json!({"names": names, "action": call["action"]});
+        for key in ["errnoRet", "args"] {
+            if let Some(v) = call.get(key).filter(|v| !v.is_null()) {
+                rule[key] = v.clone();
+            }
+        }
+        syscalls.push(rule);
+    }
+    out.insert("syscalls".into(), json!(syscalls));
+    Ok(Value::Object(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,6 +794,72 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), n);
+    }
+
+    #[test]
+    fn dockers_profile_format_is_converted() {
+        let (go_arch, scmp_arch) = native_arch();
+        let docker = json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": 1,
+            "archMap": [
+                {"architecture": scmp_arch, "subArchitectures": ["SCMP_ARCH_SUB"]},
+                {"architecture": "SCMP_ARCH_OTHER", "subArchitectures": ["SCMP_ARCH_NOPE"]}
+            ],
+            "syscalls": [
+                {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW", "comment": "x", "includes": {}, "excludes": {}},
+                {"name": "mkdir", "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                {"names": ["mount"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+                {"names": ["clone"], "action": "SCMP_ACT_ALLOW", "excludes": {"caps": ["CAP_SYS_ADMIN"]},
+                 "args": [{"index": 0, "value": 1, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
+                {"names": ["here"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": [go_arch]}},
+                {"names": ["there"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["nowhere"]}},
+                {"names": ["old"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "2.6"}},
+                {"names": ["future"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "999.0"}}
+            ]
+        });
+        let p = from_docker(&docker, &["CAP_CHOWN".to_string()]).unwrap();
+        assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(p["defaultErrnoRet"], 1);
+        assert_eq!(p["architectures"], json!([scmp_arch, "SCMP_ARCH_SUB"]));
+        let names: Vec<&Value> = p["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["names"])
+            .collect();
+        assert_eq!(
+            names,
+            [
+                &json!(["read", "write"]),
+                &json!(["mkdir"]),
+                &json!(["clone"]),
+                &json!(["here"]),
+                &json!(["old"])
+            ]
+        );
+        assert_eq!(p["syscalls"][1]["errnoRet"], 13);
+        assert_eq!(p["syscalls"][2]["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+        assert!(p["syscalls"][0].get("comment").is_none());
+        let admin = from_docker(&docker, &["CAP_SYS_ADMIN".to_string()]).unwrap();
+        assert!(
+            admin["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["names"] == json!(["mount"]))
+        );
+        assert!(
+            !admin["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["names"] == json!(["clone"]))
+        );
+        assert!(from_docker(&json!({"syscalls": []}), &[]).is_err());
+        assert!(from_docker(&json!([1]), &[]).is_err());
+        let both = json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86"], "archMap": docker["archMap"]});
+        assert!(from_docker(&both, &[]).is_err());
     }
 
     /// `cargo test -p polisd -- --ignored print_default_profile --nocapture` (POLIS_CAPS=CAP_A,CAP_B to choose).

@@ -151,6 +151,89 @@ fn capabilities(current: &Value, host: &HostConfig) -> Result<Vec<String>> {
     Ok(caps)
 }
 
+/// Where `--init` puts the init in the container, as Docker.
+const INIT_PATH: &str = "/sbin/docker-init";
+
+/// The init binaries `--init` takes, in order: Debian's static tini (package tini), then Docker's docker-init.
+const INIT_BINARIES: &[&str] = &["/usr/bin/tini-static", "/usr/bin/docker-init"];
+
+/// The seccomp profile `--security-opt seccomp=...` asks for.
+#[derive(Debug, Default)]
+enum Seccomp {
+    /// polisd's default profile (also `seccomp=builtin`).
+    #[default]
+    Default,
+    /// `seccomp=unconfined`: no filter.
+    Unconfined,
+    /// A profile in Docker's format: the CLI reads `seccomp=FILE` and sends the file's text.
+    Profile(Value),
+}
+
+/// `HostConfig.SecurityOpt`, read as dockerd's `parseSecurityOpt`.
+#[derive(Debug, Default)]
+struct SecurityOpts {
+    seccomp: Seccomp,
+    /// `no-new-privileges[=BOOL]`; None: the daemon's default.
+    no_new_privileges: Option<bool>,
+    /// `systempaths=unconfined`: no masked nor read-only paths in /proc and /sys.
+    systempaths_unconfined: bool,
+}
+
+/// Reads `HostConfig.SecurityOpt`: `KEY=VALUE` (or the deprecated `KEY:VALUE`), or `no-new-privileges` alone.
+/// AppArmor and SELinux options are taken only when they turn the feature off, polisd having neither.
+fn security_opts(host: &HostConfig) -> Result<SecurityOpts> {
+    let mut out = SecurityOpts::default();
+    for opt in host.security_opt.iter().flatten() {
+        let invalid = || Error::Invalid(format!("invalid --security-opt: {opt:?}"));
+        if opt == "no-new-privileges" {
+            out.no_new_privileges = Some(true);
+            continue;
+        }
+        let (key, value) = opt
+            .split_once('=')
+            .or_else(|| opt.split_once(':'))
+            .ok_or_else(invalid)?;
+        match key {
+            "seccomp" => {
+                out.seccomp = match value {
+                    "unconfined" => Seccomp::Unconfined,
+                    "builtin" => Seccomp::Default,
+                    text => Seccomp::Profile(serde_json::from_str(text).map_err(|e| {
+                        Error::Invalid(format!("decoding the seccomp profile failed: {e}"))
+                    })?),
+                }
+            }
+            "no-new-privileges" => {
+                out.no_new_privileges = Some(match value.to_ascii_lowercase().as_str() {
+                    "1" | "t" | "true" => true,
+                    "0" | "f" | "false" => false,
+                    _ => return Err(invalid()),
+                })
+            }
+            "apparmor" if value == "unconfined" => {}
+            "label" if value == "disable" => {}
+            "apparmor" | "label" => {
+                let what = if key == "apparmor" {
+                    "AppArmor"
+                } else {
+                    "SELinux"
+                };
+                return Err(Error::Invalid(format!(
+                    "invalid --security-opt: {opt:?}: polisd has no {what} support (only {key}={} is accepted)",
+                    if key == "apparmor" {
+                        "unconfined"
+                    } else {
+                        "disable"
+                    }
+                )));
+            }
+            "systempaths" if value == "unconfined" => out.systempaths_unconfined = true,
+            _ => return Err(invalid()),
+        }
+    }
+    Ok(out)
+}
+
 /// Adjusts polis-image's config.json (`spec`) to the container: `dir` is the container's directory (for the files
 /// Docker provides), `rootfs` the mounted rootfs (users are resolved in it).
 pub fn adjust(
@@ -206,10 +289,44 @@ pub fn adjust(
     let caps = capabilities(&process["capabilities"], host)?;
     process["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
     let privileged = host.privileged.unwrap_or(false);
-    if privileged {
-        process["noNewPrivileges"] = json!(false);
-    } else {
-        spec["linux"]["seccomp"] = super::seccomp::default_profile(&caps);
+    let security = security_opts(host)?;
+    // polisd runs as dockerd with `--no-new-privileges` (as /info's SecurityOptions say), which the request may
+    // override; a privileged container is left free to gain privileges unless it asks otherwise.
+    process["noNewPrivileges"] = json!(security.no_new_privileges.unwrap_or(!privileged));
+    // Docker: no seccomp for a privileged container, whatever its profile.
+    match (&security.seccomp, privileged) {
+        (_, true) | (Seccomp::Unconfined, _) => {
+            if let Some(o) = spec["linux"].as_object_mut() {
+                o.remove("seccomp");
+            }
+        }
+        (Seccomp::Default, false) => {
+            spec["linux"]["seccomp"] = super::seccomp::default_profile(&caps)
+        }
+        (Seccomp::Profile(p), false) => {
+            spec["linux"]["seccomp"] = super::seccomp::from_docker(p, &caps).map_err(|e| {
+                Error::Invalid(format!("invalid --security-opt seccomp profile: {e}"))
+            })?
+        }
+    }
+    if host.init.unwrap_or(false) {
+        // Docker's `--init`: its docker-init (tini) bind-mounted as /sbin/docker-init runs the command as its child.
+        let init = INIT_BINARIES
+            .iter()
+            .map(Path::new)
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                Error::Invalid("--init: no init binary on this host (install tini)".into())
+            })?;
+        let mut with_init = vec![INIT_PATH.to_string(), "--".into()];
+        with_init.extend(args);
+        spec["process"]["args"] = json!(with_init);
+        let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+        mounts.push(
+            json!({"destination": INIT_PATH, "type": "bind", "source": init,
+                           "options": ["rbind", "ro", "rprivate"]}),
+        );
+        spec["mounts"] = json!(mounts);
     }
     spec["hostname"] = json!(hostname);
     spec["root"]["readonly"] = json!(host.readonly_rootfs.unwrap_or(false));
@@ -286,12 +403,9 @@ pub fn adjust(
 
     let linux = &mut spec["linux"];
     linux["cgroupsPath"] = json!(format!("/polis/{id}"));
-    if privileged {
+    if privileged || security.systempaths_unconfined {
         linux["maskedPaths"] = json!([]);
         linux["readonlyPaths"] = json!([]);
-        if let Some(o) = linux.as_object_mut() {
-            o.remove("seccomp");
-        }
     }
     if host.network_mode.as_deref() == Some("host")
         && let Some(ns) = linux["namespaces"].as_array_mut()
@@ -399,6 +513,51 @@ mod tests {
         assert_eq!(process_args(&c).unwrap(), ["/bin/echo"]);
         let none = merge(ContainerConfig::default(), &json!({"config": {}}));
         assert!(matches!(process_args(&none), Err(Error::Invalid(_))));
+    }
+
+    fn opts(list: &[&str]) -> Result<SecurityOpts> {
+        security_opts(&HostConfig {
+            security_opt: Some(list.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn security_options_as_dockerd_reads_them() {
+        let o = opts(&[
+            "seccomp=unconfined",
+            "no-new-privileges",
+            "apparmor=unconfined",
+            "label:disable",
+        ])
+        .unwrap();
+        assert!(matches!(o.seccomp, Seccomp::Unconfined));
+        assert_eq!(o.no_new_privileges, Some(true));
+        let o = opts(&[
+            "no-new-privileges=false",
+            "seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}",
+        ])
+        .unwrap();
+        assert_eq!(o.no_new_privileges, Some(false));
+        assert!(matches!(o.seccomp, Seccomp::Profile(p) if p["defaultAction"] == "SCMP_ACT_ALLOW"));
+        assert!(
+            opts(&["systempaths=unconfined"])
+                .unwrap()
+                .systempaths_unconfined
+        );
+        for (bad, says) in [
+            ("apparmor=docker-default", "apparmor=docker-default"),
+            ("label=type:svirt_t", "SELinux"),
+            ("bogus=1", "invalid --security-opt"),
+            ("nonsense", "invalid --security-opt"),
+            ("no-new-privileges=maybe", "invalid --security-opt"),
+            ("seccomp=/not/json", "seccomp profile"),
+        ] {
+            assert!(
+                matches!(opts(&[bad]), Err(Error::Invalid(m)) if m.contains(says)),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `docker cp`: `HEAD` and `GET /containers/{id}/archive?path=` (the path's stat in the `X-Docker-Container-Path-Stat`
 //! header, and a tar archive of it) and `PUT` (a tar archive extracted into a directory of the container).
 
+use super::openapi::ErrorBody;
 use super::params::{Query, flag};
 use super::{ApiError, ApiResult};
 use crate::core::archive::ChunkReader;
@@ -26,6 +27,21 @@ fn stat_header(value: String) -> ApiResult<HeaderValue> {
 }
 
 /// `HEAD /containers/{id}/archive?path=`.
+#[utoipa::path(
+    head,
+    path = "/containers/{id}/archive",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("path" = String, Query, description = "a path in the container's filesystem"),
+    ),
+    responses(
+        (status = 200, description = "the path exists; X-Docker-Container-Path-Stat holds its base64 JSON stat"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such container or path", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn head(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -41,6 +57,21 @@ pub async fn head(
 }
 
 /// `GET /containers/{id}/archive?path=`.
+#[utoipa::path(
+    get,
+    path = "/containers/{id}/archive",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("path" = String, Query, description = "a path in the container's filesystem"),
+    ),
+    responses(
+        (status = 200, description = "a tar archive of the path", body = String, content_type = "application/x-tar"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such container or path", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn get(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -63,6 +94,25 @@ pub async fn get(
 }
 
 /// `PUT /containers/{id}/archive?path=&noOverwriteDirNonDir=&copyUIDGID=`: the body is the archive, of any size.
+#[utoipa::path(
+    put,
+    path = "/containers/{id}/archive",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("path" = String, Query, description = "a path in the container's filesystem"),
+        ("noOverwriteDirNonDir" = Option<bool>, Query, description = "refuse to replace a directory with a non-directory and back"),
+        ("copyUIDGID" = Option<bool>, Query, description = "keep the archive's owners"),
+    ),
+    request_body(content = String, content_type = "application/x-tar", description = "a tar archive to extract at the path"),
+    responses(
+        (status = 200, description = "extracted"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 403, description = "the volume or container filesystem is read-only", body = ErrorBody),
+        (status = 404, description = "no such container or path", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn put(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,

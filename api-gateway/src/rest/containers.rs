@@ -1,6 +1,7 @@
 //! Container endpoints: create, list, inspect, start, stop, restart, kill, pause, unpause, wait, rename, resize,
 //! remove.
 
+use super::openapi::ErrorBody;
 use super::params::{Query, filters, flag, int, json};
 use super::{ApiError, ApiResult};
 use crate::core::containers::WaitCondition;
@@ -16,6 +17,22 @@ use bollard_stubs::models::{
 };
 use std::sync::Arc;
 
+#[utoipa::path(
+    post,
+    path = "/containers/create",
+    params(
+        ("name" = Option<String>, Query, description = "the container's name"),
+    ),
+    request_body(content = Object, content_type = "application/json", description = "the container's configuration (Docker's ContainerCreateBody)"),
+    responses(
+        (status = 201, description = "created: `{Id, Warnings}`", body = Object, content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such image", body = ErrorBody),
+        (status = 409, description = "the name is in use", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn create(State(core): State<Arc<Core>>, q: Query, body: Bytes) -> ApiResult<Response> {
     let request: ContainerCreateBody = json(&body)?;
     let id = core
@@ -151,6 +168,22 @@ fn passes(
     Ok(true)
 }
 
+#[utoipa::path(
+    get,
+    path = "/containers/json",
+    params(
+        ("all" = Option<bool>, Query, description = "show all containers, not only running ones"),
+        ("limit" = Option<i64>, Query, description = "show at most this many, newest first"),
+        ("size" = Option<bool>, Query, description = "accepted, ignored"),
+        ("filters" = Option<String>, Query, description = "JSON-encoded filters (a map of name to list of values)"),
+    ),
+    responses(
+        (status = 200, description = "the containers", body = [Object], content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn list(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response> {
     let f = filters(&q)?;
     let all = flag(&q, "all") || f.contains_key("status");
@@ -267,17 +300,61 @@ pub fn inspect_record(core: &Core, r: &ContainerRecord) -> ContainerInspectRespo
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/containers/{id}/json",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("size" = Option<bool>, Query, description = "accepted, ignored"),
+    ),
+    responses(
+        (status = 200, description = "the container", body = Object, content_type = "application/json"),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn inspect(State(core): State<Arc<Core>>, Path(id): Path<String>) -> ApiResult<Response> {
     let r = core.db.lookup(&id)?;
     let inspect = inspect_record(&core, &r);
     Ok(axum::Json(super::networks::with_network_settings(&core, &r, inspect)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/containers/{id}/start",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("detachKeys" = Option<String>, Query, description = "accepted, ignored"),
+    ),
+    responses(
+        (status = 204, description = "started"),
+        (status = 304, description = "already started"),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn start(State(core): State<Arc<Core>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     core.start(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/containers/{id}/stop",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("t" = Option<i64>, Query, description = "seconds to wait before killing the container"),
+    ),
+    responses(
+        (status = 204, description = "stopped"),
+        (status = 304, description = "already stopped"),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn stop(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -287,6 +364,20 @@ pub async fn stop(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/containers/{id}/restart",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("t" = Option<i64>, Query, description = "seconds to wait before killing the container"),
+    ),
+    responses(
+        (status = 204, description = "restarted"),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn restart(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -296,6 +387,22 @@ pub async fn restart(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/containers/{id}/kill",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("signal" = Option<String>, Query, description = "the signal (default SIGKILL)"),
+    ),
+    responses(
+        (status = 204, description = "signalled"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 409, description = "the container is not running", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn kill(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -305,11 +412,39 @@ pub async fn kill(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/containers/{id}/pause",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+    ),
+    responses(
+        (status = 204, description = "paused"),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 409, description = "the container is not running", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn pause(State(core): State<Arc<Core>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     core.pause(&id, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/containers/{id}/unpause",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+    ),
+    responses(
+        (status = 204, description = "unpaused"),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 409, description = "the container is not paused", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn unpause(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -320,6 +455,21 @@ pub async fn unpause(
 
 /// Answers at once with the headers (clients wait for them before starting the container), and with the exit
 /// status when the condition is met.
+#[utoipa::path(
+    post,
+    path = "/containers/{id}/wait",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("condition" = Option<String>, Query, description = "not-running (default), next-exit or removed"),
+    ),
+    responses(
+        (status = 200, description = "the exit status, once the condition is met: `{StatusCode, Error}`", body = Object, content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn wait(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -351,6 +501,22 @@ pub async fn wait(
         .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/containers/{id}/rename",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("name" = String, Query, description = "the new name"),
+    ),
+    responses(
+        (status = 204, description = "renamed"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 409, description = "the name is in use", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn rename(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -364,6 +530,22 @@ pub async fn rename(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/containers/{id}/resize",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("h" = Option<i64>, Query, description = "height"),
+        ("w" = Option<i64>, Query, description = "width"),
+    ),
+    responses(
+        (status = 200, description = "resized"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn resize(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -380,6 +562,23 @@ pub async fn resize(
     Ok(StatusCode::OK)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/containers/{id}",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("force" = Option<bool>, Query, description = "kill a running container first"),
+        ("v" = Option<bool>, Query, description = "remove its anonymous volumes"),
+    ),
+    responses(
+        (status = 204, description = "removed"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 409, description = "the container is running", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn remove(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,

@@ -3,6 +3,7 @@
 //! as Docker's multiplexed stream unless the start asked for a terminal), and ends once the process exited and its
 //! output is drained. Errors after the upgrade are written to the stream, as dockerd writes them.
 
+use super::openapi::ErrorBody;
 use super::params::{Query, int, json};
 use super::{ApiError, ApiResult};
 use crate::core::exec::{Claim, DetachScanner};
@@ -22,6 +23,22 @@ use tokio::sync::Notify;
 const RAW_STREAM: &str = "application/vnd.docker.raw-stream";
 
 /// `POST /containers/{id}/exec`.
+#[utoipa::path(
+    post,
+    path = "/containers/{id}/exec",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+    ),
+    request_body(content = Object, content_type = "application/json", description = "the exec configuration (Docker's ExecConfig)"),
+    responses(
+        (status = 201, description = "created: `{Id}`", body = Object, content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 409, description = "the container is paused or not running", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Exec"
+)]
 pub async fn create(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -37,6 +54,19 @@ pub async fn create(
 }
 
 /// `GET /exec/{id}/json`: ExitCode is null until the process exited, as dockerd has it.
+#[utoipa::path(
+    get,
+    path = "/exec/{id}/json",
+    params(
+        ("id" = String, Path, description = "exec instance ID"),
+    ),
+    responses(
+        (status = 200, description = "the exec instance", body = Object, content_type = "application/json"),
+        (status = 404, description = "no such exec instance", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Exec"
+)]
 pub async fn inspect(State(core): State<Arc<Core>>, Path(id): Path<String>) -> ApiResult<Response> {
     let info = core.exec_inspect(&id)?;
     let mut value =
@@ -48,6 +78,22 @@ pub async fn inspect(State(core): State<Arc<Core>>, Path(id): Path<String>) -> A
 }
 
 /// `POST /exec/{id}/resize?h=&w=`.
+#[utoipa::path(
+    post,
+    path = "/exec/{id}/resize",
+    params(
+        ("id" = String, Path, description = "exec instance ID"),
+        ("h" = Option<i64>, Query, description = "height"),
+        ("w" = Option<i64>, Query, description = "width"),
+    ),
+    responses(
+        (status = 200, description = "resized"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such exec instance", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Exec"
+)]
 pub async fn resize(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -65,6 +111,23 @@ pub async fn resize(
 }
 
 /// `POST /exec/{id}/start` with `{"Detach": bool, "Tty": bool}`.
+#[utoipa::path(
+    post,
+    path = "/exec/{id}/start",
+    params(
+        ("id" = String, Path, description = "exec instance ID"),
+    ),
+    request_body(content = Object, content_type = "application/json", description = "`{Detach, Tty}`"),
+    responses(
+        (status = 101, description = "hijacked: the connection carries the raw or multiplexed stream"),
+        (status = 200, description = "the output, raw or multiplexed (empty when detached)", body = String, content_type = "application/vnd.docker.raw-stream"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such exec instance", body = ErrorBody),
+        (status = 409, description = "the container is not running, or the exec instance is already running", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Exec"
+)]
 pub async fn start(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,

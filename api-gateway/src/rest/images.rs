@@ -1,5 +1,6 @@
 //! Image endpoints: create (pull, with Docker's JSON progress stream), list, inspect, remove.
 
+use super::openapi::ErrorBody;
 use super::params::Query;
 use super::{ApiError, ApiResult};
 use crate::core::images::{self, Image, credential_from_header, familiar_name};
@@ -19,6 +20,23 @@ enum PullMessage {
 
 /// `POST /images/create?fromImage=NAME&tag=TAG`. A pull that fails before it reports anything (no such image,
 /// registry unreachable) answers with an error status; later failures end the stream with Docker's error object.
+#[utoipa::path(
+    post,
+    path = "/images/create",
+    params(
+        ("fromImage" = String, Query, description = "the image to pull"),
+        ("tag" = Option<String>, Query, description = "tag or digest"),
+        ("platform" = Option<String>, Query, description = "accepted"),
+        ("X-Registry-Auth" = Option<String>, Header, description = "base64url-encoded JSON registry credentials"),
+    ),
+    responses(
+        (status = 200, description = "a stream of progress objects, one JSON object per line", body = Object, content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "repository does not exist or no pull access", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Image"
+)]
 pub async fn pull(
     State(core): State<Arc<Core>>,
     q: Query,
@@ -145,6 +163,15 @@ fn summary(core: &Core, image: &Image) -> ImageSummary {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/images/json",
+    responses(
+        (status = 200, description = "the images", body = [Object], content_type = "application/json"),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Image"
+)]
 pub async fn list(State(core): State<Arc<Core>>) -> ApiResult<Response> {
     let c = core.clone();
     let out = tokio::task::spawn_blocking(move || -> crate::core::Result<Vec<ImageSummary>> {
@@ -167,18 +194,34 @@ pub async fn list(State(core): State<Arc<Core>>) -> ApiResult<Response> {
     Ok(axum::Json(out).into_response())
 }
 
-/// `GET /images/{name}/json` (names hold slashes, so the route takes the rest of the path).
+/// `GET /images/{*name}`: names hold slashes, so the route takes the rest of the path and serves
+/// `/images/{name}/json` ([`inspect`]) and `/images/{name}/history` ([`history`]).
 pub async fn get(State(core): State<Arc<Core>>, Path(rest): Path<String>) -> ApiResult<Response> {
     if let Some(name) = rest.strip_suffix("/history") {
         return history(core, name.to_string()).await;
     }
-    let Some(name) = rest.strip_suffix("/json") else {
-        return Err(ApiError(Error::NotFound(format!(
+    match rest.strip_suffix("/json") {
+        Some(name) => inspect(core, name.to_string()).await,
+        None => Err(ApiError(Error::NotFound(format!(
             "page not found: /images/{rest}"
-        ))));
-    };
+        )))),
+    }
+}
+
+/// `GET /images/{name}/json`.
+#[utoipa::path(
+    get,
+    path = "/images/{name}/json",
+    params(("name" = String, Path, description = "image name or ID")),
+    responses(
+        (status = 200, description = "the image", body = Object, content_type = "application/json"),
+        (status = 404, description = "no such image", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Image"
+)]
+async fn inspect(core: Arc<Core>, name: String) -> ApiResult<Response> {
     let c = core.clone();
-    let name = name.to_string();
     let doc = tokio::task::spawn_blocking(move || -> crate::core::Result<serde_json::Value> {
         let image = images::find(&c.store, &name)?;
         let config = &image.config;
@@ -208,6 +251,22 @@ pub async fn get(State(core): State<Arc<Core>>, Path(rest): Path<String>) -> Api
 
 /// `DELETE /images/{name}`: untags the name; the content goes when no image uses it. An image a container uses is
 /// refused without `force`.
+#[utoipa::path(
+    delete,
+    path = "/images/{name}",
+    params(
+        ("name" = String, Path, description = "image name or ID"),
+        ("force" = Option<bool>, Query, description = "remove even if a container uses the image"),
+        ("noprune" = Option<bool>, Query, description = "accepted, ignored"),
+    ),
+    responses(
+        (status = 200, description = "the untagged and deleted images", body = [Object], content_type = "application/json"),
+        (status = 404, description = "no such image", body = ErrorBody),
+        (status = 409, description = "a container uses the image", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Image"
+)]
 pub async fn remove(
     State(core): State<Arc<Core>>,
     Path(name): Path<String>,
@@ -251,6 +310,17 @@ fn name_of(deleted: &serde_json::Value) -> String {
 }
 
 /// `GET /images/{name}/history`: the config's history, newest first, with the size of each layer.
+#[utoipa::path(
+    get,
+    path = "/images/{name}/history",
+    params(("name" = String, Path, description = "image name or ID")),
+    responses(
+        (status = 200, description = "the image's history, newest first", body = [Object], content_type = "application/json"),
+        (status = 404, description = "no such image", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Image"
+)]
 async fn history(core: Arc<Core>, name: String) -> ApiResult<Response> {
     let c = core.clone();
     let doc = tokio::task::spawn_blocking(move || -> crate::core::Result<serde_json::Value> {
@@ -299,17 +369,38 @@ async fn history(core: Arc<Core>, name: String) -> ApiResult<Response> {
     Ok(axum::Json(doc).into_response())
 }
 
-/// `POST /images/{name}/tag?repo=REPO&tag=TAG`.
+/// `POST /images/{*name}`: serves `/images/{name}/tag` ([`tag`]).
 pub async fn post(
     State(core): State<Arc<Core>>,
     Path(rest): Path<String>,
     q: Query,
 ) -> ApiResult<Response> {
-    let Some(name) = rest.strip_suffix("/tag") else {
-        return Err(ApiError(Error::NotFound(format!(
+    match rest.strip_suffix("/tag") {
+        Some(name) => tag(core, name, q).await,
+        None => Err(ApiError(Error::NotFound(format!(
             "page not found: /images/{rest}"
-        ))));
-    };
+        )))),
+    }
+}
+
+/// `POST /images/{name}/tag?repo=REPO&tag=TAG`.
+#[utoipa::path(
+    post,
+    path = "/images/{name}/tag",
+    params(
+        ("name" = String, Path, description = "image name or ID"),
+        ("repo" = String, Query, description = "the repository to tag in"),
+        ("tag" = Option<String>, Query, description = "the tag"),
+    ),
+    responses(
+        (status = 201, description = "tagged"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such image", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Image"
+)]
+async fn tag(core: Arc<Core>, name: &str, q: Query) -> ApiResult<Response> {
     let repo = q.get("repo").filter(|r| !r.is_empty()).ok_or_else(|| {
         ApiError(Error::Invalid(
             "repository name must have at least one component".into(),
@@ -342,6 +433,19 @@ pub async fn post(
 
 /// `POST /images/prune`: every image in the store has a name, so there are no dangling ones; with
 /// `dangling=false`, the images no container uses are removed. Then the content nothing references goes.
+#[utoipa::path(
+    post,
+    path = "/images/prune",
+    params(
+        ("filters" = Option<String>, Query, description = "JSON-encoded filters (a map of name to list of values)"),
+    ),
+    responses(
+        (status = 200, description = "`{ImagesDeleted, SpaceReclaimed}`", body = Object, content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Image"
+)]
 pub async fn prune(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response> {
     let f = super::params::filters(&q)?;
     let all = f
@@ -373,6 +477,15 @@ pub async fn prune(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Respons
 }
 
 /// `GET /system/df`: images, containers and volumes with their sizes.
+#[utoipa::path(
+    get,
+    path = "/system/df",
+    responses(
+        (status = 200, description = "images, containers and volumes with their sizes", body = Object, content_type = "application/json"),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "System"
+)]
 pub async fn disk_usage(State(core): State<Arc<Core>>) -> ApiResult<Response> {
     let c = core.clone();
     let doc = tokio::task::spawn_blocking(move || -> crate::core::Result<serde_json::Value> {

@@ -7,6 +7,7 @@ mod containers;
 mod exec;
 mod images;
 mod networks;
+pub mod openapi;
 mod params;
 mod stats;
 mod stream;
@@ -18,8 +19,11 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub const API_VERSION: &str = "1.41";
 pub const MIN_API_VERSION: &str = "1.24";
@@ -57,66 +61,66 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The routes of the API (without version prefixes; see [`strip_version`]).
+/// The routes of the API (without version prefixes; see [`strip_version`]), with `/openapi.json` describing them
+/// and the Swagger UI at `/docs/`.
 pub fn router(core: Arc<Core>) -> Router {
     let limit = core.config.max_body_size;
-    Router::new()
-        .route("/_ping", get(system::ping).head(system::ping))
-        .route("/version", get(system::version))
-        .route("/info", get(system::info))
-        .route("/events", get(system::events))
-        .route("/containers/create", post(containers::create))
-        .route("/containers/json", get(containers::list))
-        .route("/containers/{id}/json", get(containers::inspect))
-        .route("/containers/{id}/start", post(containers::start))
-        .route("/containers/{id}/stop", post(containers::stop))
-        .route("/containers/{id}/restart", post(containers::restart))
-        .route("/containers/{id}/kill", post(containers::kill))
-        .route("/containers/{id}/pause", post(containers::pause))
-        .route("/containers/{id}/unpause", post(containers::unpause))
-        .route("/containers/{id}/wait", post(containers::wait))
-        .route("/containers/{id}/rename", post(containers::rename))
-        .route("/containers/{id}/resize", post(containers::resize))
-        .route("/containers/{id}/attach", post(stream::attach))
-        .route("/containers/{id}/logs", get(stream::logs))
-        .route("/containers/{id}/exec", post(exec::create))
-        .route("/exec/{id}/start", post(exec::start))
-        .route("/exec/{id}/resize", post(exec::resize))
-        .route("/exec/{id}/json", get(exec::inspect))
-        .route(
-            "/containers/{id}/archive",
-            get(archive::get).head(archive::head).put(archive::put),
-        )
-        .route("/containers/{id}/top", get(stats::top))
-        .route("/containers/{id}/stats", get(stats::stats))
-        .route("/containers/{id}", delete(containers::remove))
-        .route("/networks", get(networks::list))
-        .route("/networks/create", post(networks::create))
-        .route("/networks/prune", post(networks::prune))
-        .route(
-            "/networks/{id}",
-            get(networks::inspect).delete(networks::remove),
-        )
-        .route("/networks/{id}/connect", post(networks::connect))
-        .route("/networks/{id}/disconnect", post(networks::disconnect))
-        .route("/volumes", get(volumes::list))
-        .route("/volumes/create", post(volumes::create))
-        .route("/volumes/prune", post(volumes::prune))
-        .route(
-            "/volumes/{name}",
-            get(volumes::inspect).delete(volumes::remove),
-        )
-        .route("/images/create", post(images::pull))
-        .route("/images/json", get(images::list))
-        .route("/images/prune", post(images::prune))
-        .route("/system/df", get(images::disk_usage))
-        .route(
-            "/images/{*name}",
-            get(images::get).delete(images::remove).post(images::post),
-        )
-        .fallback(not_found)
+    let (api, doc) = api_router().split_for_parts();
+    api.fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(core)
+        .merge(openapi::docs_router(&doc))
+}
+
+/// The API's routes and their OpenAPI description, from one list: `routes!` takes each handler's method and path
+/// from its `#[utoipa::path]` annotation. Only the wildcard route under `/images/` is a plain route; its
+/// documented paths are in [`openapi::ApiDoc`].
+pub fn api_router() -> OpenApiRouter<Arc<Core>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(system::ping))
+        .routes(routes!(system::version))
+        .routes(routes!(system::info))
+        .routes(routes!(system::events))
+        .routes(routes!(containers::create))
+        .routes(routes!(containers::list))
+        .routes(routes!(containers::inspect))
+        .routes(routes!(containers::start))
+        .routes(routes!(containers::stop))
+        .routes(routes!(containers::restart))
+        .routes(routes!(containers::kill))
+        .routes(routes!(containers::pause))
+        .routes(routes!(containers::unpause))
+        .routes(routes!(containers::wait))
+        .routes(routes!(containers::rename))
+        .routes(routes!(containers::resize))
+        .routes(routes!(stream::attach))
+        .routes(routes!(stream::logs))
+        .routes(routes!(exec::create))
+        .routes(routes!(exec::start))
+        .routes(routes!(exec::resize))
+        .routes(routes!(exec::inspect))
+        .routes(routes!(archive::get, archive::head, archive::put))
+        .routes(routes!(stats::top))
+        .routes(routes!(stats::stats))
+        .routes(routes!(containers::remove))
+        .routes(routes!(networks::list))
+        .routes(routes!(networks::create))
+        .routes(routes!(networks::prune))
+        .routes(routes!(networks::inspect, networks::remove))
+        .routes(routes!(networks::connect))
+        .routes(routes!(networks::disconnect))
+        .routes(routes!(volumes::list))
+        .routes(routes!(volumes::create))
+        .routes(routes!(volumes::prune))
+        .routes(routes!(volumes::inspect, volumes::remove))
+        .routes(routes!(images::pull))
+        .routes(routes!(images::list))
+        .routes(routes!(images::prune))
+        .routes(routes!(images::disk_usage))
+        .route(
+            openapi::WILDCARD_ROUTE,
+            get(images::get).delete(images::remove).post(images::post),
+        )
 }
 
 async fn not_found(uri: Uri) -> ApiError {

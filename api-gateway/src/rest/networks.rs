@@ -1,6 +1,7 @@
 //! Network endpoints (create, list, inspect, remove, prune, connect, disconnect), and the network side of a
 //! container's inspect (`NetworkSettings`, in API 1.41's shape) and of `docker ps` (`Ports`, `NetworkSettings`).
 
+use super::openapi::ErrorBody;
 use super::params::{Query, filters, json};
 use super::{ApiError, ApiResult};
 use crate::core::networks::{EndpointRecord, NetworkRecord, Published, parse_port_key};
@@ -106,6 +107,19 @@ fn passes(n: &NetworkRecord, f: &HashMap<String, Vec<String>>) -> ApiResult<bool
     Ok(true)
 }
 
+#[utoipa::path(
+    get,
+    path = "/networks",
+    params(
+        ("filters" = Option<String>, Query, description = "JSON-encoded filters (a map of name to list of values)"),
+    ),
+    responses(
+        (status = 200, description = "the networks", body = [Object], content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Network"
+)]
 pub async fn list(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response> {
     let f = filters(&q)?;
     let mut out = Vec::new();
@@ -124,11 +138,40 @@ pub async fn list(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response
     Ok(axum::Json(out).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/networks/{id}",
+    params(
+        ("id" = String, Path, description = "network ID or name"),
+        ("verbose" = Option<bool>, Query, description = "accepted, ignored"),
+        ("scope" = Option<String>, Query, description = "accepted, ignored"),
+    ),
+    responses(
+        (status = 200, description = "the network", body = Object, content_type = "application/json"),
+        (status = 404, description = "no such network", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Network"
+)]
 pub async fn inspect(State(core): State<Arc<Core>>, Path(id): Path<String>) -> ApiResult<Response> {
     let n = core.network(&id)?;
     Ok(axum::Json(network_json(&core, &n, true)?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/networks/create",
+    request_body(content = Object, content_type = "application/json", description = "the network (Docker's NetworkCreateRequest)"),
+    responses(
+        (status = 201, description = "created: `{Id, Warning}`", body = Object, content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 403, description = "operation not supported for pre-defined networks", body = ErrorBody),
+        (status = 404, description = "plugin not found", body = ErrorBody),
+        (status = 409, description = "the name is in use", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Network"
+)]
 pub async fn create(State(core): State<Arc<Core>>, body: Bytes) -> ApiResult<Response> {
     let req: NetworkCreateRequest = json(&body)?;
     let (id, warning) = core.create_network(req)?;
@@ -139,6 +182,21 @@ pub async fn create(State(core): State<Arc<Core>>, body: Bytes) -> ApiResult<Res
         .into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/networks/{id}",
+    params(
+        ("id" = String, Path, description = "network ID or name"),
+    ),
+    responses(
+        (status = 204, description = "removed"),
+        (status = 403, description = "operation not supported for pre-defined networks", body = ErrorBody),
+        (status = 404, description = "no such network", body = ErrorBody),
+        (status = 409, description = "the network has active endpoints", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Network"
+)]
 pub async fn remove(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -157,6 +215,19 @@ fn until(v: &str) -> ApiResult<i64> {
         .map_err(|_| ApiError(Error::Invalid(format!("invalid until filter {v:?}"))))
 }
 
+#[utoipa::path(
+    post,
+    path = "/networks/prune",
+    params(
+        ("filters" = Option<String>, Query, description = "JSON-encoded filters (a map of name to list of values)"),
+    ),
+    responses(
+        (status = 200, description = "`{NetworksDeleted}`", body = Object, content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Network"
+)]
 pub async fn prune(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response> {
     let f = filters(&q)?;
     for key in f.keys() {
@@ -189,6 +260,23 @@ pub async fn prune(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Respons
     .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/networks/{id}/connect",
+    params(
+        ("id" = String, Path, description = "network ID or name"),
+    ),
+    request_body(content = Object, content_type = "application/json", description = "`{Container, EndpointConfig}`"),
+    responses(
+        (status = 200, description = "connected"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 403, description = "operation not supported", body = ErrorBody),
+        (status = 404, description = "no such network or container", body = ErrorBody),
+        (status = 409, description = "already connected", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Network"
+)]
 pub async fn connect(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -200,6 +288,22 @@ pub async fn connect(
     Ok(StatusCode::OK)
 }
 
+#[utoipa::path(
+    post,
+    path = "/networks/{id}/disconnect",
+    params(
+        ("id" = String, Path, description = "network ID or name"),
+    ),
+    request_body(content = Object, content_type = "application/json", description = "`{Container, Force}`"),
+    responses(
+        (status = 200, description = "disconnected"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 403, description = "operation not supported", body = ErrorBody),
+        (status = 404, description = "no such network or container", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Network"
+)]
 pub async fn disconnect(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,

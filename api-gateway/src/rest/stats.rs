@@ -1,5 +1,6 @@
 //! `GET /containers/{id}/top` and `GET /containers/{id}/stats`.
 
+use super::openapi::ErrorBody;
 use super::params::{Query, flag};
 use super::{ApiError, ApiResult};
 use crate::core::stats::Sampler;
@@ -16,6 +17,21 @@ use std::time::Duration;
 const INTERVAL: Duration = Duration::from_secs(1);
 
 /// `GET /containers/{id}/top?ps_args=`.
+#[utoipa::path(
+    get,
+    path = "/containers/{id}/top",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("ps_args" = Option<String>, Query, description = "ps arguments"),
+    ),
+    responses(
+        (status = 200, description = "`{Titles, Processes}`", body = Object, content_type = "application/json"),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 409, description = "the container is not running", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn top(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -48,6 +64,22 @@ async fn sample(
 /// `GET /containers/{id}/stats?stream=&one-shot=`: with `stream` (the default) one object a second until the
 /// container stops or the client leaves; without, one object whose `precpu_stats` is a second older (none with
 /// `one-shot`).
+#[utoipa::path(
+    get,
+    path = "/containers/{id}/stats",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("stream" = Option<bool>, Query, description = "keep streaming (default true)"),
+        ("one-shot" = Option<bool>, Query, description = "one sample at once (with stream=false)"),
+    ),
+    responses(
+        (status = 200, description = "stats objects, one JSON object per line while streaming", body = Object, content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn stats(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,

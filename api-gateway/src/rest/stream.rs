@@ -2,6 +2,7 @@
 //! upgrade to a raw TCP stream, stdin in, output out) and `logs`. Without a terminal, output is in Docker's
 //! multiplexed framing (logs.rs `frame`); with one, it is raw.
 
+use super::openapi::ErrorBody;
 use super::params::{Query, flag, int};
 use super::{ApiError, ApiResult};
 use crate::core::logs::{Chunk, Entry, LogFilter, OutputEvent, Stream, frame, read_entries};
@@ -42,6 +43,28 @@ fn media_type(tty: bool) -> &'static str {
 }
 
 /// `POST /containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1[&logs=1]`.
+#[utoipa::path(
+    post,
+    path = "/containers/{id}/attach",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("stream" = Option<bool>, Query, description = "stream output"),
+        ("stdin" = Option<bool>, Query, description = "attach stdin"),
+        ("stdout" = Option<bool>, Query, description = "attach stdout"),
+        ("stderr" = Option<bool>, Query, description = "attach stderr"),
+        ("logs" = Option<bool>, Query, description = "replay the logs first"),
+        ("detachKeys" = Option<String>, Query, description = "the detach sequence"),
+    ),
+    responses(
+        (status = 101, description = "hijacked: the connection carries the raw or multiplexed stream"),
+        (status = 200, description = "the raw or multiplexed stream", body = String, content_type = "application/vnd.docker.raw-stream"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 409, description = "the container has exited", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn attach(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
@@ -177,6 +200,27 @@ fn time_param(
 }
 
 /// `GET /containers/{id}/logs?stdout&stderr&follow&timestamps&tail&since&until`.
+#[utoipa::path(
+    get,
+    path = "/containers/{id}/logs",
+    params(
+        ("id" = String, Path, description = "container ID or name"),
+        ("follow" = Option<bool>, Query, description = "keep streaming"),
+        ("stdout" = Option<bool>, Query, description = "stdout"),
+        ("stderr" = Option<bool>, Query, description = "stderr"),
+        ("since" = Option<String>, Query, description = "Unix time to show logs from"),
+        ("until" = Option<String>, Query, description = "Unix time to show logs until"),
+        ("timestamps" = Option<bool>, Query, description = "prefix lines with timestamps"),
+        ("tail" = Option<String>, Query, description = "number of lines from the end, or all"),
+    ),
+    responses(
+        (status = 200, description = "the logs, raw (TTY) or multiplexed", body = String, content_type = "application/vnd.docker.raw-stream"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such container", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Container"
+)]
 pub async fn logs(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,

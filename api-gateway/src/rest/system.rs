@@ -1,5 +1,6 @@
 //! System endpoints: `/_ping`, `/version`, `/info`, `/events`.
 
+use super::openapi::ErrorBody;
 use super::params::{Query, filters};
 use super::{API_VERSION, ApiResult, MIN_API_VERSION};
 use crate::core::Core;
@@ -29,6 +30,15 @@ fn arch() -> &'static str {
     }
 }
 
+#[utoipa::path(
+    method(get, head),
+    path = "/_ping",
+    responses(
+        (status = 200, description = "the daemon is up; headers name the API version", body = String, content_type = "text/plain"),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "System"
+)]
 pub async fn ping() -> Response {
     (
         [
@@ -46,6 +56,15 @@ pub async fn ping() -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/version",
+    responses(
+        (status = 200, description = "the daemon's version", body = Object, content_type = "application/json"),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "System"
+)]
 pub async fn version() -> axum::Json<SystemVersion> {
     let version = env!("CARGO_PKG_VERSION").to_string();
     let details: HashMap<String, String> = [
@@ -84,6 +103,15 @@ fn cgroup_version() -> &'static str {
     if unified { "2" } else { "1" }
 }
 
+#[utoipa::path(
+    get,
+    path = "/info",
+    responses(
+        (status = 200, description = "system-wide information", body = Object, content_type = "application/json"),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "System"
+)]
 pub async fn info(State(core): State<Arc<Core>>) -> ApiResult<Response> {
     let records = core.db.all()?;
     let count = |s: Status| records.iter().filter(|r| r.state.status == s).count();
@@ -193,6 +221,21 @@ fn wanted(event: &EventMessage, f: &HashMap<String, Vec<String>>) -> bool {
 }
 
 /// Streams events as they happen, one JSON object per line, until `until` (a Unix time) if given.
+#[utoipa::path(
+    get,
+    path = "/events",
+    params(
+        ("since" = Option<String>, Query, description = "Unix time to show events from"),
+        ("until" = Option<String>, Query, description = "Unix time to stream events until"),
+        ("filters" = Option<String>, Query, description = "JSON-encoded filters (a map of name to list of values)"),
+    ),
+    responses(
+        (status = 200, description = "a stream of event objects, one JSON object per line", body = Object, content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "System"
+)]
 pub async fn events(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response> {
     let f = filters(&q)?;
     let seconds = |key: &str| -> ApiResult<Option<f64>> {

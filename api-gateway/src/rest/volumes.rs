@@ -1,5 +1,6 @@
 //! Volume endpoints: create, list, inspect, remove, prune.
 
+use super::openapi::ErrorBody;
 use super::params::{Query, filters, flag, json};
 use super::{ApiError, ApiResult};
 use crate::core::Core;
@@ -27,6 +28,18 @@ fn to_api(core: &Core, v: &VolumeMeta) -> Volume {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/volumes/create",
+    request_body(content = Object, content_type = "application/json", description = "the volume (Docker's VolumeCreateOptions)"),
+    responses(
+        (status = 201, description = "the volume", body = Object, content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 404, description = "no such volume plugin", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Volume"
+)]
 pub async fn create(State(core): State<Arc<Core>>, body: Bytes) -> ApiResult<Response> {
     let req: VolumeCreateRequest = json(&body)?;
     if let Some(d) = req
@@ -47,6 +60,19 @@ pub async fn create(State(core): State<Arc<Core>>, body: Bytes) -> ApiResult<Res
     Ok((StatusCode::CREATED, axum::Json(to_api(&core, &v))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/volumes",
+    params(
+        ("filters" = Option<String>, Query, description = "JSON-encoded filters (a map of name to list of values)"),
+    ),
+    responses(
+        (status = 200, description = "`{Volumes, Warnings}`", body = Object, content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Volume"
+)]
 pub async fn list(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response> {
     let f = filters(&q)?;
     let mut out = Vec::new();
@@ -83,6 +109,19 @@ pub async fn list(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/volumes/{name}",
+    params(
+        ("name" = String, Path, description = "volume name"),
+    ),
+    responses(
+        (status = 200, description = "the volume", body = Object, content_type = "application/json"),
+        (status = 404, description = "no such volume", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Volume"
+)]
 pub async fn inspect(
     State(core): State<Arc<Core>>,
     Path(name): Path<String>,
@@ -91,6 +130,21 @@ pub async fn inspect(
     Ok(axum::Json(to_api(&core, &v)).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/volumes/{name}",
+    params(
+        ("name" = String, Path, description = "volume name"),
+        ("force" = Option<bool>, Query, description = "accepted"),
+    ),
+    responses(
+        (status = 204, description = "removed"),
+        (status = 404, description = "no such volume", body = ErrorBody),
+        (status = 409, description = "the volume is in use", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Volume"
+)]
 pub async fn remove(
     State(core): State<Arc<Core>>,
     Path(name): Path<String>,
@@ -102,6 +156,19 @@ pub async fn remove(
 }
 
 /// API 1.41 prunes every volume no container uses (named ones too; the `all` filter came with 1.42).
+#[utoipa::path(
+    post,
+    path = "/volumes/prune",
+    params(
+        ("filters" = Option<String>, Query, description = "JSON-encoded filters (a map of name to list of values)"),
+    ),
+    responses(
+        (status = 200, description = "`{VolumesDeleted, SpaceReclaimed}`", body = Object, content_type = "application/json"),
+        (status = 400, description = "bad parameter", body = ErrorBody),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "Volume"
+)]
 pub async fn prune(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response> {
     let f = filters(&q)?;
     let labels = f.get("label").cloned().unwrap_or_default();
