@@ -75,14 +75,7 @@ impl WaitCondition {
 
 /// Container names as Docker takes them.
 pub fn check_name(name: &str) -> Result<()> {
-    let bytes = name.as_bytes();
-    let valid = bytes.len() >= 2
-        && bytes.len() <= 255
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[1..]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if valid {
+    if super::docker_name_ok(name, 2, 255) {
         Ok(())
     } else {
         Err(Error::Invalid(format!(

@@ -430,12 +430,7 @@ impl Core {
         if config.working_dir.as_deref().unwrap_or("").is_empty() {
             config.working_dir = record.config.working_dir.clone().filter(|w| !w.is_empty());
         }
-        let hostname = record
-            .config
-            .hostname
-            .clone()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| record.short_id().to_string());
+        let hostname = record.hostname();
         let env = exec_env(
             &hostname,
             config.tty.unwrap_or(false),

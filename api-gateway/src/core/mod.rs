@@ -66,6 +66,17 @@ impl Core {
     }
 }
 
+/// Docker's rule for the names of containers, volumes and networks: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, between `min` and
+/// `max` bytes long (so never empty, `..` or a path).
+pub fn docker_name_ok(name: &str, min: usize, max: usize) -> bool {
+    let b = name.as_bytes();
+    (min.max(1)..=max).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
 /// polisd's state is root's only: the rootfs of containers and the images' setuid binaries are in it.
 fn private(dir: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;

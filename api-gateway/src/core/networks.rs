@@ -184,14 +184,7 @@ pub struct PortRequest {
 
 /// Network names as Docker takes them (those of CNI too).
 pub fn check_network_name(name: &str) -> Result<()> {
-    let bytes = name.as_bytes();
-    let valid = !bytes.is_empty()
-        && bytes.len() <= 128
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[1..]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if valid {
+    if super::docker_name_ok(name, 1, 128) {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
@@ -1569,12 +1562,7 @@ impl Core {
     /// network's resolver) in place, so that a running container sees them.
     fn refresh_files(&self, record: &ContainerRecord) -> Result<()> {
         let etc = self.config.containers_dir().join(&record.id).join("etc");
-        let hostname = record
-            .config
-            .hostname
-            .clone()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| record.short_id().to_string());
+        let hostname = record.hostname();
         let mut addresses = Vec::new();
         let mut user_resolver = None;
         let mut bridge_resolver = None;

@@ -96,6 +96,15 @@ impl ContainerRecord {
         self.config.open_stdin.unwrap_or(false)
     }
 
+    /// The container's hostname: the request's, else its short ID (as Docker names it).
+    pub fn hostname(&self) -> String {
+        self.config
+            .hostname
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| self.short_id().to_string())
+    }
+
     pub fn short_id(&self) -> &str {
         &self.id[..self.id.len().min(12)]
     }

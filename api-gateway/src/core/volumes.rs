@@ -36,14 +36,7 @@ pub struct MountSpec {
 
 /// Volume names as Docker takes them: `[a-zA-Z0-9][a-zA-Z0-9_.-]+` (so never `..` or a path).
 pub fn check_volume_name(name: &str) -> Result<()> {
-    let b = name.as_bytes();
-    let ok = b.len() >= 2
-        && b.len() <= 255
-        && b[0].is_ascii_alphanumeric()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
+    if super::docker_name_ok(name, 2, 255) {
         Ok(())
     } else {
         Err(Error::Invalid(format!(

@@ -137,13 +137,10 @@ fn passes(
                         .trim_start_matches("sha256:")
                         .starts_with(v.trim_start_matches("sha256:"))
             }),
-            "label" => any(&|v| {
+            "label" => {
                 let labels = r.config.labels.clone().unwrap_or_default();
-                match v.split_once('=') {
-                    Some((k, val)) => labels.get(k).is_some_and(|l| l == val),
-                    None => labels.contains_key(v),
-                }
-            }),
+                any(&|v| super::params::label_matches(&labels, v))
+            }
             "exited" => {
                 any(&|v| r.state.status == Status::Exited && v == r.state.exit_code.to_string())
             }
@@ -248,13 +245,7 @@ pub fn inspect_record(core: &Core, r: &ContainerRecord) -> ContainerInspectRespo
     let dir = core.config.containers_dir().join(&r.id);
     let mut config = r.config.clone();
     config.image = Some(r.image.clone());
-    config.hostname = Some(
-        config
-            .hostname
-            .clone()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| r.short_id().to_string()),
-    );
+    config.hostname = Some(r.hostname());
     ContainerInspectResponse {
         id: Some(r.id.clone()),
         created: Some(r.created.clone()),

@@ -89,10 +89,7 @@ fn passes(n: &NetworkRecord, f: &HashMap<String, Vec<String>>) -> ApiResult<bool
                 "custom" => !n.predefined,
                 _ => false,
             }),
-            "label" => any(&|v| match v.split_once('=') {
-                Some((k, val)) => n.labels.get(k).is_some_and(|l| l == val),
-                None => n.labels.contains_key(v),
-            }),
+            "label" => any(&|v| super::params::label_matches(&n.labels, v)),
             "dangling" => true,
             other => {
                 return Err(ApiError(Error::Invalid(format!(
@@ -239,10 +236,7 @@ pub async fn prune(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Respons
         Some(u) => Some(until(u)?),
         None => None,
     };
-    let has = |n: &NetworkRecord, v: &str| match v.split_once('=') {
-        Some((k, val)) => n.labels.get(k).is_some_and(|l| l == val),
-        None => n.labels.contains_key(v),
-    };
+    let has = |n: &NetworkRecord, v: &str| super::params::label_matches(&n.labels, v);
     let labels = f.get("label").cloned().unwrap_or_default();
     let not_labels = f.get("label!").cloned().unwrap_or_default();
     let keep = move |n: &NetworkRecord| {

@@ -214,10 +214,7 @@ fn wanted(event: &EventMessage, f: &HashMap<String, Vec<String>>) -> bool {
             kind == "container" && (id.starts_with(v) || attrs.get("name").is_some_and(|n| n == v))
         })
         && one_of("image", &|v| attrs.get("image").is_some_and(|i| i == v))
-        && one_of("label", &|v| match v.split_once('=') {
-            Some((k, val)) => attrs.get(k).is_some_and(|a| a == val),
-            None => attrs.contains_key(v),
-        })
+        && one_of("label", &|v| super::params::label_matches(&attrs, v))
 }
 
 /// Streams events as they happen, one JSON object per line, until `until` (a Unix time) if given.

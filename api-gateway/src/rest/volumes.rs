@@ -82,10 +82,7 @@ pub async fn list(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response
             let any = |pass: &dyn Fn(&str) -> bool| values.iter().any(|x| pass(x));
             keep &= match key.as_str() {
                 "name" => any(&|x| v.name.contains(x)),
-                "label" => any(&|x| match x.split_once('=') {
-                    Some((k, val)) => v.labels.get(k).is_some_and(|l| l == val),
-                    None => v.labels.contains_key(x),
-                }),
+                "label" => any(&|x| super::params::label_matches(&v.labels, x)),
                 "driver" => any(&|x| x == "local"),
                 "dangling" => {
                     let dangling = core.volume_users(&v.name)?.is_empty();
@@ -173,10 +170,9 @@ pub async fn prune(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Respons
     let f = filters(&q)?;
     let labels = f.get("label").cloned().unwrap_or_default();
     let (deleted, bytes) = core.prune_volumes(|v| {
-        !labels.iter().all(|l| match l.split_once('=') {
-            Some((k, val)) => v.labels.get(k).is_some_and(|x| x == val),
-            None => v.labels.contains_key(l),
-        })
+        !labels
+            .iter()
+            .all(|l| super::params::label_matches(&v.labels, l))
     })?;
     Ok(axum::Json(VolumePruneResponse {
         volumes_deleted: Some(deleted),
