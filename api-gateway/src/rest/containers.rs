@@ -2,7 +2,7 @@
 //! remove.
 
 use super::openapi::ErrorBody;
-use super::params::{Query, filters, flag, int, json};
+use super::params::{Query, filters, flag, int, json, terminal_size};
 use super::{ApiError, ApiResult};
 use crate::core::containers::WaitCondition;
 use crate::core::record::{ContainerRecord, Status};
@@ -542,14 +542,8 @@ pub async fn resize(
     Path(id): Path<String>,
     q: Query,
 ) -> ApiResult<StatusCode> {
-    let h = int(&q, "h")?.unwrap_or(0);
-    let w = int(&q, "w")?.unwrap_or(0);
-    if !(0..=u16::MAX as i64).contains(&h) || !(0..=u16::MAX as i64).contains(&w) {
-        return Err(ApiError(Error::Invalid(format!(
-            "invalid terminal size {w}x{h}"
-        ))));
-    }
-    core.resize(&id, w as u32, h as u32)?;
+    let (w, h) = terminal_size(&q)?;
+    core.resize(&id, w, h)?;
     Ok(StatusCode::OK)
 }
 

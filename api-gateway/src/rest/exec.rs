@@ -4,7 +4,7 @@
 //! output is drained. Errors after the upgrade are written to the stream, as dockerd writes them.
 
 use super::openapi::ErrorBody;
-use super::params::{Query, int, json};
+use super::params::{Query, json, terminal_size};
 use super::{ApiError, ApiResult};
 use crate::core::exec::{Claim, DetachScanner};
 use crate::core::logs::{Chunk, Stream, frame};
@@ -99,14 +99,8 @@ pub async fn resize(
     Path(id): Path<String>,
     q: Query,
 ) -> ApiResult<StatusCode> {
-    let h = int(&q, "h")?.unwrap_or(0);
-    let w = int(&q, "w")?.unwrap_or(0);
-    if !(0..=u16::MAX as i64).contains(&h) || !(0..=u16::MAX as i64).contains(&w) {
-        return Err(ApiError(Error::Invalid(format!(
-            "invalid terminal size {w}x{h}"
-        ))));
-    }
-    core.exec_resize(&id, w as u32, h as u32).await?;
+    let (w, h) = terminal_size(&q)?;
+    core.exec_resize(&id, w, h).await?;
     Ok(StatusCode::OK)
 }
 

@@ -27,6 +27,18 @@ pub fn int(q: &HashMap<String, String>, key: &str) -> Result<Option<i64>, ApiErr
     }
 }
 
+/// The `w` and `h` of a resize request (a terminal's columns and rows).
+pub fn terminal_size(q: &HashMap<String, String>) -> Result<(u32, u32), ApiError> {
+    let h = int(q, "h")?.unwrap_or(0);
+    let w = int(q, "w")?.unwrap_or(0);
+    if !(0..=u16::MAX as i64).contains(&h) || !(0..=u16::MAX as i64).contains(&w) {
+        return Err(ApiError(Error::Invalid(format!(
+            "invalid terminal size {w}x{h}"
+        ))));
+    }
+    Ok((w as u32, h as u32))
+}
+
 /// A JSON body; malformed JSON is a 400 naming the problem.
 pub fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
