@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """docker-py against polisd: pull, a run with output, a detached container listed and removed.
 
-Usage: polisd_docker_py.py unix:///path/to/polis.sock REGISTRY/IMAGE:TAG
+Usage: docker_py.py unix:///path/to/polis.sock REGISTRY/IMAGE:TAG
 
-Prints one line per step; integration/tests/polisd.rs compares them. Any failure is an exception (non-zero exit).
+Prints one line per step; integration/tests/polisd/main.rs compares them. Any failure is an exception (non-zero exit).
 """
 
 import sys

@@ -922,12 +922,12 @@ fn fifty_concurrent_runs() {
 // docker-py
 
 /// docker-py (`docker.DockerClient`, API version negotiated with `version="auto"`): pull, a run with output,
-/// a detached container listed while it runs, kill, wait, remove (integration/tests/polisd_docker_py.py).
+/// a detached container listed while it runs, kill, wait, remove (integration/tests/polisd/docker_py.py).
 #[test]
 fn docker_py_pulls_runs_lists_removes() {
     let d = Polisd::start("pd-dockerpy");
     let python = python_with_docker();
-    let script = workspace_root().join("integration/tests/polisd_docker_py.py");
+    let script = workspace_root().join("integration/tests/polisd/docker_py.py");
     let mut cmd = std::process::Command::new(&python);
     cmd.arg(&script).arg(d.url()).arg(IMAGE);
     let out = d.spawn_with_input(cmd, None).wait(Duration::from_secs(180));
