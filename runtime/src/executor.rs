@@ -13,7 +13,11 @@
 //!   requested capabilities, and they are dropped here right after the filter is loaded, in the
 //!   order runc uses (seccomp first, then the final capabilities). Profiles that notify a
 //!   listener (SCMP_ACT_NOTIFY) stay with libcontainer, which owns the listener handshake.
+//!   Syscall names this host's libseccomp does not know are left out of the profile when the
+//!   executor is made, in polis-runc itself, so that the one warning naming them goes to
+//!   polis-runc's log and not to the container's stderr.
 
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -51,7 +55,7 @@ impl PolisExecutor {
         start_container_hooks: Option<StartContainerHooks>,
     ) -> Self {
         PolisExecutor {
-            seccomp,
+            seccomp: seccomp.as_ref().map(known_syscalls_only),
             final_caps,
             session_keyring,
             exec_fifo: Some(exec_fifo),
@@ -61,7 +65,7 @@ impl PolisExecutor {
 
     pub fn for_exec(seccomp: Option<LinuxSeccomp>, final_caps: Option<LinuxCapabilities>) -> Self {
         PolisExecutor {
-            seccomp,
+            seccomp: seccomp.as_ref().map(known_syscalls_only),
             final_caps,
             session_keyring: None,
             exec_fifo: None,
@@ -306,6 +310,81 @@ fn masked_eq_as_runc(seccomp: &LinuxSeccomp) -> LinuxSeccomp {
     out
 }
 
+/// runtime-spec config-linux.md#seccomp: "names (array of strings, REQUIRED) - the names of the
+/// syscalls. `names` MUST contain at least one entry." A name this host's libseccomp cannot
+/// resolve (a syscall newer than it: Docker's default profile lists some that libseccomp 2.5
+/// does not know) is left out, as runc leaves it out, and the container runs with the rest of the
+/// profile; a rule whose names are all left out is dropped, and one warning names every syscall
+/// left out.
+fn known_syscalls_only(seccomp: &LinuxSeccomp) -> LinuxSeccomp {
+    let (out, unknown) = drop_unknown_syscalls(seccomp, libseccomp_knows);
+    if !unknown.is_empty() {
+        let names: Vec<String> = unknown.into_iter().collect();
+        tracing::warn!(
+            "seccomp syscalls {} are unknown to this host's libseccomp: left out of the \
+             seccomp profile",
+            names.join(", ")
+        );
+    }
+    out
+}
+
+/// The profile without the names `known` refuses, and those names.
+fn drop_unknown_syscalls(
+    seccomp: &LinuxSeccomp,
+    known: impl Fn(&str) -> bool,
+) -> (LinuxSeccomp, BTreeSet<String>) {
+    let mut out = seccomp.clone();
+    let mut unknown = BTreeSet::new();
+    let Some(syscalls) = seccomp.syscalls() else {
+        return (out, unknown);
+    };
+    let kept: Vec<_> = syscalls
+        .iter()
+        .filter_map(|call| {
+            let names: Vec<String> = call
+                .names()
+                .iter()
+                .filter(|name| {
+                    let keep = known(name);
+                    if !keep {
+                        unknown.insert(name.to_string());
+                    }
+                    keep
+                })
+                .cloned()
+                .collect();
+            // Only a rule whose names were all left out goes; one config.json gave without names
+            // is passed on as it is.
+            if names.is_empty() && !call.names().is_empty() {
+                return None;
+            }
+            let mut call = call.clone();
+            call.set_names(names);
+            Some(call)
+        })
+        .collect();
+    out.set_syscalls(Some(kept));
+    (out, unknown)
+}
+
+/// Whether this host's libseccomp resolves `name` for the native architecture, as the
+/// `libseccomp` crate's `ScmpSyscall::from_name` asks it. libcontainer links libseccomp (through
+/// that crate), so its C function is called here directly.
+fn libseccomp_knows(name: &str) -> bool {
+    // SAFETY: the declaration matches seccomp.h: `int seccomp_syscall_resolve_name(const char *)`.
+    unsafe extern "C" {
+        /// The syscall's number (negative for a pseudo-syscall), or __NR_SCMP_ERROR.
+        fn seccomp_syscall_resolve_name(name: *const libc::c_char) -> libc::c_int;
+    }
+    const NR_SCMP_ERROR: libc::c_int = -1;
+    let Ok(name) = CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated string that outlives the call; libseccomp keeps no pointer to it.
+    unsafe { seccomp_syscall_resolve_name(name.as_ptr()) != NR_SCMP_ERROR }
+}
+
 #[cfg(test)]
 mod masked_eq_tests {
     use super::*;
@@ -327,5 +406,51 @@ mod masked_eq_tests {
             (0, Some(2114060288))
         );
         assert_eq!((args[1].value(), args[1].value_two()), (5, None));
+    }
+}
+
+#[cfg(test)]
+mod unknown_syscall_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_syscall_names_are_left_out() {
+        let seccomp: LinuxSeccomp = serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["polis_no_such_syscall", "getpid"], "action": "SCMP_ACT_LOG"},
+                {"names": ["polis_no_such_syscall_either"], "action": "SCMP_ACT_KILL"},
+                {"names": ["mkdir", "polis_no_such_syscall"], "action": "SCMP_ACT_ERRNO",
+                 "errnoRet": 1, "args": [{"index": 1, "value": 511, "op": "SCMP_CMP_EQ"}]}
+            ]
+        }))
+        .unwrap();
+        let (out, unknown) = drop_unknown_syscalls(&seccomp, libseccomp_knows);
+        assert_eq!(
+            unknown.into_iter().collect::<Vec<_>>(),
+            ["polis_no_such_syscall", "polis_no_such_syscall_either"]
+        );
+        let calls = out.syscalls().as_ref().unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].names(), &["getpid"]);
+        assert_eq!(calls[1].names(), &["mkdir"]);
+        assert_eq!(calls[1].errno_ret(), Some(1));
+        assert_eq!(
+            calls[1].args(),
+            seccomp.syscalls().as_ref().unwrap()[2].args()
+        );
+        assert_eq!(out.default_action(), seccomp.default_action());
+    }
+
+    #[test]
+    fn known_syscall_names_leave_the_profile_as_it_was() {
+        let seccomp: LinuxSeccomp = serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["read", "write", "mkdirat"], "action": "SCMP_ACT_ALLOW"}]
+        }))
+        .unwrap();
+        let (out, unknown) = drop_unknown_syscalls(&seccomp, libseccomp_knows);
+        assert!(unknown.is_empty());
+        assert_eq!(out, seccomp);
     }
 }

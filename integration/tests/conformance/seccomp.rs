@@ -285,3 +285,54 @@ conformance_test!(
         assert_eq!(out.json()["errno"], 30, "{out}");
     }
 );
+
+/// A profile whose rules name syscalls libseccomp does not know: a rule with an unknown and a known name, one with
+/// only unknown names, and the deny rule for mkdir (errnoRet 1, EPERM) with an unknown name among its own.
+fn profile_with_unknown_names() -> Value {
+    allow_all_but(json!([
+        {"names": ["polis_no_such_syscall", "getpid"], "action": "SCMP_ACT_LOG"},
+        {"names": ["polis_no_such_syscall_either"], "action": "SCMP_ACT_KILL"},
+        {"names": ["mkdir", "polis_no_such_syscall", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+    ]))
+}
+
+conformance_test!(
+    /// config-linux.md#seccomp: "names (array of strings, REQUIRED) - the names of the syscalls." A name the host's
+    /// libseccomp does not know (a syscall newer than it, as Docker's default profile lists) is skipped, as runc
+    /// skips it: the container runs, a rule left with no name is dropped, and the rules for known syscalls still
+    /// apply (mkdir fails with the errnoRet asked). polis-runc warns, naming the skipped syscalls.
+    unknown_syscall_names_are_skipped,
+    |rt| {
+        let mut b = Bundle::new();
+        b.set("/linux/seccomp", profile_with_unknown_names());
+        b.probe(&["syscall", "mkdir", "/tmp/blocked"]);
+        let out = rt.container().run(&b);
+        out.ok();
+        assert_eq!(out.json()["errno"], libc::EPERM, "{out}");
+        assert!(!b.rootfs().join("tmp/blocked").exists());
+        if rt.is_polis() {
+            out.stderr_mentions("polis_no_such_syscall,").stderr_mentions("polis_no_such_syscall_either");
+        }
+    }
+);
+
+conformance_test!(
+    /// config-linux.md#seccomp with config.md#process: a process started by `exec` gets the container's profile with
+    /// the syscall names the host's libseccomp does not know skipped, as runc skips them: the exec succeeds and mkdir
+    /// fails with the errnoRet asked.
+    unknown_syscall_names_are_skipped_for_exec,
+    |rt| {
+        let mut b = Bundle::new();
+        b.set("/linux/seccomp", profile_with_unknown_names());
+        b.probe(&["sleep", "60"]);
+        let c = rt.container();
+        c.create_running(&b);
+        let out = c.exec(&["/bin/polis-probe", "syscall", "mkdir", "/tmp/from-exec"]);
+        out.ok();
+        assert_eq!(out.json()["errno"], libc::EPERM, "{out}");
+        assert!(!b.rootfs().join("tmp/from-exec").exists());
+        if rt.is_polis() {
+            out.stderr_mentions("polis_no_such_syscall");
+        }
+    }
+);
