@@ -13,7 +13,7 @@ pub async fn run(config: Config) -> Result<()> {
     let group = config.socket_group.clone();
     let tcp = config.tcp.clone();
     let core = Core::open(config)?;
-    let _events = crate::core::task_events::serve(&core)?;
+    let _events = crate::core::task_events::serve(&core).await?;
     core.remove_leftovers().await?;
     core.recover().await?;
     core.start_by_policy().await;

@@ -373,9 +373,12 @@ impl Core {
         let open_stdin = record.open_stdin();
         let shim_log = super::shim::make_log_fifo(&record.bundle)?;
         tokio::spawn(super::shim::forward_shim_log(shim_log, record.id.clone()));
-        let started = blocking(move || {
-            let address = start_shim(&shim_path, &bundle, &id, &events)?;
-            let shim = Shim::connect(&address)?;
+        let started = async {
+            let address = {
+                let (bundle, id) = (bundle.clone(), id.clone());
+                blocking(move || start_shim(&shim_path, &bundle, &id, &events)).await?
+            };
+            let shim = Shim::connect(&address).await?;
             let io = TaskIo {
                 stdin: open_stdin.then_some(stdin_path.as_path()),
                 stdout: &stdout_path,
@@ -386,17 +389,18 @@ impl Core {
                 binary: &runtime_binary,
                 root: &runtime_root,
             };
-            let made = shim
-                .create(&id, &bundle, &options, &io, &runtime)
-                .and_then(|_| shim.start(&id));
+            let made = match shim.create(&id, &bundle, &options, &io, &runtime).await {
+                Ok(_) => shim.start(&id).await,
+                Err(e) => Err(e),
+            };
             match made {
                 Ok(pid) => Ok((shim, pid)),
                 Err(e) => {
-                    let _ = shim.delete_and_shutdown(&id);
+                    let _ = shim.delete_and_shutdown(&id).await;
                     Err(e)
                 }
             }
-        })
+        }
         .await;
         let (shim, pid) = match started {
             Ok(s) => s,
@@ -432,13 +436,8 @@ impl Core {
 
     /// Waits for the task's exit, then records it.
     async fn monitor(self: Arc<Self>, id: String, shim: Arc<Shim>, pumps: Vec<JoinHandle<()>>) {
-        let waited = {
-            let (shim, id) = (shim.clone(), id.clone());
-            tokio::task::spawn_blocking(move || shim.wait(&id)).await
-        };
-        let (code, error) = match waited {
-            Ok(Ok(code)) => (code as i64, String::new()),
-            Ok(Err(e)) => (255, e.to_string()),
+        let (code, error) = match shim.wait(&id).await {
+            Ok(code) => (code as i64, String::new()),
             Err(e) => (255, e.to_string()),
         };
         for p in pumps {
@@ -458,8 +457,7 @@ impl Core {
         {
             let _op = h.op.lock().await;
             if let Some(shim) = shim {
-                let id = id.to_string();
-                let _ = blocking(move || shim.delete_and_shutdown(&id)).await;
+                let _ = shim.delete_and_shutdown(id).await;
             }
             h.set_shim(None);
             *h.stdin.lock().await = None;
@@ -506,8 +504,7 @@ impl Core {
     pub async fn kill(&self, reference: &str, signal: Option<&str>) -> Result<()> {
         let signal = parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or("SIGKILL"))?;
         let (record, _, shim) = self.running(reference)?;
-        let id = record.id.clone();
-        blocking(move || shim.kill(&id, signal as u32)).await?;
+        shim.kill(&record.id, signal as u32).await?;
         self.container_event(&record, "kill", &[("signal", (signal as i32).to_string())]);
         Ok(())
     }
@@ -538,21 +535,17 @@ impl Core {
         let before = h.progress.borrow().exits;
         let signal = parse_signal(record.config.stop_signal.as_deref().unwrap_or("SIGTERM"))?;
         let timeout = timeout.or(record.config.stop_timeout).unwrap_or(10);
-        let id = record.id.clone();
-        let s = shim.clone();
         if record.state.status == Status::Paused {
-            let _ = blocking(move || s.resume(&id)).await;
+            let _ = shim.resume(&record.id).await;
         }
-        let (id, s) = (record.id.clone(), shim.clone());
-        blocking(move || s.kill(&id, signal as u32)).await?;
+        shim.kill(&record.id, signal as u32).await?;
         let limit = if timeout < 0 {
             Duration::MAX
         } else {
             Duration::from_secs(timeout as u64)
         };
         if !Self::exited_since(&h, before, limit).await {
-            let id = record.id.clone();
-            let _ = blocking(move || shim.kill(&id, Signal::SIGKILL as u32)).await;
+            let _ = shim.kill(&record.id, Signal::SIGKILL as u32).await;
             Self::exited_since(&h, before, Duration::from_secs(30)).await;
         }
         self.container_event(&record, "stop", &[]);
@@ -577,13 +570,13 @@ impl Core {
             if record.state.status == Status::Paused {
                 return Err(Error::Conflict(format!("Container {id} is already paused")));
             }
-            blocking(move || shim.pause(&id)).await?;
+            shim.pause(&id).await?;
             record.state.status = Status::Paused;
         } else {
             if record.state.status != Status::Paused {
                 return Err(Error::Conflict(format!("Container {id} is not paused")));
             }
-            blocking(move || shim.resume(&id)).await?;
+            shim.resume(&id).await?;
             record.state.status = Status::Running;
         }
         self.db.update(&record)?;
@@ -624,8 +617,7 @@ impl Core {
             }
             let before = h.progress.borrow().exits;
             if let Some(shim) = h.shim() {
-                let id = record.id.clone();
-                let _ = blocking(move || shim.kill(&id, Signal::SIGKILL as u32)).await;
+                let _ = shim.kill(&record.id, Signal::SIGKILL as u32).await;
                 Self::exited_since(&h, before, Duration::from_secs(30)).await;
             }
         }
@@ -661,9 +653,9 @@ impl Core {
         Ok(())
     }
 
-    pub fn resize(&self, reference: &str, width: u32, height: u32) -> Result<()> {
+    pub async fn resize(&self, reference: &str, width: u32, height: u32) -> Result<()> {
         let (record, _, shim) = self.running(reference)?;
-        shim.resize(&record.id, "", width, height)
+        shim.resize(&record.id, "", width, height).await
     }
 
     /// Closes the container's stdin (its attached client is done with it).
@@ -675,8 +667,7 @@ impl Core {
         let h = self.handle(&record);
         *h.stdin.lock().await = None;
         if let Some(shim) = h.shim() {
-            let id = id.to_string();
-            let _ = blocking(move || shim.close_stdin(&id)).await;
+            let _ = shim.close_stdin(id).await;
         }
     }
 
@@ -695,11 +686,11 @@ impl Core {
                 .map(|s| s.address.clone())
                 .unwrap_or_default();
             let id = record.id.clone();
-            let state = blocking(move || {
-                let shim = Shim::connect(&address)?;
-                let state = shim.state(&id)?;
-                Ok((shim, state))
-            })
+            let state = async {
+                let shim = Shim::connect(&address).await?;
+                let state = shim.state(&id).await?;
+                Ok::<_, Error>((shim, state))
+            }
             .await;
             match state {
                 Ok((shim, state))

@@ -139,7 +139,8 @@ impl Db {
         }
         let ids: Vec<String> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT id FROM containers WHERE id LIKE ?1 || '%'")?;
+            let mut stmt =
+                conn.prepare_cached("SELECT id FROM containers WHERE id LIKE ?1 || '%'")?;
             stmt.query_map(params![reference], |r| r.get(0))?
                 .collect::<std::result::Result<_, _>>()?
         };
@@ -155,7 +156,7 @@ impl Db {
     pub fn all(&self) -> Result<Vec<ContainerRecord>> {
         let texts: Vec<String> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT record FROM containers")?;
+            let mut stmt = conn.prepare_cached("SELECT record FROM containers")?;
             stmt.query_map([], |r| r.get(0))?
                 .collect::<std::result::Result<_, _>>()?
         };
@@ -238,7 +239,8 @@ impl Db {
         }
         let texts: Vec<String> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT record FROM networks WHERE id LIKE ?1 || '%'")?;
+            let mut stmt =
+                conn.prepare_cached("SELECT record FROM networks WHERE id LIKE ?1 || '%'")?;
             stmt.query_map(params![reference], |r| r.get(0))?
                 .collect::<std::result::Result<_, _>>()?
         };
@@ -255,7 +257,7 @@ impl Db {
     pub fn networks(&self) -> Result<Vec<NetworkRecord>> {
         let texts: Vec<String> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT record FROM networks ORDER BY rowid")?;
+            let mut stmt = conn.prepare_cached("SELECT record FROM networks ORDER BY rowid")?;
             stmt.query_map([], |r| r.get(0))?
                 .collect::<std::result::Result<_, _>>()?
         };
@@ -312,14 +314,15 @@ impl Db {
             let conn = self.conn();
             match filter {
                 Some((column, value)) => {
-                    let mut stmt = conn.prepare(&format!(
+                    let mut stmt = conn.prepare_cached(&format!(
                         "SELECT record FROM endpoints WHERE {column} = ?1 ORDER BY rowid"
                     ))?;
                     stmt.query_map(params![value], |r| r.get(0))?
                         .collect::<std::result::Result<_, _>>()?
                 }
                 None => {
-                    let mut stmt = conn.prepare("SELECT record FROM endpoints ORDER BY rowid")?;
+                    let mut stmt =
+                        conn.prepare_cached("SELECT record FROM endpoints ORDER BY rowid")?;
                     stmt.query_map([], |r| r.get(0))?
                         .collect::<std::result::Result<_, _>>()?
                 }

@@ -116,8 +116,10 @@ impl ExecStdin {
     /// Closes the process's stdin: the client sent all it had.
     pub async fn close(self) {
         drop(self.sender);
-        let (shim, id, exec_id) = (self.shim, self.container_id, self.exec_id);
-        let _ = tokio::task::spawn_blocking(move || shim.close_exec_stdin(&id, &exec_id)).await;
+        let _ = self
+            .shim
+            .close_exec_stdin(&self.container_id, &self.exec_id)
+            .await;
     }
 }
 
@@ -537,16 +539,10 @@ impl Core {
                     s.running = false;
                     s.exit_code = Some(code);
                 });
-                let dir = self.exec_fifo_dir(&record.id, &exec.id);
-                let (id, exec_id) = (record.id.clone(), exec.id.clone());
-                let _ = blocking(move || {
-                    if added {
-                        let _ = shim.delete_exec(&id, &exec_id);
-                    }
-                    let _ = std::fs::remove_dir_all(&dir);
-                    Ok(())
-                })
-                .await;
+                if added {
+                    let _ = shim.delete_exec(&record.id, &exec.id).await;
+                }
+                let _ = tokio::fs::remove_dir_all(self.exec_fifo_dir(&record.id, &exec.id)).await;
                 Err(e)
             }
         }
@@ -617,28 +613,22 @@ impl Core {
                 return Err(fail(e));
             }
         };
-        let started = {
-            let (shim, id, exec_id) = (shim.clone(), record.id.clone(), exec.id.clone());
-            let (stdin_path, stdout_path, stderr_path) = (
-                want_stdin.then_some(stdin_path),
-                want_stdout.then_some(stdout_path),
-                want_stderr.then_some(stderr_path),
-            );
-            tokio::task::spawn_blocking(move || {
-                let none = PathBuf::new();
-                let io = TaskIo {
-                    stdin: stdin_path.as_deref(),
-                    stdout: stdout_path.as_deref().unwrap_or(&none),
-                    stderr: stderr_path.as_deref(),
-                    terminal: tty,
-                };
-                shim.exec(&id, &exec_id, &spec, &io)
-                    .map_err(|e| (e, false))?;
-                shim.start_exec(&id, &exec_id).map_err(|e| (e, true))
-            })
-            .await
-            .unwrap_or_else(|e| Err((Error::failed("background task", e), false)))
-        };
+        let started = async {
+            let none = PathBuf::new();
+            let io = TaskIo {
+                stdin: want_stdin.then_some(stdin_path.as_path()),
+                stdout: if want_stdout { &stdout_path } else { &none },
+                stderr: want_stderr.then_some(stderr_path.as_path()),
+                terminal: tty,
+            };
+            shim.exec(&record.id, &exec.id, &spec, &io)
+                .await
+                .map_err(|e| (e, false))?;
+            shim.start_exec(&record.id, &exec.id)
+                .await
+                .map_err(|e| (e, true))
+        }
+        .await;
         let pid = match started {
             Ok(pid) => pid,
             Err(e) => {
@@ -679,11 +669,7 @@ impl Core {
         shim: Arc<Shim>,
         pumps: Vec<tokio::task::JoinHandle<()>>,
     ) {
-        let waited = {
-            let (shim, id, exec_id) = (shim.clone(), record.id.clone(), exec.id.clone());
-            blocking(move || shim.wait_exec(&id, &exec_id)).await
-        };
-        let code = match waited {
+        let code = match shim.wait_exec(&record.id, &exec.id).await {
             Ok(code) => code as i64,
             Err(e) => {
                 tracing::warn!(container = record.id, exec = exec.id, error = %e, "wait for exec");
@@ -704,13 +690,8 @@ impl Core {
             "exec_die",
             &[("execID", exec.id.clone()), ("exitCode", code.to_string())],
         );
-        let dir = self.exec_fifo_dir(&record.id, &exec.id);
-        let _ = blocking(move || {
-            let _ = shim.delete_exec(&record.id, &exec.id);
-            let _ = std::fs::remove_dir_all(&dir);
-            Ok(())
-        })
-        .await;
+        let _ = shim.delete_exec(&record.id, &exec.id).await;
+        let _ = tokio::fs::remove_dir_all(self.exec_fifo_dir(&record.id, &exec.id)).await;
     }
 
     /// `POST /exec/{id}/resize`: waits (10 s at most, as dockerd) for the process to start, then sizes its
@@ -739,8 +720,7 @@ impl Core {
                 ));
             }
         }
-        let exec_id = exec.id.clone();
-        blocking(move || shim.resize(&record.id, &exec_id, width, height)).await
+        shim.resize(&record.id, &exec.id, width, height).await
     }
 }
 

@@ -37,18 +37,17 @@ impl Core {
             // A start that did not finish may have left its shim, with or without a task.
             let address_file = record.bundle.join("address");
             if let Ok(address) = std::fs::read_to_string(&address_file) {
-                let (id, address) = (record.id.clone(), address.trim().to_string());
-                let _ = tokio::task::spawn_blocking(move || {
-                    if let Ok(shim) = Shim::connect(&address) {
-                        tracing::info!(
-                            container = id,
-                            "ending the shim of a start that did not finish"
-                        );
-                        let _ = shim.kill(&id, nix::sys::signal::Signal::SIGKILL as u32);
-                        let _ = shim.delete_and_shutdown(&id);
-                    }
-                })
-                .await;
+                if let Ok(shim) = Shim::connect(address.trim()).await {
+                    let id = &record.id;
+                    tracing::info!(
+                        container = id,
+                        "ending the shim of a start that did not finish"
+                    );
+                    let _ = shim
+                        .kill(id, nix::sys::signal::Signal::SIGKILL as u32)
+                        .await;
+                    let _ = shim.delete_and_shutdown(id).await;
+                }
                 let _ = std::fs::remove_file(&address_file);
             }
             let _ = std::fs::remove_dir_all(self.config.fifo_dir(&record.id));

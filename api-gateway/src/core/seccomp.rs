@@ -4,7 +4,7 @@
 //! capability the kernel would check anyway (mount with CAP_SYS_ADMIN, reboot with CAP_SYS_BOOT, ...), and some
 //! (kexec, keyrings, io_uring, userfaultfd, obsolete calls) never. clone may not make namespaces without
 //! CAP_SYS_ADMIN, and clone3, whose flags a filter cannot read, fails with ENOSYS then so that libcs fall back to
-//! clone. Only names libseccomp 2.5 knows are listed: the runtime refuses a profile naming an unknown call.
+//! clone. Only names libseccomp 2.5 knows are listed (polis-runc, like runc, leaves unknown names out with a warning).
 
 use serde_json::{Value, json};
 

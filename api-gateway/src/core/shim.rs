@@ -1,7 +1,8 @@
 //! Driving containerd-shim-polis-v2 as containerd does (containerd's shim v2 protocol): `start` in the bundle
 //! spawns the serving shim and prints its ttrpc address; the Task API over that address creates, starts, waits for,
 //! signals and deletes the task; Shutdown ends the shim. Each container has its own shim, so a running container
-//! outlives polisd. The calls block: the core runs them on tokio's blocking threads.
+//! outlives polisd. The Task API client is ttrpc's async one: a running container's pending Wait is a future on
+//! polisd's runtime, not a thread.
 
 use super::error::{Error, Result};
 use containerd_shim_protos::api;
@@ -9,7 +10,7 @@ use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::shim::oci::Options as RuncOptions;
-use containerd_shim_protos::shim_sync::{Client, TaskClient};
+use containerd_shim_protos::shim_async::{Client, TaskClient};
 use containerd_shim_protos::ttrpc::context::Context;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -140,8 +141,9 @@ pub fn delete_dead_shim(shim: &Path, bundle: &Path, id: &str, events: &Path) -> 
 }
 
 impl Shim {
-    pub fn connect(address: &str) -> Result<Shim> {
+    pub async fn connect(address: &str) -> Result<Shim> {
         let client = Client::connect(address)
+            .await
             .map_err(|e| Error::Failed(format!("connect to shim {address}: {e}")))?;
         Ok(Shim {
             address: address.to_string(),
@@ -149,13 +151,13 @@ impl Shim {
         })
     }
 
-    pub fn create(
+    pub async fn create(
         &self,
         id: &str,
         bundle: &Path,
         rootfs_options: &[String],
-        io: &TaskIo,
-        runtime: &Runtime,
+        io: &TaskIo<'_>,
+        runtime: &Runtime<'_>,
     ) -> Result<u32> {
         let options = RuncOptions {
             binary_name: runtime.binary.display().to_string(),
@@ -194,11 +196,12 @@ impl Shim {
         let resp = self
             .client
             .create(ctx(), &req)
+            .await
             .map_err(|e| call_err("create", id, rpc_message(e)))?;
         Ok(resp.pid)
     }
 
-    pub fn start(&self, id: &str) -> Result<u32> {
+    pub async fn start(&self, id: &str) -> Result<u32> {
         let req = api::StartRequest {
             id: id.to_string(),
             ..Default::default()
@@ -206,12 +209,13 @@ impl Shim {
         let resp = self
             .client
             .start(ctx(), &req)
+            .await
             .map_err(|e| call_err("start", id, rpc_message(e)))?;
         Ok(resp.pid)
     }
 
     /// Blocks until the task exits; its exit status.
-    pub fn wait(&self, id: &str) -> Result<u32> {
+    pub async fn wait(&self, id: &str) -> Result<u32> {
         let req = api::WaitRequest {
             id: id.to_string(),
             ..Default::default()
@@ -219,11 +223,12 @@ impl Shim {
         let resp = self
             .client
             .wait(Context::default(), &req)
+            .await
             .map_err(|e| call_err("wait for", id, rpc_message(e)))?;
         Ok(resp.exit_status)
     }
 
-    pub fn kill(&self, id: &str, signal: u32) -> Result<()> {
+    pub async fn kill(&self, id: &str, signal: u32) -> Result<()> {
         let req = api::KillRequest {
             id: id.to_string(),
             signal,
@@ -232,44 +237,48 @@ impl Shim {
         };
         self.client
             .kill(ctx(), &req)
+            .await
             .map_err(|e| call_err("kill", id, rpc_message(e)))?;
         Ok(())
     }
 
-    pub fn pause(&self, id: &str) -> Result<()> {
+    pub async fn pause(&self, id: &str) -> Result<()> {
         let req = api::PauseRequest {
             id: id.to_string(),
             ..Default::default()
         };
         self.client
             .pause(ctx(), &req)
+            .await
             .map_err(|e| call_err("pause", id, rpc_message(e)))?;
         Ok(())
     }
 
-    pub fn resume(&self, id: &str) -> Result<()> {
+    pub async fn resume(&self, id: &str) -> Result<()> {
         let req = api::ResumeRequest {
             id: id.to_string(),
             ..Default::default()
         };
         self.client
             .resume(ctx(), &req)
+            .await
             .map_err(|e| call_err("unpause", id, rpc_message(e)))?;
         Ok(())
     }
 
     /// The task's state: its status and, once it exited, its exit status.
-    pub fn state(&self, id: &str) -> Result<api::StateResponse> {
+    pub async fn state(&self, id: &str) -> Result<api::StateResponse> {
         let req = api::StateRequest {
             id: id.to_string(),
             ..Default::default()
         };
         self.client
             .state(ctx(), &req)
+            .await
             .map_err(|e| call_err("state of", id, rpc_message(e)))
     }
 
-    pub fn resize(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
+    pub async fn resize(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
         let req = api::ResizePtyRequest {
             id: id.to_string(),
             exec_id: exec_id.to_string(),
@@ -279,11 +288,12 @@ impl Shim {
         };
         self.client
             .resize_pty(ctx(), &req)
+            .await
             .map_err(|e| call_err("resize", id, rpc_message(e)))?;
         Ok(())
     }
 
-    pub fn close_stdin(&self, id: &str) -> Result<()> {
+    pub async fn close_stdin(&self, id: &str) -> Result<()> {
         let req = api::CloseIORequest {
             id: id.to_string(),
             stdin: true,
@@ -291,17 +301,18 @@ impl Shim {
         };
         self.client
             .close_io(ctx(), &req)
+            .await
             .map_err(|e| call_err("close stdin of", id, rpc_message(e)))?;
         Ok(())
     }
 
     /// Deletes the exited task (the shim unmounts the rootfs) and ends the shim.
-    pub fn delete_and_shutdown(&self, id: &str) -> Result<()> {
+    pub async fn delete_and_shutdown(&self, id: &str) -> Result<()> {
         let req = api::DeleteRequest {
             id: id.to_string(),
             ..Default::default()
         };
-        if let Err(e) = self.client.delete(ctx(), &req) {
+        if let Err(e) = self.client.delete(ctx(), &req).await {
             tracing::warn!(container = id, error = %rpc_message(e), "delete task");
         }
         let req = api::ShutdownRequest {
@@ -310,13 +321,13 @@ impl Shim {
             ..Default::default()
         };
         // The shim exits while answering: a broken connection is the expected end.
-        let _ = self.client.shutdown(ctx(), &req);
+        let _ = self.client.shutdown(ctx(), &req).await;
         Ok(())
     }
 
     /// Adds an exec process to the task (containerd's `Exec`): `spec` is the runtime-spec Process as JSON, sent as
     /// containerd sends it (an Any of type `types.containerd.io/opencontainers/runtime-spec/1/Process`).
-    pub fn exec(&self, id: &str, exec_id: &str, spec: &[u8], io: &TaskIo) -> Result<()> {
+    pub async fn exec(&self, id: &str, exec_id: &str, spec: &[u8], io: &TaskIo<'_>) -> Result<()> {
         let req = api::ExecProcessRequest {
             id: id.to_string(),
             exec_id: exec_id.to_string(),
@@ -339,12 +350,13 @@ impl Shim {
         };
         self.client
             .exec(ctx(), &req)
+            .await
             .map_err(|e| call_err("exec in", id, rpc_message(e)))?;
         Ok(())
     }
 
     /// Starts an added exec process; its pid.
-    pub fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32> {
+    pub async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32> {
         let req = api::StartRequest {
             id: id.to_string(),
             exec_id: exec_id.to_string(),
@@ -353,12 +365,13 @@ impl Shim {
         let resp = self
             .client
             .start(ctx(), &req)
+            .await
             .map_err(|e| call_err("start exec in", id, rpc_message(e)))?;
         Ok(resp.pid)
     }
 
     /// Blocks until the exec process exits (and its output is drained); its exit status.
-    pub fn wait_exec(&self, id: &str, exec_id: &str) -> Result<u32> {
+    pub async fn wait_exec(&self, id: &str, exec_id: &str) -> Result<u32> {
         let req = api::WaitRequest {
             id: id.to_string(),
             exec_id: exec_id.to_string(),
@@ -367,12 +380,13 @@ impl Shim {
         let resp = self
             .client
             .wait(Context::default(), &req)
+            .await
             .map_err(|e| call_err("wait for exec in", id, rpc_message(e)))?;
         Ok(resp.exit_status)
     }
 
     /// Closes the stdin of an exec process (its client is done with it).
-    pub fn close_exec_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
+    pub async fn close_exec_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
         let req = api::CloseIORequest {
             id: id.to_string(),
             exec_id: exec_id.to_string(),
@@ -381,12 +395,13 @@ impl Shim {
         };
         self.client
             .close_io(ctx(), &req)
+            .await
             .map_err(|e| call_err("close exec stdin in", id, rpc_message(e)))?;
         Ok(())
     }
 
     /// Forgets an exec process (created but never started, or exited).
-    pub fn delete_exec(&self, id: &str, exec_id: &str) -> Result<()> {
+    pub async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<()> {
         let req = api::DeleteRequest {
             id: id.to_string(),
             exec_id: exec_id.to_string(),
@@ -394,6 +409,7 @@ impl Shim {
         };
         self.client
             .delete(ctx(), &req)
+            .await
             .map_err(|e| call_err("delete exec in", id, rpc_message(e)))?;
         Ok(())
     }

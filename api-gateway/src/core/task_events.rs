@@ -1,19 +1,22 @@
 //! The endpoint the shims publish task events to (containerd's Events service over ttrpc, at the shims'
-//! `TTRPC_ADDRESS`). Exits reach polisd through the Task API's Wait; this endpoint records OOM kills.
+//! `TTRPC_ADDRESS`). Exits reach polisd through the Task API's Wait; this endpoint records OOM kills. The server is
+//! ttrpc's async one: a connected shim costs a task on polisd's runtime, not threads.
 
 use super::Core;
 use containerd_shim_protos::api::Empty;
 use containerd_shim_protos::events::task::TaskOOM;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::events::ForwardRequest;
-use containerd_shim_protos::shim_sync::{Events, create_events};
-use containerd_shim_protos::ttrpc::{self, Server, TtrpcContext};
+use containerd_shim_protos::shim_async::{Events, create_events};
+use containerd_shim_protos::ttrpc;
+use containerd_shim_protos::ttrpc::asynchronous::{Server, TtrpcContext};
 use std::sync::{Arc, Weak};
 
 struct Receiver(Weak<Core>);
 
+#[async_trait::async_trait]
 impl Events for Receiver {
-    fn forward(&self, _ctx: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
+    async fn forward(&self, _ctx: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
         let envelope = req.envelope.into_option().unwrap_or_default();
         if envelope.topic == "/tasks/oom"
             && let Some(core) = self.0.upgrade()
@@ -34,7 +37,7 @@ impl Events for Receiver {
 }
 
 /// Serves the events endpoint at the configured socket until polisd exits.
-pub fn serve(core: &Arc<Core>) -> super::Result<Server> {
+pub async fn serve(core: &Arc<Core>) -> super::Result<Server> {
     let path = core.config.events_socket();
     let _ = std::fs::remove_file(&path);
     let service = create_events(Arc::new(Receiver(Arc::downgrade(core))));
@@ -44,6 +47,7 @@ pub fn serve(core: &Arc<Core>) -> super::Result<Server> {
         .register_service(service);
     server
         .start()
+        .await
         .map_err(|e| super::Error::failed("start the events endpoint", e))?;
     Ok(server)
 }

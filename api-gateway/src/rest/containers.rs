@@ -187,13 +187,21 @@ pub async fn list(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response
     let limit = int(&q, "limit")?.filter(|l| *l > 0);
     let mut records = core.db.all()?;
     records.sort_by(|a, b| b.created.cmp(&a.created));
+    let mut networks = super::networks::all_container_networks(&core);
     let mut out = Vec::new();
     for r in &records {
         if !all && limit.is_none() && !r.state.status.is_live() {
             continue;
         }
         if passes(r, &f)? {
-            out.push(super::networks::with_networks(&core, r, summary(r)));
+            let endpoints = networks.remove(&r.id).unwrap_or_default();
+            let published = super::networks::published_ports(r, &endpoints);
+            out.push(super::networks::summary_with_endpoints(
+                r,
+                summary(r),
+                endpoints,
+                published,
+            ));
         }
     }
     if let Some(l) = limit {
@@ -543,7 +551,7 @@ pub async fn resize(
     q: Query,
 ) -> ApiResult<StatusCode> {
     let (w, h) = terminal_size(&q)?;
-    core.resize(&id, w, h)?;
+    core.resize(&id, w, h).await?;
     Ok(StatusCode::OK)
 }
 

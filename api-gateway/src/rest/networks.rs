@@ -401,7 +401,16 @@ fn container_networks(
     r: &ContainerRecord,
 ) -> (Vec<(EndpointRecord, Option<NetworkRecord>)>, Vec<Published>) {
     let endpoints = core.container_networks(&r.id).unwrap_or_default();
-    let published: Vec<Published> = if r.state.status.is_live() {
+    let published = published_ports(r, &endpoints);
+    (endpoints, published)
+}
+
+/// The ports a running container has published through its endpoints.
+pub fn published_ports(
+    r: &ContainerRecord,
+    endpoints: &[(EndpointRecord, Option<NetworkRecord>)],
+) -> Vec<Published> {
+    if r.state.status.is_live() {
         endpoints
             .iter()
             .filter_map(|(e, _)| e.attached.as_ref())
@@ -409,8 +418,7 @@ fn container_networks(
             .collect()
     } else {
         Vec::new()
-    };
-    (endpoints, published)
+    }
 }
 
 /// Inspect with `NetworkSettings` as API 1.41 has it (the top-level address fields are the default bridge's).
@@ -488,13 +496,36 @@ pub fn with_network_settings(
     value
 }
 
-/// `docker ps`'s Ports and NetworkSettings.
-pub fn with_networks(
+/// The networks of every container, read at once (for `docker ps`): endpoints by container ID, each with its
+/// network.
+pub fn all_container_networks(
     core: &Core,
+) -> HashMap<String, Vec<(EndpointRecord, Option<NetworkRecord>)>> {
+    let networks: HashMap<String, NetworkRecord> = core
+        .db
+        .networks()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| (n.id.clone(), n))
+        .collect();
+    let mut by_container: HashMap<String, Vec<_>> = HashMap::new();
+    for e in core.db.all_endpoints().unwrap_or_default() {
+        let n = networks.get(&e.network_id).cloned();
+        by_container
+            .entry(e.container_id.clone())
+            .or_default()
+            .push((e, n));
+    }
+    by_container
+}
+
+/// A `docker ps` entry with its ports and networks, from endpoints already read (see [`all_container_networks`]).
+pub fn summary_with_endpoints(
     r: &ContainerRecord,
     mut summary: ContainerSummary,
+    endpoints: Vec<(EndpointRecord, Option<NetworkRecord>)>,
+    published: Vec<Published>,
 ) -> ContainerSummary {
-    let (endpoints, published) = container_networks(core, r);
     let typ = |proto: &str| match proto {
         "udp" => PortSummaryTypeEnum::UDP,
         _ => PortSummaryTypeEnum::TCP,

@@ -5,7 +5,7 @@
 //! the docker CLI behaviour each test expects.
 
 use polis_integration::polisd::{IMAGE, Polisd, python_with_docker};
-use polis_integration::{Output, eventually, process_alive, workspace_root};
+use polis_integration::{Output, eventually, eventually_some, process_alive, workspace_root};
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -977,10 +977,18 @@ fn top_lists_the_processes() {
     let d = Polisd::start("pd-top");
     d.pull();
     run_detached(&d, &["--name", "topped", IMAGE, "sleep", "300"]);
-    let out = d.docker(&["top", "topped"]);
-    out.ok();
+    // `docker run -d` returns once the task is started, which may be before the kernel has laid out the new
+    // program's arguments (ps shows `[sleep]` in that window): poll as a user would look again.
+    let out = eventually_some(
+        "docker top shows `sleep 300`",
+        Duration::from_secs(10),
+        || {
+            let out = d.docker(&["top", "topped"]);
+            out.ok();
+            out.stdout.contains("sleep 300").then_some(out)
+        },
+    );
     assert!(out.stdout.contains("PID"), "{out}");
-    assert!(out.stdout.contains("sleep 300"), "{out}");
 }
 
 /// `PUT /containers/{id}/archive` and `GET /containers/{id}/archive` (`docker cp` both ways): a file copied in is
