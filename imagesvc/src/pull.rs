@@ -19,10 +19,9 @@ use crate::fsutil::FileLock;
 use crate::layers::{layer_dir, unpack_into_store};
 use crate::limits::{SPACE_CHECK_INTERVAL, check_free_space};
 use crate::progress::{Progress, PullEvent};
-use crate::reference::{manifest_selector, parse, store_name};
+use crate::reference::{Reference, manifest_selector, parse, store_name};
 use crate::registry::RegistryClient;
 use crate::store::ImageStore;
-use oci_spec::distribution::Reference;
 use oci_spec::image::{
     Descriptor, DescriptorBuilder, ImageIndex, ImageManifest, MediaType, PlatformBuilder,
 };

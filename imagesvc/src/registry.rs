@@ -4,7 +4,7 @@
 //! Departure from the first design (which named `oci-client`; docs/ARCHITECTURE.md): oci-client 0.18 hides the response of a failed request
 //! (no status for a JSON error body, no `Retry-After`), never renews a token the registry stopped accepting, and
 //! resumes a blob only without a way to tell a 200 from a 206 after a retry. This client is a thin layer over
-//! `reqwest` that does those three things; references are parsed by `oci-spec`'s distribution module.
+//! `reqwest` that does those three things; references are parsed by reference.rs.
 //!
 //! - Auth: anonymous first; on 401 the `WWW-Authenticate` challenge says Basic (credentials from the docker
 //!   config) or Bearer (a token from the realm, with the credentials if any). Tokens are cached per registry and
@@ -14,7 +14,7 @@
 //! - Plain HTTP is used only for registries the caller lists as insecure.
 
 use crate::error::{Error, Result};
-use oci_spec::distribution::Reference;
+use crate::reference::Reference;
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{self, HeaderMap};

@@ -303,6 +303,37 @@ impl Polisd {
 
     /// Starts polisd on this dir's config (also again after [`Polisd::kill_daemon`]) and waits for `/_ping`.
     pub fn start_daemon(&mut self) {
+        self.start_daemon_with(&[]);
+    }
+
+    /// Starts polisd set to kill itself at the crash point `point` (api-gateway/src/core/crash.rs), and waits for
+    /// `/_ping`; [`Polisd::wait_for_crash`] then waits for the crash.
+    pub fn start_daemon_crashing_at(&mut self, point: &str) {
+        self.start_daemon_with(&[("POLISD_CRASH_AT", point)]);
+    }
+
+    /// Waits until polisd has ended by SIGKILL (a crash point it reached); panics if it did not, or ended otherwise.
+    pub fn wait_for_crash(&mut self) {
+        let mut d = self.daemon.take().expect("polisd runs");
+        let status = poll_until(Duration::from_secs(30), || d.try_wait().ok().flatten());
+        use std::os::unix::process::ExitStatusExt;
+        match status {
+            Some(st) if st.signal() == Some(libc::SIGKILL) => {}
+            Some(st) => {
+                panic!("polisd should have been killed at its crash point, but it exited with {st}")
+            }
+            None => {
+                let _ = d.kill();
+                let _ = d.wait();
+                panic!(
+                    "polisd did not reach its crash point in 30 s: {}",
+                    self.log()
+                );
+            }
+        }
+    }
+
+    fn start_daemon_with(&mut self, env: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "polisd already runs");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -315,6 +346,7 @@ impl Polisd {
             .command(Self::binary().to_str().unwrap())
             .arg("--config")
             .arg(self.config_path())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

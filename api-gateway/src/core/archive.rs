@@ -1,25 +1,50 @@
 //! A container's files (`docker cp`): the stat of a path, a tar archive of it, and a tar archive extracted into a
 //! directory, as dockerd does them (daemon/archive.go, pkg/archive's `Untar`), for running and stopped containers.
 //!
-//! The root is the container's overlay: the shim's mount at `bundle/rootfs` while the container runs, else a
-//! private mount of the same overlay (the record's lowerdir, upperdir, workdir) made for the one operation under
-//! polisd's exec root and unmounted after it. Paths are the container's: every one is resolved from the root's
-//! descriptor with openat2(2) `RESOLVE_IN_ROOT`, so `..` and absolute symlinks stay inside the container as they
-//! do in dockerd's chroot, and the tree is then walked and changed with the `*at` calls from descriptors, never
-//! following a symlink, so nothing outside the root is ever read or written, even while the container changes
-//! its files. Bind mounts and tmpfs of a running container are not seen: their mount points are in the container's
-//! own mount namespace.
+//! Paths are resolved against the container's mounts, as dockerd resolves them (Engine API v1.41, "Get an archive
+//! of a filesystem resource in a container" and "Extract an archive of files or folders to a directory in a
+//! container"; https://docs.docker.com/reference/cli/docker/container/cp/): a path under a bind mount, a named or an
+//! anonymous volume reads and writes the mount's source, not the rootfs directory beneath it. The view of the
+//! container's files is:
+//!
+//! - while it runs, its own root (`/proc/PID/root`, checked to be the overlay the shim mounted at `bundle/rootfs`):
+//!   the container's mount namespace, so binds, volumes, tmpfs mounts and the files Docker provides are exactly
+//!   what the container sees. The rest of that namespace is not the container's files (/proc, /sys, /dev and
+//!   what is mounted in them: docker cp's reference says these cannot be copied): an object on any mount other
+//!   than the rootfs, the record's binds and volumes, the tmpfs mounts and the files Docker provides (found by
+//!   their statx mount IDs) is "not found", left out of an archive and not extracted. So are mounts under a
+//!   bind's source that its recursive bind brought along, which dockerd's own view would show;
+//! - while it is stopped, a view polisd builds as dockerd's `openContainerFS` does: in a private mount namespace
+//!   of one thread (a slave of polisd's, so nothing mounted in it is seen outside), the record's overlay, with
+//!   its binds and volumes and the files Docker provides bind-mounted on their destinations (read-only ones
+//!   read-only, a missing destination made first, as dockerd makes it). The namespace is held by a descriptor
+//!   for the length of the operation and its mounts go with it, also when polisd dies.
+//!
+//! Every path is resolved from the root's descriptor with openat2(2) `RESOLVE_IN_ROOT`, so `..` and absolute
+//! symlinks stay inside the container as they do in dockerd's chroot, also from inside a volume or bind (a
+//! symlink there to /etc/shadow is the container's /etc/shadow, and `..` from a mount's root leads to the
+//! directory it is mounted in, never to the source's parent on the host); the tree is then walked and changed
+//! with the `*at` calls from descriptors, never following a symlink, so nothing outside the container's view is
+//! ever read or written, even while the container changes its files.
+//!
+//! Extended attributes travel as PAX `SCHILY.xattr.NAME` records: extraction applies every one as pkg/archive's
+//! `createTarFile` does (after the owner, before the mode; ENOTSUP and EPERM are logged and skipped), and
+//! archives carry `security.capability` (pkg/archive's `ReadSecurityXattrToTarHeader`, a version 3 value made
+//! version 2) and, beyond dockerd, the `user.*` attributes. Archives are read here as Go's archive/tar reads them
+//! (PAX records walked by their lengths, so a binary value holding a newline is kept whole), not with
+//! `tar::Archive` (docs/ARCHITECTURE.md, "imagesvc: our own tar framing").
 
 use super::Core;
 use super::error::{Error, Result};
 use super::record::ContainerRecord;
+use super::volumes::MountSpec;
 use bollard_stubs::models::EventMessageTypeEnum;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -240,28 +265,54 @@ impl Drop for Busy {
     }
 }
 
-/// polisd's own mount of a stopped container's overlay, unmounted (and its directory removed) when dropped.
-struct TempMount(PathBuf);
+/// The directory under polisd's exec root that a stopped container's view mounts its overlay on (in the view's
+/// own mount namespace only): removed when the operation ends, after the namespace.
+struct MountDir(PathBuf);
 
-impl Drop for TempMount {
+impl Drop for MountDir {
     fn drop(&mut self) {
-        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
-            tracing::warn!(path = %self.0.display(), error = %e, "unmount a container's rootfs");
+        if let Err(e) = std::fs::remove_dir(&self.0) {
+            tracing::warn!(path = %self.0.display(), error = %e, "remove a copy's mount point");
         }
-        let _ = std::fs::remove_dir(&self.0);
     }
 }
 
-/// A container's root file system for the length of one operation.
+/// A bind or volume of the container as mounted in a view: its mount ID and whether it is writable.
+#[derive(Debug, Clone, Copy)]
+struct ViewMount {
+    id: u64,
+    rw: bool,
+}
+
+/// The errno of a path whose object is on a mount that is not the container's files (a running container's
+/// /proc, /sys, /dev...): reported as "not found", and left out of archives and extractions.
+const NOT_CONTAINERS: Errno = Errno::EXDEV;
+
+/// The files Docker provides, bind-mounted from the container's directory (spec.rs).
+const DOCKER_FILES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
+
+/// A container's files for the length of one operation: the root of its view, and what is mounted in it.
 pub struct Rootfs {
     fd: OwnedFd,
-    /// Where it is mounted in polisd's mount namespace.
+    /// The kernel's path of the root (the link of /proc/self/fd/N), which starts the path of everything in it.
     path: PathBuf,
-    _mount: Option<TempMount>,
+    /// The mount ID of the rootfs.
+    root_mount: u64,
+    /// The record's binds and volumes, as mounted in the view.
+    mounts: Vec<ViewMount>,
+    /// The mounts that hold the container's files when the view holds others too (a running container's); None
+    /// when every mount in the view does.
+    allowed: Option<HashSet<u64>>,
+    /// The private mount namespace of a stopped container's view: its mounts go when it is closed.
+    _ns: Option<OwnedFd>,
+    _dir: Option<MountDir>,
     _busy: Option<Busy>,
 }
 
 fn errno(what: impl std::fmt::Display, e: Errno) -> Error {
+    if e == Errno::EROFS {
+        return Error::Forbidden(format!("{what}: {}", e.desc()));
+    }
     Error::Failed(format!("{what}: {}", e.desc()))
 }
 
@@ -270,30 +321,132 @@ fn owned(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-impl Rootfs {
-    /// The root of `record`: the shim's mount while it runs, else a private mount of its overlay under `mnt`.
-    pub fn open(record: &ContainerRecord, mnt: &Path) -> Result<Rootfs> {
-        let rootfs = record.bundle.join("rootfs");
-        let mounts =
-            polis_host::mountinfo::read(None).map_err(|e| Error::failed("read mountinfo", e))?;
-        let mounted = mounts
-            .iter()
-            .any(|m| m.mount_point == rootfs && m.fstype == "overlay");
-        if record.state.status.is_live() {
-            if !mounted {
-                return Err(Error::Failed(format!(
-                    "the rootfs of running container {} is not mounted at {}",
-                    record.id,
-                    rootfs.display()
-                )));
-            }
-            return Ok(Rootfs {
-                fd: open_dir(&rootfs)?,
-                path: rootfs,
-                _mount: None,
-                _busy: None,
-            });
+/// The mount a descriptor's object is on (statx `STATX_MNT_ID`), and whether it is that mount's root.
+fn mount_of(fd: &OwnedFd) -> nix::Result<(u64, bool)> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: statx fills the struct it is given, which lives across the call; the path is a C string.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: statx succeeded, so the struct is filled (and it was zeroed before).
+    let stx = unsafe { stx.assume_init() };
+    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(Errno::ENOSYS);
+    }
+    let root = stx.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+        && stx.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0;
+    Ok((stx.stx_mnt_id, root))
+}
+
+/// The mount whose root `path` (a container path) is in the view of `root`, if something is mounted there.
+fn mount_at(root: RawFd, path: &[u8]) -> Option<u64> {
+    let fd = open_in_root(root, path, OFlag::O_PATH).ok()?;
+    match mount_of(&fd) {
+        Ok((id, true)) => Some(id),
+        _ => None,
+    }
+}
+
+/// The tmpfs mounts the container asked for (`HostConfig.Tmpfs`, and `Mounts` of type tmpfs).
+fn tmpfs_destinations(record: &ContainerRecord) -> Vec<String> {
+    let mut out: Vec<String> = record
+        .host_config
+        .tmpfs
+        .clone()
+        .unwrap_or_default()
+        .into_keys()
+        .collect();
+    for m in record.host_config.mounts.clone().unwrap_or_default() {
+        if m.typ == Some(bollard_stubs::models::MountType::TMPFS)
+            && let Some(target) = m.target
+        {
+            out.push(target);
         }
+    }
+    out
+}
+
+impl Rootfs {
+    /// The view of `record`'s files: its own root while it runs, else a private view made under `mnt`.
+    pub fn open(record: &ContainerRecord, mnt: &Path) -> Result<Rootfs> {
+        if record.state.status.is_live() {
+            Self::running(record)
+        } else {
+            Self::stopped(record, mnt)
+        }
+    }
+
+    /// A root from its descriptor: where the kernel says it is, and the record's binds and volumes in it.
+    fn from_fd(fd: OwnedFd, mounts: &[MountSpec]) -> Result<Rootfs> {
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .map_err(|e| Error::failed("read the path of a container's root", e))?;
+        let (root_mount, _) = mount_of(&fd).map_err(|e| errno("statx a container's root", e))?;
+        let mounts = mounts
+            .iter()
+            .filter_map(|m| {
+                let id = mount_at(fd.as_raw_fd(), m.destination.as_bytes())?;
+                (id != root_mount).then_some(ViewMount { id, rw: m.rw })
+            })
+            .collect();
+        Ok(Rootfs {
+            fd,
+            path,
+            root_mount,
+            mounts,
+            allowed: None,
+            _ns: None,
+            _dir: None,
+            _busy: None,
+        })
+    }
+
+    /// A running container's root, as its own processes see it.
+    fn running(record: &ContainerRecord) -> Result<Rootfs> {
+        let rootfs = record.bundle.join("rootfs");
+        let unreachable = || {
+            Error::Failed(format!(
+                "the root of running container {} is not reachable: is it still running?",
+                record.id
+            ))
+        };
+        let want = nix::sys::stat::stat(&rootfs)
+            .map_err(|e| errno(format!("stat {}", rootfs.display()), e))?;
+        if record.state.pid <= 0 {
+            return Err(unreachable());
+        }
+        let fd = open_dir(Path::new(&format!("/proc/{}/root", record.state.pid)))
+            .map_err(|_| unreachable())?;
+        // The process may be gone and its PID reused: its root must be the overlay the shim mounted.
+        let st = fstat(&fd).map_err(|e| errno("stat a container's root", e))?;
+        if (st.st_dev, st.st_ino) != (want.st_dev, want.st_ino) {
+            return Err(unreachable());
+        }
+        let mut root = Rootfs::from_fd(fd, &record.mounts)?;
+        let mut allowed: HashSet<u64> = root.mounts.iter().map(|m| m.id).collect();
+        allowed.insert(root.root_mount);
+        let extra = tmpfs_destinations(record)
+            .into_iter()
+            .chain(DOCKER_FILES.iter().map(|f| format!("/etc/{f}")));
+        for dest in extra {
+            if let Some(id) = mount_at(root.fd.as_raw_fd(), dest.as_bytes()) {
+                allowed.insert(id);
+            }
+        }
+        root.allowed = Some(allowed);
+        Ok(root)
+    }
+
+    /// A stopped container's view: its overlay and mounts in a private mount namespace, under `mnt`.
+    fn stopped(record: &ContainerRecord, mnt: &Path) -> Result<Rootfs> {
         if record.rootfs_options.is_empty() {
             return Err(Error::Failed(format!(
                 "container {} has no rootfs",
@@ -311,27 +464,15 @@ impl Rootfs {
                 .unwrap_or_default()
         ));
         std::fs::create_dir(&target).map_err(|e| Error::failed(target.display(), e))?;
-        let data = record.rootfs_options.join(",");
-        if let Err(e) = nix::mount::mount(
-            Some("overlay"),
-            &target,
-            Some("overlay"),
-            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-            Some(data.as_str()),
-        ) {
-            let _ = std::fs::remove_dir(&target);
-            return Err(errno(
-                format!("mount the rootfs of container {}", record.id),
-                e,
-            ));
-        }
-        let mount = TempMount(target.clone());
-        Ok(Rootfs {
-            fd: open_dir(&target)?,
-            path: target,
-            _mount: Some(mount),
-            _busy: Some(busy),
-        })
+        let dir = MountDir(target.clone());
+        // Declared after `dir`: on an error below, the namespace (and its mounts) goes before the directory.
+        let (fd, ns) = build_view(record, &target)?;
+        let ns = Some(ns);
+        let mut root = Rootfs::from_fd(fd, &record.mounts)?;
+        root._ns = ns;
+        root._dir = Some(dir);
+        root._busy = Some(busy);
+        Ok(root)
     }
 
     /// The container's path of a descriptor of this root.
@@ -343,10 +484,215 @@ impl Rootfs {
         Some(clean(&out))
     }
 
+    /// Refuses (NOT_CONTAINERS) an object on a mount that is not the container's files.
+    fn check(&self, fd: &OwnedFd) -> nix::Result<()> {
+        match &self.allowed {
+            None => Ok(()),
+            Some(ids) if ids.contains(&mount_of(fd)?.0) => Ok(()),
+            Some(_) => Err(NOT_CONTAINERS),
+        }
+    }
+
     /// Opens `path` (a container path) inside the root, every symlink resolved in it.
     fn open_in(&self, path: &[u8], flags: OFlag) -> nix::Result<OwnedFd> {
-        open_in_root(self.fd.as_raw_fd(), path, flags)
+        let fd = open_in_root(self.fd.as_raw_fd(), path, flags)?;
+        self.check(&fd)?;
+        Ok(fd)
     }
+
+    /// The bind or volume a descriptor's object is on, if any.
+    fn mount_holding(&self, fd: &OwnedFd) -> nix::Result<Option<ViewMount>> {
+        let (id, _) = mount_of(fd)?;
+        Ok(self.mounts.iter().find(|m| m.id == id).copied())
+    }
+
+    /// A file of the container (`/etc/passwd`), empty when it does not exist.
+    fn read_file(&self, path: &[u8]) -> Result<String> {
+        let fd = match self.open_in(path, OFlag::O_RDONLY) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) | Err(NOT_CONTAINERS) => return Ok(String::new()),
+            Err(e) => return Err(errno(format!("open {}", name_str(path)), e)),
+        };
+        let mut text = String::new();
+        std::fs::File::from(fd)
+            .take(4 << 20)
+            .read_to_string(&mut text)
+            .map_err(|e| Error::failed(format!("read {}", name_str(path)), e))?;
+        Ok(text)
+    }
+}
+
+/// Makes a stopped container's view on `target`, in a mount namespace of a thread of its own (the way dockerd's
+/// `openContainerFS` does it): the overlay, then each bind and volume and the files Docker provides on their
+/// destinations, parents first (dockerd's `sortMounts`). Returns the root and the namespace that holds them.
+fn build_view(record: &ContainerRecord, target: &Path) -> Result<(OwnedFd, OwnedFd)> {
+    let mut binds: Vec<(PathBuf, String, bool)> = record
+        .mounts
+        .iter()
+        .map(|m| (m.source.clone(), m.destination.clone(), m.rw))
+        .collect();
+    if let Some(dir) = record.bundle.parent() {
+        for name in DOCKER_FILES {
+            let (source, dest) = (dir.join("etc").join(name), format!("/etc/{name}"));
+            // A bind of the request's own at that path is the one the container has (dockerd's netMounts).
+            if source.is_file()
+                && !binds
+                    .iter()
+                    .any(|(_, d, _)| clean(d.as_bytes()) == dest.as_bytes())
+            {
+                binds.push((source, dest, true));
+            }
+        }
+    }
+    binds.sort_by_key(|(_, dest, _)| {
+        dest.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .count()
+    });
+    let options = record.rootfs_options.join(",");
+    let readonly = record.host_config.readonly_rootfs.unwrap_or(false);
+    let target = target.to_path_buf();
+    let id = record.id.clone();
+    let work = move || -> Result<(OwnedFd, OwnedFd)> {
+        use nix::mount::{MsFlags, mount};
+        // This thread's own file system context and mount namespace: nothing else sees what it mounts.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS | nix::sched::CloneFlags::CLONE_NEWNS)
+            .map_err(|e| errno("unshare a mount namespace", e))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .map_err(|e| errno("make a private mount namespace a slave", e))?;
+        mount(
+            Some("overlay"),
+            &target,
+            Some("overlay"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(options.as_str()),
+        )
+        .map_err(|e| errno(format!("mount the rootfs of container {id}"), e))?;
+        let root = open_dir(&target)?;
+        for (source, dest, rw) in &binds {
+            bind_into(&root, source, dest, *rw)?;
+        }
+        if readonly {
+            mount(
+                None::<&str>,
+                format!("/proc/self/fd/{}", root.as_raw_fd()).as_str(),
+                None::<&str>,
+                MsFlags::MS_REMOUNT
+                    | MsFlags::MS_BIND
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV,
+                None::<&str>,
+            )
+            .map_err(|e| errno(format!("make the rootfs of container {id} read-only"), e))?;
+        }
+        let ns = nix::fcntl::open(
+            "/proc/thread-self/ns/mnt",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| errno("open a mount namespace", e))?;
+        Ok((root, owned(ns)))
+    };
+    std::thread::Builder::new()
+        .name("polisd-cp-view".into())
+        .spawn(work)
+        .map_err(|e| Error::failed("start a thread", e))?
+        .join()
+        .map_err(|_| Error::Failed("the thread making a container's view panicked".into()))?
+}
+
+/// Bind-mounts `source` (recursively, as dockerd does) on `dest` in the view of `root`, the destination resolved
+/// in the root and made when missing; read-only unless `rw`.
+fn bind_into(root: &OwnedFd, source: &Path, dest: &str, rw: bool) -> Result<()> {
+    use nix::mount::{MsFlags, mount};
+    let failed = |e: Errno| errno(format!("mount {} on {dest}", source.display()), e);
+    let is_dir = std::fs::metadata(source)
+        .map_err(|e| Error::failed(format!("mount {} on {dest}", source.display()), e))?
+        .is_dir();
+    let point = mount_point(root.as_raw_fd(), dest.as_bytes(), is_dir).map_err(failed)?;
+    mount(
+        Some(source),
+        format!("/proc/self/fd/{}", point.as_raw_fd()).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(failed)?;
+    if !rw {
+        let mounted =
+            open_in_root(root.as_raw_fd(), dest.as_bytes(), OFlag::O_PATH).map_err(failed)?;
+        mount(
+            None::<&str>,
+            format!("/proc/self/fd/{}", mounted.as_raw_fd()).as_str(),
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// The object at `dest` (a container path) in the view of `root`, made when missing as dockerd's
+/// `CreateIfNotExists` makes a mount point: missing directories 0755, and the last name a directory or, for a
+/// file's mount, an empty file; every name resolved in the root.
+fn mount_point(root: RawFd, dest: &[u8], dir: bool) -> nix::Result<OwnedFd> {
+    match open_in_root(root, dest, OFlag::O_PATH) {
+        Err(Errno::ENOENT) => {}
+        found => return found,
+    }
+    let names: Vec<&[u8]> = dest
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    let mut at = b"/".to_vec();
+    let mut fd = open_in_root(root, &at, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+    for (i, name) in names.iter().enumerate() {
+        at = join(&at, name);
+        match open_in_root(root, &at, OFlag::O_PATH) {
+            Ok(next) => {
+                fd = next;
+                continue;
+            }
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        let name_os = OsStr::from_bytes(name);
+        if i + 1 == names.len() && !dir {
+            match nix::fcntl::openat(
+                Some(fd.as_raw_fd()),
+                name_os,
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o755),
+            ) {
+                Ok(file) => drop(owned(file)),
+                Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            match nix::sys::stat::mkdirat(
+                Some(fd.as_raw_fd()),
+                name_os,
+                Mode::from_bits_truncate(0o755),
+            ) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        fd = open_in_root(root, &at, OFlag::O_PATH)?;
+    }
+    Ok(fd)
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd> {
@@ -359,6 +705,8 @@ fn open_dir(path: &Path) -> Result<OwnedFd> {
     Ok(owned(fd))
 }
 
+/// Opens `path` from `root` with every name resolved inside it (`RESOLVE_IN_ROOT`), crossing the mounts of the
+/// view (a volume is reached through its mount point) but never a magic link.
 fn open_in_root(root: RawFd, path: &[u8], flags: OFlag) -> nix::Result<OwnedFd> {
     let relative = {
         let p = path.strip_prefix(b"/").unwrap_or(path);
@@ -367,11 +715,7 @@ fn open_in_root(root: RawFd, path: &[u8], flags: OFlag) -> nix::Result<OwnedFd> 
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
         .mode(Mode::empty())
-        .resolve(
-            ResolveFlag::RESOLVE_IN_ROOT
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                | ResolveFlag::RESOLVE_NO_XDEV,
-        );
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     // openat2 asks for a retry when a rename raced with the lookup.
     let mut tries = 0;
     loop {
@@ -421,7 +765,10 @@ fn lookup(root: &Rootfs, abs: &[u8]) -> nix::Result<Found> {
         root.open_in(abs, OFlag::O_PATH | OFlag::O_DIRECTORY)?
     } else {
         let parent = root.open_in(&dir(abs), OFlag::O_PATH | OFlag::O_DIRECTORY)?;
-        open_at(parent.as_raw_fd(), &base(abs), OFlag::O_PATH)?
+        let fd = open_at(parent.as_raw_fd(), &base(abs), OFlag::O_PATH)?;
+        // The name may be a mount point (of a volume, or of /proc).
+        root.check(&fd)?;
+        fd
     };
     let st = fstat(&fd)?;
     Ok(Found { fd, st })
@@ -603,16 +950,73 @@ fn append_member<W: Write>(
     out.append(header, data)
 }
 
-/// The `security.capability` xattr of an open file, which dockerd carries in its archives.
-fn capability_xattr(fd: RawFd) -> Option<Vec<u8>> {
-    let name = c"security.capability";
-    let mut buf = vec![0u8; 256];
-    // SAFETY: fgetxattr writes at most buf.len() bytes into buf, which lives across the call.
-    let n = unsafe { libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (n > 0).then(|| {
-        buf.truncate(n as usize);
-        buf
-    })
+/// The path through which a descriptor's own inode is reached by path-based calls (an O_PATH descriptor cannot
+/// be given to the f*xattr calls).
+fn fd_path(fd: &OwnedFd) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+}
+
+/// Calls a size-then-fill xattr call (`listxattr`, `getxattr`) until the buffer holds the whole value.
+fn xattr_buffer(mut call: impl FnMut(*mut libc::c_void, usize) -> isize) -> Option<Vec<u8>> {
+    for _ in 0..4 {
+        let size = call(std::ptr::null_mut(), 0);
+        if size <= 0 {
+            return (size == 0).then(Vec::new);
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = call(buf.as_mut_ptr().cast(), buf.len());
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Some(buf);
+        }
+        // ERANGE: it grew since it was measured.
+        if Errno::last() != Errno::ERANGE {
+            return None;
+        }
+    }
+    None
+}
+
+/// The extended attributes an archive carries for a file or directory, as PAX records: `security.capability`,
+/// as dockerd's pkg/archive `ReadSecurityXattrToTarHeader` reads it (a version 3 value, whose root UID means
+/// nothing outside the container, made version 2), and the `user.*` attributes, which dockerd leaves out and
+/// `docker cp` applies when it extracts.
+fn xattr_pax(fd: &OwnedFd) -> Vec<u8> {
+    const CAPABILITY: &[u8] = b"security.capability";
+    let path = fd_path(fd);
+    // SAFETY: listxattr writes at most `size` bytes into the buffer it is given (none for a null one).
+    let Some(list) =
+        xattr_buffer(|buf, size| unsafe { libc::listxattr(path.as_ptr(), buf.cast(), size) })
+    else {
+        return Vec::new();
+    };
+    let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if !(name.starts_with(b"user.") || name == CAPABILITY) {
+            continue;
+        }
+        let (Ok(text), Ok(c_name)) = (std::str::from_utf8(name), CString::new(name)) else {
+            continue;
+        };
+        // SAFETY: getxattr writes at most `size` bytes into the buffer it is given (none for a null one).
+        let Some(mut value) = xattr_buffer(|buf, size| unsafe {
+            libc::getxattr(path.as_ptr(), c_name.as_ptr(), buf, size)
+        }) else {
+            continue;
+        };
+        if name == CAPABILITY && value.len() > 20 && value[3] == 3 {
+            // VFS_CAP_REVISION_3 -> VFS_CAP_REVISION_2 (linux/capability.h): the 20 bytes without the root UID.
+            value[3] = 2;
+            value.truncate(20);
+        }
+        records.push((format!("SCHILY.xattr.{text}"), value));
+    }
+    records.sort();
+    let borrowed: Vec<(&str, &[u8])> = records
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    pax_records(&borrowed)
 }
 
 /// The archive's state: files already written, by inode, for hard links.
@@ -638,7 +1042,9 @@ impl<W: Write> Archiver<W> {
                     name.push(b'/');
                 }
                 h.set_entry_type(tar::EntryType::Directory);
-                append_member(&mut self.out, &mut h, &name, None, &[], std::io::empty()).map_err(io)
+                let pax = xattr_pax(fd);
+                append_member(&mut self.out, &mut h, &name, None, &pax, std::io::empty())
+                    .map_err(io)
             }
             libc::S_IFLNK => {
                 let target = nix::fcntl::readlinkat(Some(fd.as_raw_fd()), "")
@@ -678,9 +1084,7 @@ impl<W: Write> Archiver<W> {
                     .map_err(|e| {
                         Error::failed(format!("open {}", String::from_utf8_lossy(&name)), e)
                     })?;
-                let pax = capability_xattr(file.as_raw_fd())
-                    .map(|v| pax_records(&[("SCHILY.xattr.security.capability", &v)]))
-                    .unwrap_or_default();
+                let pax = xattr_pax(fd);
                 let size = st.st_size.max(0) as u64;
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(size);
@@ -754,8 +1158,10 @@ impl Frame {
 }
 
 /// Archives `found` (named `abs`) as dockerd does: a directory as its name and everything in it, anything else
-/// as itself; members are named from `base(abs)` (`TarResourceRebaseOpts`).
-fn write_archive<W: Write>(found: &Found, abs: &[u8], out: W) -> Result<W> {
+/// as itself; members are named from `base(abs)` (`TarResourceRebaseOpts`). What is in the directory is walked
+/// across the mounts of the container's view (a volume in it is archived too), and what is on a mount that is
+/// not the container's files (a running container's /proc) is left out.
+fn write_archive<W: Write>(root: &Rootfs, found: &Found, abs: &[u8], out: W) -> Result<W> {
     let mut a = Archiver {
         out: tar::Builder::new(out),
         seen: HashMap::new(),
@@ -776,6 +1182,11 @@ fn write_archive<W: Write>(found: &Found, abs: &[u8], out: W) -> Result<W> {
                 Err(Errno::ENOENT) => continue,
                 Err(e) => return Err(errno("open", e)),
             };
+            match root.check(&child) {
+                Ok(()) => {}
+                Err(NOT_CONTAINERS) => continue,
+                Err(e) => return Err(errno("statx", e)),
+            }
             let st = fstat(&child).map_err(|e| errno("stat", e))?;
             let mut member = frame.prefix.clone();
             if !member.ends_with(b"/") {
@@ -798,6 +1209,403 @@ fn write_archive<W: Write>(found: &Found, abs: &[u8], out: W) -> Result<W> {
     a.out
         .into_inner()
         .map_err(|e| Error::failed("write the archive", e))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reading an archive, as Go's archive/tar Reader reads it (pkg/archive unpacks what it reads).
+
+const BLOCK: usize = 512;
+/// archive/tar's limit on the data of a PAX or GNU long-name header (maxSpecialFileSize).
+const MAX_META: u64 = 1 << 20;
+
+// Type flags.
+const TYPE_REG: u8 = b'0';
+const TYPE_REG_OLD: u8 = 0;
+const TYPE_LINK: u8 = b'1';
+const TYPE_SYMLINK: u8 = b'2';
+const TYPE_CHAR: u8 = b'3';
+const TYPE_BLOCK: u8 = b'4';
+const TYPE_DIR: u8 = b'5';
+const TYPE_FIFO: u8 = b'6';
+const TYPE_CONTIGUOUS: u8 = b'7';
+const TYPE_PAX: u8 = b'x';
+const TYPE_PAX_GLOBAL: u8 = b'g';
+const TYPE_GNU_LONG_NAME: u8 = b'L';
+const TYPE_GNU_LONG_LINK: u8 = b'K';
+const TYPE_GNU_SPARSE: u8 = b'S';
+
+/// One member of an archive, its PAX and GNU long-name headers applied (Go's tar.Header).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Member {
+    kind: u8,
+    name: Vec<u8>,
+    link: Vec<u8>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    /// Seconds and nanoseconds.
+    mtime: (i64, i64),
+    dev_major: u32,
+    dev_minor: u32,
+    /// Bytes of data that follow the header.
+    size: u64,
+    /// From `SCHILY.xattr.NAME` records, in the order they came.
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn bad_archive(reason: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("read the archive: {reason}"))
+}
+
+fn trim_nul(b: &[u8]) -> &[u8] {
+    match b.iter().position(|&c| c == 0) {
+        Some(i) => &b[..i],
+        None => b,
+    }
+}
+
+/// archive/tar's parseNumeric: base-256 (two's complement) when the first byte's high bit is set, else octal
+/// text padded with spaces or NULs on either side (empty is 0).
+fn parse_numeric(field: &[u8]) -> Option<i64> {
+    if let Some(&first) = field.first()
+        && first & 0x80 != 0
+    {
+        let inv = if first & 0x40 != 0 { 0xff } else { 0 };
+        let mut x: u64 = 0;
+        for (i, &b) in field.iter().enumerate() {
+            let mut c = b ^ inv;
+            if i == 0 {
+                c &= 0x7f;
+            }
+            if x >> 56 > 0 {
+                return None;
+            }
+            x = (x << 8) | u64::from(c);
+        }
+        if x >> 63 > 0 {
+            return None;
+        }
+        return Some(if inv == 0xff { !(x as i64) } else { x as i64 });
+    }
+    let pad = |b: &u8| *b == b' ' || *b == 0;
+    let Some(start) = field.iter().position(|b| !pad(b)) else {
+        return Some(0);
+    };
+    let end = field.iter().rposition(|b| !pad(b)).unwrap_or(start);
+    let mut value: i64 = 0;
+    for &b in &field[start..=end] {
+        if !(b'0'..=b'7').contains(&b) {
+            return None;
+        }
+        value = value.checked_mul(8)?.checked_add(i64::from(b - b'0'))?;
+    }
+    Some(value)
+}
+
+/// archive/tar's parsePAXTime: `SECONDS[.FRACTION]`, the fraction cut at nanoseconds.
+fn parse_pax_time(text: &[u8]) -> Option<(i64, i64)> {
+    let text = std::str::from_utf8(text).ok()?;
+    let (secs, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let secs: i64 = secs.parse().ok()?;
+    if fraction.is_empty() {
+        return Some((secs, 0));
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut digits: String = fraction.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let nanos: i64 = digits.parse().ok()?;
+    // A negative time's fraction counts back from its seconds (Go's time.Unix(secs, -nanos)).
+    Some(if text.starts_with('-') && nanos > 0 {
+        (secs - 1, 1_000_000_000 - nanos)
+    } else {
+        (secs, nanos)
+    })
+}
+
+/// archive/tar's parsePAX: `LEN KEY=VALUE\n` records, each walked by its length (a value may hold a newline or
+/// any byte), a later record of a key replacing an earlier one.
+fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let malformed = || bad_archive("malformed PAX record");
+    let mut records: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    while !data.is_empty() {
+        let space = data.iter().position(|b| *b == b' ').ok_or_else(malformed)?;
+        let len: usize = std::str::from_utf8(&data[..space])
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(malformed)?;
+        if len < 5 || len > data.len() || len <= space + 1 || data[len - 1] != b'\n' {
+            return Err(malformed());
+        }
+        let record = &data[space + 1..len - 1];
+        let eq = record
+            .iter()
+            .position(|b| *b == b'=')
+            .ok_or_else(malformed)?;
+        let (key, value) = (&record[..eq], &record[eq + 1..]);
+        let nul_in = match key {
+            b"path" | b"linkpath" | b"uname" | b"gname" => value,
+            _ => key,
+        };
+        if key.is_empty() || nul_in.contains(&0) {
+            return Err(malformed());
+        }
+        records.retain(|(k, _)| k != key);
+        records.push((key.to_vec(), value.to_vec()));
+        data = &data[len..];
+    }
+    Ok(records)
+}
+
+/// The members of a tar stream: each header with what its PAX and GNU headers say, then its data (read through
+/// `Read`, which ends with the member's data).
+struct TarReader<R: Read> {
+    src: std::io::BufReader<R>,
+    /// Unread data of the current member, and the padding after it.
+    data_left: u64,
+    pad_left: u64,
+}
+
+fn padding(size: u64) -> u64 {
+    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
+}
+
+impl<R: Read> TarReader<R> {
+    fn new(src: R) -> Self {
+        TarReader {
+            src: std::io::BufReader::with_capacity(64 * 1024, src),
+            data_left: 0,
+            pad_left: 0,
+        }
+    }
+
+    /// Fills `buf`; Ok(false) when the stream ends before its first byte.
+    fn read_full(&mut self, buf: &mut [u8]) -> Result<bool> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.src.read(&mut buf[done..]) {
+                Ok(0) if done == 0 => return Ok(false),
+                Ok(0) => return Err(bad_archive("unexpected end of the archive")),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(bad_archive(e)),
+            }
+        }
+        Ok(true)
+    }
+
+    fn skip(&mut self, mut amount: u64) -> Result<()> {
+        let mut scratch = [0u8; 8192];
+        while amount > 0 {
+            let want = amount.min(scratch.len() as u64) as usize;
+            if !self.read_full(&mut scratch[..want])? {
+                return Err(bad_archive("unexpected end of the archive"));
+            }
+            amount -= want as u64;
+        }
+        Ok(())
+    }
+
+    /// The data of a PAX or GNU long-name header.
+    fn read_meta(&mut self, size: u64) -> Result<Vec<u8>> {
+        if size > MAX_META {
+            return Err(bad_archive(format!(
+                "an extended header of {size} bytes (at most {MAX_META})"
+            )));
+        }
+        let mut data = vec![0u8; size as usize];
+        if !self.read_full(&mut data)? && size > 0 {
+            return Err(bad_archive("unexpected end of the archive"));
+        }
+        self.skip(padding(size))?;
+        Ok(data)
+    }
+
+    /// The next member; None at the end of the archive (two zero blocks, or the end of the stream).
+    fn next_member(&mut self) -> Result<Option<Member>> {
+        self.skip(self.data_left + self.pad_left)?;
+        self.data_left = 0;
+        self.pad_left = 0;
+        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut long_name: Option<Vec<u8>> = None;
+        let mut long_link: Option<Vec<u8>> = None;
+        loop {
+            let mut block = [0u8; BLOCK];
+            if !self.read_full(&mut block)? {
+                return Ok(None);
+            }
+            if block.iter().all(|b| *b == 0) {
+                if !self.read_full(&mut block)? || block.iter().all(|b| *b == 0) {
+                    return Ok(None);
+                }
+                return Err(bad_archive("invalid tar header"));
+            }
+            let mut member = parse_header(&block)?;
+            match member.kind {
+                TYPE_PAX => {
+                    let data = self.read_meta(member.size)?;
+                    pax = parse_pax(&data)?;
+                    continue;
+                }
+                // pkg/archive ignores them ("PAX Global Extended Headers found and ignored").
+                TYPE_PAX_GLOBAL => {
+                    self.read_meta(member.size)?;
+                    continue;
+                }
+                TYPE_GNU_LONG_NAME | TYPE_GNU_LONG_LINK => {
+                    let data = self.read_meta(member.size)?;
+                    let value = trim_nul(&data).to_vec();
+                    if member.kind == TYPE_GNU_LONG_NAME {
+                        long_name = Some(value);
+                    } else {
+                        long_link = Some(value);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            // archive/tar's mergePAX (an empty value keeps the header's), then the GNU names over both.
+            for (key, value) in &pax {
+                let number = || {
+                    std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .ok_or_else(|| bad_archive("malformed PAX record"))
+                };
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    member.xattrs.push((name.to_vec(), value.clone()));
+                    continue;
+                }
+                if key.starts_with(b"GNU.sparse.") {
+                    return Err(bad_archive("sparse files are not supported"));
+                }
+                if value.is_empty() {
+                    continue;
+                }
+                match key.as_slice() {
+                    b"path" => member.name = value.clone(),
+                    b"linkpath" => member.link = value.clone(),
+                    b"uid" => member.uid = number()? as u32,
+                    b"gid" => member.gid = number()? as u32,
+                    b"size" => {
+                        member.size =
+                            u64::try_from(number()?).map_err(|_| bad_archive("negative size"))?
+                    }
+                    b"mtime" => {
+                        member.mtime = parse_pax_time(value)
+                            .ok_or_else(|| bad_archive("malformed PAX mtime"))?
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(name) = long_name {
+                member.name = name;
+            }
+            if let Some(link) = long_link {
+                member.link = link;
+            }
+            if member.kind == TYPE_REG_OLD {
+                // Legacy archives mark a directory by its trailing slash.
+                member.kind = if member.name.ends_with(b"/") {
+                    TYPE_DIR
+                } else {
+                    TYPE_REG
+                };
+            }
+            if member.kind == TYPE_GNU_SPARSE {
+                return Err(bad_archive("sparse files are not supported"));
+            }
+            // archive/tar's isHeaderOnlyType: no data, whatever the size says.
+            if matches!(
+                member.kind,
+                TYPE_LINK | TYPE_SYMLINK | TYPE_CHAR | TYPE_BLOCK | TYPE_DIR | TYPE_FIFO
+            ) {
+                member.size = 0;
+            }
+            self.data_left = member.size;
+            self.pad_left = padding(member.size);
+            return Ok(Some(member));
+        }
+    }
+}
+
+/// One header block (V7, USTAR, STAR or GNU), checked against its checksum, as archive/tar's readHeader.
+fn parse_header(block: &[u8; BLOCK]) -> Result<Member> {
+    let invalid = || bad_archive("invalid tar header");
+    let (mut unsigned, mut signed) = (0i64, 0i64);
+    for (i, &b) in block.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { b };
+        unsigned += i64::from(b);
+        signed += i64::from(b as i8);
+    }
+    let sum = parse_numeric(&block[148..156]).ok_or_else(invalid)?;
+    if sum != unsigned && sum != signed {
+        return Err(invalid());
+    }
+    let number = |range: std::ops::Range<usize>| parse_numeric(&block[range]).ok_or_else(invalid);
+    let magic = &block[257..263];
+    let version = &block[263..265];
+    let ustar = magic == b"ustar\0" && version == b"00";
+    let gnu = magic == b"ustar " && version == b" \0";
+    let kind = block[156];
+    let mut name = trim_nul(&block[0..100]).to_vec();
+    if ustar {
+        // STAR keeps times after a shorter prefix, and says so at the end of the block.
+        let prefix = if &block[508..512] == b"tar\0" {
+            trim_nul(&block[345..476])
+        } else {
+            trim_nul(&block[345..500])
+        };
+        if !prefix.is_empty() {
+            let mut full = prefix.to_vec();
+            full.push(b'/');
+            full.extend_from_slice(&name);
+            name = full;
+        }
+    }
+    let (mut dev_major, mut dev_minor) = (0, 0);
+    if (ustar || gnu) && matches!(kind, TYPE_CHAR | TYPE_BLOCK) {
+        dev_major = number(329..337)? as u32;
+        dev_minor = number(337..345)? as u32;
+    }
+    let size = number(124..136)?;
+    Ok(Member {
+        kind,
+        name,
+        link: trim_nul(&block[157..257]).to_vec(),
+        mode: number(100..108)? as u32,
+        uid: number(108..116)? as u32,
+        gid: number(116..124)? as u32,
+        mtime: (number(136..148)?, 0),
+        dev_major,
+        dev_minor,
+        size: u64::try_from(size).map_err(|_| bad_archive("negative size"))?,
+        xattrs: Vec::new(),
+    })
+}
+
+impl<R: Read> Read for TarReader<R> {
+    /// The current member's data, and nothing after it.
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.data_left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(self.data_left.min(usize::MAX as u64) as usize);
+        let n = self.src.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the archive ends in the data of a member",
+            ));
+        }
+        self.data_left -= n as u64;
+        Ok(n)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -931,14 +1739,18 @@ fn remove_all(parent: RawFd, name: &[u8], depth: usize) -> Result<()> {
     }
 }
 
-/// Sets owner, mode and times of `name` in `parent` without following it if it is a symlink: the mode through
-/// the object's own descriptor (checked not to be a symlink), owner and times with AT_SYMLINK_NOFOLLOW.
+/// Sets owner, extended attributes, mode and times of `name` in `parent`, in pkg/archive's order (`chown` clears
+/// `security.capability`, so the attributes come after it), without following it if it is a symlink: owner and
+/// times with AT_SYMLINK_NOFOLLOW, attributes and mode through the object's own descriptor (the mode not for a
+/// symlink). An attribute the file system or the object refuses (ENOTSUP, EPERM: `user.*` on a symlink) is
+/// logged and skipped, as dockerd skips it; any other failure fails the extraction.
 fn set_attributes(
     parent: RawFd,
     name: &[u8],
     owner: (u32, u32),
     mode: Option<u32>,
-    mtime: Option<i64>,
+    mtime: Option<(i64, i64)>,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
 ) -> Result<()> {
     let name_os = OsStr::from_bytes(name);
     nix::unistd::fchownat(
@@ -949,12 +1761,52 @@ fn set_attributes(
         AtFlags::AT_SYMLINK_NOFOLLOW,
     )
     .map_err(|e| errno(format!("chown {}", name_str(name)), e))?;
-    if let Some(mode) = mode {
+    if mode.is_some() || !xattrs.is_empty() {
         let fd = open_at(parent, name, OFlag::O_PATH)
             .map_err(|e| errno(format!("open {}", name_str(name)), e))?;
+        // Through /proc: the descriptor's inode (a symlink itself, not its target), whatever now has its name.
+        let path = fd_path(&fd);
+        let mut skipped = Vec::new();
+        for (key, value) in xattrs {
+            let Ok(c_key) = CString::new(key.as_slice()) else {
+                skipped.push(format!("{}: invalid name", name_str(key)));
+                continue;
+            };
+            // SAFETY: both strings are NUL-terminated and the value's length is its buffer's.
+            let r = unsafe {
+                libc::setxattr(
+                    path.as_ptr(),
+                    c_key.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            };
+            if r != 0 {
+                match Errno::last() {
+                    e @ (Errno::ENOTSUP | Errno::EPERM) => {
+                        skipped.push(format!("{}: {}", name_str(key), e.desc()))
+                    }
+                    e => {
+                        return Err(errno(
+                            format!("set the attribute {} of {}", name_str(key), name_str(name)),
+                            e,
+                        ));
+                    }
+                }
+            }
+        }
+        if !skipped.is_empty() {
+            tracing::warn!(
+                file = name_str(name),
+                errors = ?skipped,
+                "ignored xattrs in archive: underlying filesystem doesn't support them"
+            );
+        }
         let st = fstat(&fd).map_err(|e| errno("stat", e))?;
-        if kind(&st) != libc::S_IFLNK {
-            // Through /proc: the descriptor's inode, whatever now has its name.
+        if let Some(mode) = mode
+            && kind(&st) != libc::S_IFLNK
+        {
             nix::sys::stat::fchmodat(
                 None,
                 format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
@@ -964,8 +1816,8 @@ fn set_attributes(
             .map_err(|e| errno(format!("chmod {}", name_str(name)), e))?;
         }
     }
-    if let Some(t) = mtime {
-        let ts = nix::sys::time::TimeSpec::new(t, 0);
+    if let Some((secs, nanos)) = mtime {
+        let ts = nix::sys::time::TimeSpec::new(secs, nanos);
         nix::sys::stat::utimensat(
             Some(parent),
             name_os,
@@ -978,6 +1830,9 @@ fn set_attributes(
     Ok(())
 }
 
+/// A directory made by an extraction (its container path) and the mtime it gets once everything is in it.
+type DirTimes = (Vec<u8>, (i64, i64));
+
 /// Extraction into one directory of a root.
 struct Extractor<'a> {
     root: &'a Rootfs,
@@ -988,11 +1843,13 @@ struct Extractor<'a> {
 
 impl Extractor<'_> {
     /// The directory `rel` (relative to the extraction directory) opened in the root, made (0755, root's) with
-    /// its missing parents when it does not exist (pkg/archive's implied directories).
-    fn parent(&self, rel: &[u8]) -> Result<OwnedFd> {
+    /// its missing parents when it does not exist (pkg/archive's implied directories). None when it is on a mount
+    /// that is not the container's files (a running container's /proc).
+    fn parent(&self, rel: &[u8]) -> Result<Option<OwnedFd>> {
         let path = join(&self.dest, rel);
         match self.root.open_in(&path, OFlag::O_PATH | OFlag::O_DIRECTORY) {
-            Ok(fd) => return Ok(fd),
+            Ok(fd) => return Ok(Some(fd)),
+            Err(NOT_CONTAINERS) => return Ok(None),
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(errno(format!("open {}", name_str(&path)), e)),
         }
@@ -1008,6 +1865,7 @@ impl Extractor<'_> {
             at = join(&at, comp);
             let next = match self.root.open_in(&at, OFlag::O_PATH | OFlag::O_DIRECTORY) {
                 Ok(next) => next,
+                Err(NOT_CONTAINERS) => return Ok(None),
                 Err(Errno::ENOENT) => {
                     match nix::sys::stat::mkdirat(
                         Some(fd.as_raw_fd()),
@@ -1017,7 +1875,7 @@ impl Extractor<'_> {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => return Err(errno(format!("mkdir {}", name_str(&at)), e)),
                     }
-                    set_attributes(fd.as_raw_fd(), comp, (0, 0), None, None)?;
+                    set_attributes(fd.as_raw_fd(), comp, (0, 0), None, None, &[])?;
                     self.root
                         .open_in(&at, OFlag::O_PATH | OFlag::O_DIRECTORY)
                         .map_err(|e| errno(format!("open {}", name_str(&at)), e))?
@@ -1026,37 +1884,49 @@ impl Extractor<'_> {
             };
             fd = next;
         }
-        Ok(fd)
+        Ok(Some(fd))
     }
 
-    /// Applies one member, as pkg/archive's `Unpack` and `createTarFile` do. Returns the directory's path and
-    /// mtime for a directory member, whose times are set once everything is in it.
-    fn apply<R: Read>(&self, entry: &mut tar::Entry<R>) -> Result<Option<(Vec<u8>, i64)>> {
-        let header = entry.header().clone();
-        let kind = header.entry_type();
-        if kind.is_pax_global_extensions() {
-            return Ok(None);
-        }
-        let raw = entry.path_bytes().into_owned();
+    /// Applies one member, as pkg/archive's `Unpack` and `createTarFile` do, its data read from `data`. Returns
+    /// the directory's path and mtime for a directory member, whose times are set once everything is in it. A
+    /// member on a mount that is not the container's files is skipped: dockerd would write it to the rootfs
+    /// directory that mount hides.
+    fn apply(&self, m: &Member, data: &mut dyn Read) -> Result<Option<DirTimes>> {
         let breakout =
             |what: String| Error::Invalid(format!("{what} is outside of {}", name_str(&self.dest)));
-        let name = member_name(&raw).ok_or_else(|| breakout(format!("{:?}", name_str(&raw))))?;
+        let name =
+            member_name(&m.name).ok_or_else(|| breakout(format!("{:?}", name_str(&m.name))))?;
         if name == b"." {
             // The extraction directory itself: it exists and is a directory.
             return Ok(None);
         }
-        let is_dir = kind == tar::EntryType::Directory;
+        let is_dir = m.kind == TYPE_DIR;
         let parent_rel = dir(&name);
         let last = base(&name);
-        let parent = self.parent(&parent_rel)?;
-        let pfd = parent.as_raw_fd();
         let path = join(&self.dest, &name);
+        let skip = || {
+            tracing::debug!(
+                path = name_str(&path),
+                "not extracted: not on the container's files"
+            );
+            Ok(None)
+        };
+        let Some(parent) = self.parent(&parent_rel)? else {
+            return skip();
+        };
+        let pfd = parent.as_raw_fd();
         match nix::sys::stat::fstatat(
             Some(pfd),
             OsStr::from_bytes(&last),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         ) {
             Ok(st) => {
+                // A mount point (of /proc, say) is what is mounted on it.
+                if let Ok(existing) = open_at(pfd, &last, OFlag::O_PATH)
+                    && self.root.check(&existing) == Err(NOT_CONTAINERS)
+                {
+                    return skip();
+                }
                 let exists_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
                 if self.options.no_overwrite_dir_non_dir && exists_dir && !is_dir {
                     return Err(Error::Invalid(format!(
@@ -1079,12 +1949,12 @@ impl Extractor<'_> {
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(errno(format!("stat {}", name_str(&path)), e)),
         }
-        let mode = header.mode().unwrap_or(0o644);
+        let mode = m.mode;
         let last_os = OsStr::from_bytes(&last);
         let made = |e: Errno| errno(format!("create {}", name_str(&path)), e);
         let mut chmod = true;
-        match kind {
-            tar::EntryType::Directory => {
+        match m.kind {
+            TYPE_DIR => {
                 match nix::sys::stat::mkdirat(
                     Some(pfd),
                     last_os,
@@ -1094,7 +1964,7 @@ impl Extractor<'_> {
                     Err(e) => return Err(made(e)),
                 }
             }
-            tar::EntryType::Regular => {
+            TYPE_REG | TYPE_CONTIGUOUS => {
                 let fd = nix::fcntl::openat(
                     Some(pfd),
                     last_os,
@@ -1108,23 +1978,23 @@ impl Extractor<'_> {
                 .map(owned)
                 .map_err(made)?;
                 let mut file = std::fs::File::from(fd);
-                std::io::copy(entry, &mut file)
-                    .map_err(|e| Error::failed(format!("write {}", name_str(&path)), e))?;
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    let n = match data.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(bad_archive(e)),
+                    };
+                    file.write_all(&buf[..n])
+                        .map_err(|e| Error::failed(format!("write {}", name_str(&path)), e))?;
+                }
             }
-            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let (kind_flag, dev) = match kind {
-                    tar::EntryType::Fifo => (SFlag::S_IFIFO, 0),
-                    k => (
-                        if k == tar::EntryType::Char {
-                            SFlag::S_IFCHR
-                        } else {
-                            SFlag::S_IFBLK
-                        },
-                        libc::makedev(
-                            header.device_major().ok().flatten().unwrap_or(0),
-                            header.device_minor().ok().flatten().unwrap_or(0),
-                        ),
-                    ),
+            TYPE_CHAR | TYPE_BLOCK | TYPE_FIFO => {
+                let (kind_flag, dev) = match m.kind {
+                    TYPE_FIFO => (SFlag::S_IFIFO, 0),
+                    TYPE_CHAR => (SFlag::S_IFCHR, libc::makedev(m.dev_major, m.dev_minor)),
+                    _ => (SFlag::S_IFBLK, libc::makedev(m.dev_major, m.dev_minor)),
                 };
                 nix::sys::stat::mknodat(
                     Some(pfd),
@@ -1135,16 +2005,12 @@ impl Extractor<'_> {
                 )
                 .map_err(made)?;
             }
-            tar::EntryType::Link => {
-                let link = entry
-                    .link_name_bytes()
-                    .map(|l| l.into_owned())
-                    .unwrap_or_default();
-                let target = member_name(&link).ok_or_else(|| {
+            TYPE_LINK => {
+                let target = member_name(&m.link).ok_or_else(|| {
                     breakout(format!(
                         "invalid hardlink {:?} -> {:?}",
                         name_str(&path),
-                        name_str(&link)
+                        name_str(&m.link)
                     ))
                 })?;
                 let target_parent = self
@@ -1164,63 +2030,49 @@ impl Extractor<'_> {
                 )
                 .map_err(made)?;
             }
-            tar::EntryType::Symlink => {
-                let link = entry
-                    .link_name_bytes()
-                    .map(|l| l.into_owned())
-                    .unwrap_or_default();
-                if symlink_escapes(&name, &link) {
+            TYPE_SYMLINK => {
+                if symlink_escapes(&name, &m.link) {
                     return Err(breakout(format!(
                         "invalid symlink {:?} -> {:?}",
                         name_str(&path),
-                        name_str(&link)
+                        name_str(&m.link)
                     )));
                 }
-                nix::unistd::symlinkat(OsStr::from_bytes(&link), Some(pfd), last_os)
+                nix::unistd::symlinkat(OsStr::from_bytes(&m.link), Some(pfd), last_os)
                     .map_err(made)?;
                 chmod = false;
             }
             other => {
-                return Err(Error::Invalid(format!(
-                    "unhandled tar header type {}",
-                    other.as_byte()
-                )));
+                return Err(Error::Invalid(format!("unhandled tar header type {other}")));
             }
         }
-        let owner = self.options.owner.unwrap_or((
-            header.uid().unwrap_or(0) as u32,
-            header.gid().unwrap_or(0) as u32,
-        ));
-        let mtime = header.mtime().ok().map(|t| t as i64);
+        let owner = self.options.owner.unwrap_or((m.uid, m.gid));
         set_attributes(
             pfd,
             &last,
             owner,
             chmod.then_some(mode),
-            if is_dir { None } else { mtime },
+            if is_dir { None } else { Some(m.mtime) },
+            &m.xattrs,
         )?;
-        Ok(is_dir.then(|| (path, mtime.unwrap_or(0))))
+        Ok(is_dir.then_some((path, m.mtime)))
     }
 
     fn run(&self, reader: impl Read) -> Result<()> {
-        let mut archive = tar::Archive::new(reader);
+        let mut archive = TarReader::new(reader);
         let mut dirs = Vec::new();
-        let entries = archive
-            .entries()
-            .map_err(|e| Error::Invalid(format!("read the archive: {e}")))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| Error::Invalid(format!("read the archive: {e}")))?;
-            if let Some(d) = self.apply(&mut entry)? {
+        while let Some(member) = archive.next_member()? {
+            if let Some(d) = self.apply(&member, &mut archive)? {
                 dirs.push(d);
             }
         }
         // Directory times last: what was made in them changed them.
-        for (path, mtime) in dirs {
+        for (path, (secs, nanos)) in dirs {
             let parent = self
                 .root
                 .open_in(&dir(&path), OFlag::O_PATH | OFlag::O_DIRECTORY)
                 .map_err(|e| errno(format!("open {}", name_str(&dir(&path))), e))?;
-            let ts = nix::sys::time::TimeSpec::new(mtime, 0);
+            let ts = nix::sys::time::TimeSpec::new(secs, nanos);
             nix::sys::stat::utimensat(
                 Some(parent.as_raw_fd()),
                 OsStr::from_bytes(&base(&path)),
@@ -1245,7 +2097,7 @@ pub struct Archive {
 
 fn lookup_error(e: Errno, path: &str, reference: &str) -> Error {
     match e {
-        Errno::ENOENT => not_found_error(path, reference),
+        Errno::ENOENT | NOT_CONTAINERS => not_found_error(path, reference),
         e => Error::Failed(format!("stat {path}: {}", e.desc())),
     }
 }
@@ -1308,7 +2160,7 @@ impl Core {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(CHUNK),
             };
-            match write_archive(&found, &abs, writer) {
+            match write_archive(&root, &found, &abs, writer) {
                 Ok(mut w) => {
                     let _ = w.flush();
                 }
@@ -1317,6 +2169,8 @@ impl Core {
                     let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
                 }
             }
+            // What is open in the view first, then the view (its namespace and mounts).
+            drop(found);
             drop(root);
         });
         let stat = stat_rx
@@ -1351,17 +2205,34 @@ impl Core {
             if kind(&st) != libc::S_IFDIR {
                 return Err(Error::Invalid("extraction point is not a directory".into()));
             }
-            if record.host_config.readonly_rootfs.unwrap_or(false) {
-                return Err(Error::Forbidden(
-                    "container rootfs is marked read-only".into(),
-                ));
+            // dockerd's checkIfPathIsInAVolume, on the mount the directory really is on: a read-only bind or
+            // volume refuses, a writable one is written even when the rootfs is read-only; a tmpfs mount of a
+            // running container is written too.
+            match root.mount_holding(&fd).map_err(|e| errno("statx", e))? {
+                Some(m) if !m.rw => {
+                    return Err(Error::Forbidden(
+                        "mounted volume is marked read-only".into(),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    let (id, _) = mount_of(&fd).map_err(|e| errno("statx", e))?;
+                    if id == root.root_mount && record.host_config.readonly_rootfs.unwrap_or(false)
+                    {
+                        return Err(Error::Forbidden(
+                            "container rootfs is marked read-only".into(),
+                        ));
+                    }
+                }
             }
             let dest = root.path_of(&fd).ok_or_else(|| {
                 Error::Failed(format!("{path_owned} is not in the container's rootfs"))
             })?;
             let owner = if copy_uid_gid {
                 let user = record.config.user.clone().unwrap_or_default();
-                let u = polis_host::users::resolve_user(&root.path, &user)
+                let passwd = root.read_file(b"/etc/passwd")?;
+                let group = root.read_file(b"/etc/group")?;
+                let u = polis_host::users::resolve_user_from(&user, &passwd, &group)
                     .map_err(|e| Error::Invalid(format!("unable to find user {user}: {e}")))?;
                 Some((u.uid, u.gid))
             } else {
@@ -1508,6 +2379,112 @@ mod tests {
         assert_eq!(len, rec.len());
     }
 
+    fn set_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
+        let (p, n) = (
+            CString::new(path.as_os_str().as_bytes()).unwrap(),
+            CString::new(name).unwrap(),
+        );
+        // SAFETY: NUL-terminated strings and a value with its own length.
+        unsafe {
+            libc::setxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            ) == 0
+        }
+    }
+
+    fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+        let (p, n) = (
+            CString::new(path.as_os_str().as_bytes()).unwrap(),
+            CString::new(name).unwrap(),
+        );
+        // SAFETY: getxattr writes at most `size` bytes into the buffer it is given.
+        xattr_buffer(|buf, size| unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf, size) })
+    }
+
+    /// Go's archive/tar reads a PAX record by its length: a binary `security.capability` holding a newline (the
+    /// bits of CAP_DAC_OVERRIDE and CAP_FOWNER make 0x0a) is one value, and a `path` after it is still read.
+    #[test]
+    fn pax_records_are_walked_by_their_length() {
+        let capability: Vec<u8> = vec![
+            1, 0, 0, 2, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let long = format!("dir/{}", "n".repeat(150));
+        let pax = pax_records(&[
+            ("SCHILY.xattr.security.capability", &capability),
+            ("SCHILY.xattr.user.note", b"a=b\n2 x=y\n"),
+            ("path", long.as_bytes()),
+            ("mtime", b"1700000000.25"),
+        ]);
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o4755);
+        h.set_uid(7);
+        h.set_size(3);
+        append_member(&mut b, &mut h, b"short", None, &pax, &b"abc"[..]).unwrap();
+        // A USTAR name split into prefix and name, and a GNU long link.
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        let deep = format!("{}/{}", "p".repeat(120), "q".repeat(60));
+        h.set_path(&deep).unwrap();
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        let target = "t".repeat(130);
+        append_member(
+            &mut b,
+            &mut h,
+            b"link",
+            Some(target.as_bytes()),
+            &[],
+            std::io::empty(),
+        )
+        .unwrap();
+        let bytes = b.into_inner().unwrap();
+
+        let mut r = TarReader::new(bytes.as_slice());
+        let m = r.next_member().unwrap().unwrap();
+        assert_eq!(m.kind, TYPE_REG);
+        assert_eq!(s(m.name.clone()), long);
+        assert_eq!(m.mode, 0o4755);
+        assert_eq!(m.uid, 7);
+        assert_eq!(m.mtime, (1_700_000_000, 250_000_000));
+        assert_eq!(
+            m.xattrs,
+            vec![
+                (b"security.capability".to_vec(), capability.clone()),
+                (b"user.note".to_vec(), b"a=b\n2 x=y\n".to_vec()),
+            ]
+        );
+        let mut data = Vec::new();
+        r.read_to_end(&mut data).unwrap();
+        assert_eq!(data, b"abc");
+        let m = r.next_member().unwrap().unwrap();
+        assert_eq!((m.kind, s(m.name)), (TYPE_DIR, deep));
+        let m = r.next_member().unwrap().unwrap();
+        assert_eq!((m.kind, s(m.link)), (TYPE_SYMLINK, target));
+        assert!(r.next_member().unwrap().is_none());
+
+        // A record whose length runs past the header, and a corrupted checksum, are refused.
+        assert!(parse_pax(b"30 path=x\n").is_err());
+        assert!(parse_pax(b"9 path=x\n").is_ok());
+        let mut broken = bytes.clone();
+        broken[0] ^= 1;
+        assert!(TarReader::new(broken.as_slice()).next_member().is_err());
+        assert_eq!(parse_pax_time(b"-1.5"), Some((-2, 500_000_000)));
+        assert_eq!(parse_numeric(&[0x80, 0, 0, 0, 0, 0, 0, 1, 0]), Some(256));
+        assert_eq!(parse_numeric(b" 0000644\0"), Some(0o644));
+    }
+
     /// Archives a tree and extracts it elsewhere, through descriptors only, including a hostile archive.
     #[test]
     fn archives_round_trip_and_hostile_members_are_refused() {
@@ -1518,18 +2495,16 @@ mod tests {
         std::fs::hard_link(src.join("d/file"), src.join("d/hard")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", src.join("d/abs")).unwrap();
         std::fs::write(src.join("d/sub/").join("x".repeat(120)), b"long").unwrap();
-        let root = Rootfs {
-            fd: open_dir(&src).unwrap(),
-            path: src.clone(),
-            _mount: None,
-            _busy: None,
-        };
+        // user.* attributes travel (where the test's file system keeps them).
+        let xattrs = set_xattr(&src.join("d/file"), "user.polis", b"x\ny")
+            && set_xattr(&src.join("d/sub"), "user.dir", b"");
+        let root = Rootfs::from_fd(open_dir(&src).unwrap(), &[]).unwrap();
         let abs = container_path("/d");
         let found = lookup(&root, &abs).unwrap();
         let stat = path_stat(&root, &abs, &found);
         assert!(stat.is_dir());
         assert_eq!(stat.name, "d");
-        let tar_bytes = write_archive(&found, &abs, Vec::new()).unwrap();
+        let tar_bytes = write_archive(&root, &found, &abs, Vec::new()).unwrap();
         let mut names = Vec::new();
         let mut a = tar::Archive::new(tar_bytes.as_slice());
         for e in a.entries().unwrap() {
@@ -1543,12 +2518,7 @@ mod tests {
 
         let dst = tmp.path().join("dst");
         std::fs::create_dir_all(dst.join("into")).unwrap();
-        let droot = Rootfs {
-            fd: open_dir(&dst).unwrap(),
-            path: dst.clone(),
-            _mount: None,
-            _busy: None,
-        };
+        let droot = Rootfs::from_fd(open_dir(&dst).unwrap(), &[]).unwrap();
         let ex = Extractor {
             root: &droot,
             dest: b"/into".to_vec(),
@@ -1562,6 +2532,16 @@ mod tests {
         };
         ex.run(tar_bytes.as_slice()).unwrap();
         assert_eq!(std::fs::read(dst.join("into/d/file")).unwrap(), b"hello");
+        if xattrs {
+            assert_eq!(
+                get_xattr(&dst.join("into/d/file"), "user.polis").as_deref(),
+                Some(&b"x\ny"[..])
+            );
+            assert_eq!(
+                get_xattr(&dst.join("into/d/sub"), "user.dir").as_deref(),
+                Some(&b""[..])
+            );
+        }
         assert_eq!(std::fs::read(dst.join("into/d/hard")).unwrap(), b"hello");
         assert_eq!(
             std::fs::read_link(dst.join("into/d/abs")).unwrap(),

@@ -284,6 +284,7 @@ impl Core {
                 return Err(e);
             }
         };
+        super::crash::point("create");
         if let Err(e) = self
             .db
             .insert(&record)
@@ -412,6 +413,7 @@ impl Core {
             }
         };
         let shim = Arc::new(shim);
+        super::crash::point("start");
         record.state = State {
             status: Status::Running,
             pid: pid as i64,
@@ -539,6 +541,7 @@ impl Core {
             let _ = shim.resume(&record.id).await;
         }
         shim.kill(&record.id, signal as u32).await?;
+        super::crash::point("stop");
         let limit = if timeout < 0 {
             Duration::MAX
         } else {
@@ -632,6 +635,7 @@ impl Core {
             Ok(())
         })
         .await?;
+        super::crash::point("remove");
         self.forget_container_networks(&record.id).await;
         self.db.remove(&record.id)?;
         if volumes {

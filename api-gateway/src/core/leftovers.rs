@@ -43,9 +43,20 @@ impl Core {
                         container = id,
                         "ending the shim of a start that did not finish"
                     );
-                    let _ = shim
+                    // The task is deleted once it has exited: a Delete of a running task fails and would leave
+                    // the runtime's state of the container behind (its next create then finds it "already
+                    // exists").
+                    if shim
                         .kill(id, nix::sys::signal::Signal::SIGKILL as u32)
-                        .await;
+                        .await
+                        .is_ok()
+                    {
+                        let waited =
+                            tokio::time::timeout(std::time::Duration::from_secs(10), shim.wait(id));
+                        if !matches!(waited.await, Ok(Ok(_))) {
+                            tracing::warn!(container = id, "the killed task did not exit in 10 s");
+                        }
+                    }
                     let _ = shim.delete_and_shutdown(id).await;
                 }
                 let _ = std::fs::remove_file(&address_file);

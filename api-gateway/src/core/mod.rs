@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod containers;
+pub mod crash;
 pub mod db;
 pub mod error;
 pub mod events;

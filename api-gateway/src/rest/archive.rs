@@ -1,5 +1,8 @@
 //! `docker cp`: `HEAD` and `GET /containers/{id}/archive?path=` (the path's stat in the `X-Docker-Container-Path-Stat`
-//! header, and a tar archive of it) and `PUT` (a tar archive extracted into a directory of the container).
+//! header, and a tar archive of it) and `PUT` (a tar archive extracted into a directory of the container), as the
+//! Engine API v1.41 describes them ("Get information about files in a container", "Get an archive of a filesystem
+//! resource in a container", "Extract an archive of files or folders to a directory in a container"). Paths are
+//! the container's, through its binds and volumes (core/archive.rs).
 
 use super::openapi::ErrorBody;
 use super::params::{Query, flag};
@@ -14,6 +17,9 @@ use futures_util::StreamExt;
 use std::sync::Arc;
 
 const STAT_HEADER: &str = "X-Docker-Container-Path-Stat";
+/// How much of a `PUT` body is read and dropped after the extraction stopped reading it, and for how long.
+const DRAIN_LIMIT: usize = 1 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn path_param(q: &Query) -> ApiResult<String> {
     q.get("path")
@@ -123,13 +129,30 @@ pub async fn put(
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let mut stream = req.into_body().into_data_stream();
     let feeder = tokio::spawn(async move {
+        // Once the extraction is done with the body (the archive ended, or it was refused), what is left of it is
+        // read and dropped, up to a limit, as Go's net/http server discards it: a client still sending (the end
+        // of a chunked body after the archive's last block, or an archive refused at once) then reads the answer
+        // instead of a broken connection.
+        let mut taken = true;
+        let mut dropped = 0usize;
         while let Some(chunk) = stream.next().await {
+            if !taken {
+                match chunk {
+                    Ok(b) if dropped + b.len() <= DRAIN_LIMIT => dropped += b.len(),
+                    _ => return,
+                }
+                continue;
+            }
             let item = chunk
                 .map(|b| b.to_vec())
                 .map_err(|e| std::io::Error::other(e.to_string()));
             let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
+            if failed {
+                let _ = tx.send(item).await;
                 return;
+            }
+            if tx.send(item).await.is_err() {
+                taken = false;
             }
         }
     });
@@ -142,7 +165,10 @@ pub async fn put(
             ChunkReader::new(rx),
         )
         .await;
-    feeder.abort();
+    let abort = feeder.abort_handle();
+    if tokio::time::timeout(DRAIN_TIME, feeder).await.is_err() {
+        abort.abort();
+    }
     result?;
     Ok(StatusCode::OK)
 }

@@ -68,6 +68,7 @@ pub fn router(core: Arc<Core>) -> Router {
     let (api, doc) = api_router().split_for_parts();
     api.fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(core)
         .merge(openapi::docs_router(&doc))
 }
@@ -121,6 +122,29 @@ pub fn api_router() -> OpenApiRouter<Arc<Core>> {
             openapi::WILDCARD_ROUTE,
             get(images::get).delete(images::remove).post(images::post),
         )
+}
+
+/// Errors axum answers itself, before a handler runs (an extractor's rejection: 413 for a body over
+/// `max_body_size`, 400 for a bad path or query parameter), in Docker's shape like every other error: JSON
+/// `{"message": ...}` with the same status.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let plain_text = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain_text {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).trim().to_string();
+    (
+        status,
+        axum::Json(serde_json::json!({ "message": message })),
+    )
+        .into_response()
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -744,6 +744,28 @@ fn malformed_json_and_unknown_api_version_get_400() {
     assert_eq!(d.all_containers(), Vec::<String>::new());
 }
 
+/// A body over `max_body_size` (10 MiB by default) is refused with 413 and Docker's JSON error shape, naming the
+/// limit, and creates nothing.
+#[test]
+fn body_over_the_limit_gets_413_in_json() {
+    let d = Polisd::start("pd-bigbody");
+    let mut body = b"{\"Image\": \"busybox\", \"Labels\": {\"big\": \"".to_vec();
+    body.resize(body.len() + (10 << 20), b'x');
+    body.extend_from_slice(b"\"}}");
+    let reply = d.http("POST", "/v1.41/containers/create", Some(&body));
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    let message = reply.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.to_lowercase().contains("length limit")
+            || message.to_lowercase().contains("too large"),
+        "the message should name the limit: {message:?}"
+    );
+    assert_eq!(d.all_containers(), Vec::<String>::new());
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Crashes
 
@@ -1417,3 +1439,5 @@ async fn bollard_creates_runs_waits_reads_logs_and_removes() {
         .unwrap();
     assert_nothing_left(&d);
 }
+mod archive;
+mod crash;
