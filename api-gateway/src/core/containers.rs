@@ -653,6 +653,7 @@ impl Core {
         let mut record = self.db.lookup(reference)?;
         let old = std::mem::replace(&mut record.name, new_name.to_string());
         self.db.update(&record)?;
+        self.rename_in_networks(&record.id);
         self.container_event(&record, "rename", &[("oldName", format!("/{old}"))]);
         Ok(())
     }

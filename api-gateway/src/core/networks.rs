@@ -9,6 +9,21 @@
 //! them; the first one gets the published ports (the `portMappings` capability), user networks the container's name
 //! and aliases (the `aliases` capability) for polis-netplug's resolver, which the container's resolv.conf then names.
 //! At exit (and when polisd finds at start that a container exited), CNI DEL for each and the namespace goes.
+//!
+//! Internal networks (`--internal`, Docker's "Network internal mode"): no masquerading, no default route through
+//! them (a container's default route goes through its first network that is not internal), and their bridges in
+//! the `internal` set of polis-netplug's firewall (`inet polis`), whose rules drop routed traffic out of and into
+//! such a bridge. polisd adds the bridge before a container joins the network (after its ADDs when the firewall
+//! had lost its rules, which the first ADD puts back without these elements, and then every internal network's)
+//! and removes it with the network.
+//!
+//! Names: a container's names on a user network are the `aliases` capability of its ADD; `docker rename` rewrites
+//! them in the network's resolver records at once ([`Core::rename_in_networks`]). A container on two user networks
+//! or more gets a resolver of its own, as Docker's embedded DNS server is one per container: polis-netplug's
+//! `dns-serve` in the container's network namespace on 127.0.0.11, whose records polisd keeps as the union of its
+//! networks' records (`<network_dir>/resolvers/<id>/dns/`, rebuilt after every change of an attachment) and
+//! which forwards other names to the resolvers of its networks. So it answers the names of every network it is
+//! on, and only those.
 
 use super::error::{Error, Result};
 use super::record::ContainerRecord;
@@ -18,12 +33,14 @@ use bollard_stubs::models::{
 };
 use ipnet::IpNet;
 use polis_netplug::cni::{CniResult, CniRunner, NetworkList, RuntimeConf};
+use polis_netplug::dns::NameRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The predefined networks.
 pub const BRIDGE: &str = "bridge";
@@ -35,6 +52,10 @@ pub const DEFAULT_BRIDGE_DEVICE: &str = "polis0";
 const PLUGIN: &str = "polis-netplug";
 const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+/// Where a container's own resolver listens, in its network namespace (as Docker's embedded DNS server).
+const OWN_RESOLVER: &str = "127.0.0.11";
+/// How long a container's own resolver may take to bind its sockets.
+const OWN_RESOLVER_START: Duration = Duration::from_secs(5);
 
 /// Checks and writes of networks and endpoints that must not interleave (a name taken, a network removed while a
 /// container joins it). Held only around database work.
@@ -44,8 +65,15 @@ static NETWORKS: Mutex<()> = Mutex::new(());
 static CONTAINER_LOCKS: Mutex<Option<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
     Mutex::new(None);
 
+/// Rebuilds of the containers' own resolvers' records, and their removal, one at a time.
+static OWN_RESOLVERS: Mutex<()> = Mutex::new(());
+
 fn networks_lock() -> std::sync::MutexGuard<'static, ()> {
     NETWORKS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn own_resolvers_lock() -> std::sync::MutexGuard<'static, ()> {
+    OWN_RESOLVERS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn container_lock(id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -55,6 +83,23 @@ fn container_lock(id: &str) -> Arc<tokio::sync::Mutex<()>> {
         .entry(id.to_string())
         .or_default()
         .clone()
+}
+
+/// Takes a container's network lock from synchronous code: at once when it is free, else by waiting for it
+/// outside the runtime's scheduling (`block_in_place`). None only on a current-thread runtime while another task
+/// holds it (that task could not run while this thread waits).
+fn container_lock_blocking(id: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    let lock = container_lock(id);
+    if let Ok(guard) = lock.clone().try_lock_owned() {
+        return Some(guard);
+    }
+    match tokio::runtime::Handle::try_current() {
+        Err(_) => Some(lock.blocking_lock_owned()),
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Some(tokio::task::block_in_place(|| lock.blocking_lock_owned()))
+        }
+        Ok(_) => None,
+    }
 }
 
 fn forget_container_lock(id: &str) {
@@ -636,10 +681,42 @@ fn attached_from(result: &CniResult, ports: Vec<Published>, dns_names: Vec<Strin
     }
 }
 
+/// Whether the firewall's table lacks polis-netplug's rules (someone flushed the ruleset, or nothing was ever
+/// attached): the next ADD puts them back, without the internal networks' elements.
+fn firewall_rules_missing() -> bool {
+    use polis_netplug::firewall::{Nfnetlink, base_rule_count};
+    Nfnetlink::open()
+        .and_then(|mut nf| nf.rule_count())
+        .map_or(true, |count| count != base_rule_count())
+}
+
+/// Puts the bridges of internal networks into the firewall's `internal` set, with the whole of polis-netplug's
+/// firewall first when its rules are missing; under polis-netplug's firewall lock.
+fn mark_internal(data_dir: &Path, bridges: &[String]) -> Result<()> {
+    use polis_netplug::bridge_plugin::{full_batch, lock_firewall};
+    use polis_netplug::firewall;
+    if bridges.is_empty() {
+        return Ok(());
+    }
+    let failed = |e: polis_netplug::Error| {
+        Error::Failed(format!("isolate the internal networks {bridges:?}: {e}"))
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| Error::failed(data_dir.display(), e))?;
+    let _lock = lock_firewall(data_dir).map_err(failed)?;
+    let mut batch = String::new();
+    if firewall_rules_missing() {
+        batch.push_str(&full_batch(data_dir));
+    }
+    for b in bridges {
+        batch.push_str(&firewall::internal_batch(b));
+    }
+    firewall::apply("marking the internal networks' bridges", &batch).map_err(failed)
+}
+
 /// Removes what polis-netplug keeps of a network that is gone: its data directory (addresses, firewall and DNS
-/// records), its elements in the firewall (the other networks' are put back in the same transaction) and its
-/// bridge device. Best effort: each failure is logged.
-fn forget_netplug_network(data_dir: &Path, name: &str, bridge: &str) {
+/// records), its elements in the firewall (the other networks' are put back in the same transaction; an internal
+/// network's bridge leaves the `internal` set) and its bridge device. Best effort: each failure is logged.
+fn forget_netplug_network(data_dir: &Path, name: &str, bridge: &str, internal: bool) {
     use polis_netplug::bridge_plugin::{NetworkRecord as Recorded, lock_firewall};
     use polis_netplug::firewall;
     let dir = data_dir.join(name);
@@ -691,6 +768,18 @@ fn forget_netplug_network(data_dir: &Path, name: &str, bridge: &str) {
     if bridge.is_empty() {
         return;
     }
+    // Only marked (mark_internal) with polis-netplug's data directory made.
+    if internal && data_dir.is_dir() {
+        let removed = polis_netplug::bridge_plugin::lock_firewall(data_dir).and_then(|_lock| {
+            polis_netplug::firewall::apply(
+                "removing an internal network's bridge",
+                &polis_netplug::firewall::forget_internal_batch(bridge),
+            )
+        });
+        if let Err(e) = removed {
+            tracing::warn!(network = name, bridge, error = %e, "remove the internal network's firewall element");
+        }
+    }
     let deleted = polis_netplug::link::Netlink::open().and_then(|mut nl| {
         if nl.link_by_name(bridge)?.is_some() {
             nl.delete_link(bridge)?;
@@ -733,6 +822,197 @@ impl Core {
 
     fn netns_path(&self, container_id: &str) -> PathBuf {
         self.config.netns_dir().join(container_id)
+    }
+
+    /// The containers' own resolvers: `<id>/dns/` (records), `<id>/dns.pid`, `<id>/dns.log`, as polis-netplug's
+    /// `dns-serve` keeps a network's under its data directory.
+    fn own_resolvers_dir(&self) -> PathBuf {
+        self.config.network_dir().join("resolvers")
+    }
+
+    /// The bridges of the internal networks.
+    fn internal_bridges(&self) -> Result<Vec<String>> {
+        Ok(self
+            .db
+            .networks()?
+            .into_iter()
+            .filter(|n| n.internal && n.driver == Driver::Bridge && !n.bridge.is_empty())
+            .map(|n| n.bridge)
+            .collect())
+    }
+
+    /// A container's attached endpoints on user networks with their networks, in the order it joined them.
+    fn attached_user_networks(
+        &self,
+        container_id: &str,
+    ) -> Result<Vec<(EndpointRecord, NetworkRecord)>> {
+        let mut out: Vec<(EndpointRecord, NetworkRecord)> = self
+            .container_networks(container_id)?
+            .into_iter()
+            .filter_map(|(e, n)| {
+                let n = n?;
+                (n.is_user_bridge() && e.attached.is_some()).then_some((e, n))
+            })
+            .collect();
+        out.sort_by_key(|(e, _)| ifname_order(&e.ifname));
+        Ok(out)
+    }
+
+    /// Rebuilds the records of container `id`'s own resolver from its networks' resolvers (nothing when it has no
+    /// resolver of its own). Under [`own_resolvers_lock`].
+    fn sync_own_resolver(&self, id: &str) -> Result<()> {
+        let dir = polis_netplug::dns::records_dir(&self.own_resolvers_dir(), id);
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        let netplug = self.netplug_dir();
+        let networks: Vec<(String, Vec<NameRecord>)> = self
+            .attached_user_networks(id)?
+            .into_iter()
+            .map(|(_, n)| {
+                let records = polis_netplug::dns::read_records(&polis_netplug::dns::records_dir(
+                    &netplug, &n.name,
+                ));
+                (n.name, records)
+            })
+            .collect();
+        write_own_resolver_records(&dir, &own_resolver_records(&networks))
+    }
+
+    /// After an attachment came, went or was renamed: every container's own resolver answers its networks' names
+    /// as they are now. Failures are logged.
+    fn sync_own_resolvers(&self) {
+        let _lock = own_resolvers_lock();
+        let Ok(entries) = std::fs::read_dir(self.own_resolvers_dir()) else {
+            return;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if let Err(error) = self.sync_own_resolver(&id) {
+                tracing::warn!(container = id, %error, "update the container's resolver");
+            }
+        }
+    }
+
+    /// A running container on two user networks or more gets a resolver of its own (then kept while it is on one
+    /// at least), restarted when its networks' resolvers changed; other containers have none. Not for a
+    /// container that names its own DNS servers (`--dns`). A failure is logged, and the container then asks its
+    /// first user network's resolver, as Docker carries on without its embedded resolver.
+    async fn refresh_own_resolver(&self, record: &ContainerRecord) {
+        let views = self.own_resolvers_dir();
+        let has = views.join(&record.id).is_dir();
+        let networks = self.attached_user_networks(&record.id).unwrap_or_default();
+        let own_dns = record
+            .host_config
+            .dns
+            .as_ref()
+            .is_some_and(|d| !d.is_empty());
+        let wanted = !own_dns && (networks.len() >= 2 || (has && !networks.is_empty()));
+        let started = if wanted {
+            match self.plan_own_resolver(record, &networks) {
+                Ok(plan) => blocking(move || start_own_resolver(&plan)).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            Ok(())
+        };
+        if let Err(error) = &started {
+            tracing::warn!(container = record.id, %error, "the container's own resolver");
+        }
+        if (has && !wanted) || started.is_err() {
+            let id = record.id.clone();
+            let _ = blocking(move || {
+                remove_own_resolver(&views, &id);
+                Ok(())
+            })
+            .await;
+        }
+    }
+
+    /// The container's own resolver, its records written: forwarding to the resolvers of its user networks.
+    fn plan_own_resolver(
+        &self,
+        record: &ContainerRecord,
+        networks: &[(EndpointRecord, NetworkRecord)],
+    ) -> Result<OwnResolver> {
+        let views = self.own_resolvers_dir();
+        let dir = polis_netplug::dns::records_dir(&views, &record.id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::failed(dir.display(), e))?;
+        {
+            let _lock = own_resolvers_lock();
+            self.sync_own_resolver(&record.id)?;
+        }
+        let mut upstreams: Vec<String> = Vec::new();
+        for (e, _) in networks {
+            if let Some(ns) = e.attached.as_ref().and_then(|a| a.nameservers.first())
+                && !upstreams.contains(ns)
+            {
+                upstreams.push(ns.clone());
+            }
+        }
+        if upstreams.is_empty() {
+            return Err(Error::Failed(
+                "none of the container's networks has a resolver to forward to".into(),
+            ));
+        }
+        let paths = self.config.cni_paths();
+        let binary = paths
+            .iter()
+            .map(|d| d.join(PLUGIN))
+            .find(|p| p.is_file())
+            .ok_or_else(|| Error::Failed(format!("no {PLUGIN} binary in {paths:?}")))?;
+        Ok(OwnResolver {
+            id: record.id.clone(),
+            args: own_resolver_args(&views, &record.id, &upstreams),
+            views,
+            binary,
+            netns: self.netns_path(&record.id),
+        })
+    }
+
+    /// After `docker rename`: a running container's names on its user networks change at once, as Docker renames
+    /// its endpoints' DNS records: in its networks' resolvers and in the containers' own resolvers. A container that
+    /// does not run has nothing attached, and its next start registers the new name. Failures are logged.
+    pub fn rename_in_networks(&self, container_id: &str) {
+        let _guard = container_lock_blocking(container_id);
+        if let Err(error) = self.rename_names(container_id) {
+            tracing::warn!(container = container_id, %error, "rename the container's DNS names");
+        }
+        self.sync_own_resolvers();
+    }
+
+    /// Rewrites the container's records in its user networks' resolvers with the names its record has now (under
+    /// its network lock, so that no ADD or DEL of it runs meanwhile).
+    fn rename_names(&self, container_id: &str) -> Result<()> {
+        use polis_netplug::dns::{attachment_names, read_records, records_dir, write_record};
+        let Some(record) = self.db.get(container_id)? else {
+            return Ok(());
+        };
+        let netplug = self.netplug_dir();
+        for (mut e, n) in self.attached_user_networks(container_id)? {
+            let (aliases, listed) = user_network_names(&record, &e);
+            let runtime_config = json!({"aliases": { n.name.clone(): aliases }});
+            let names = attachment_names(&n.name, container_id, None, runtime_config.as_object())
+                .map_err(|e| Error::Failed(format!("network {}: {e}", n.name)))?;
+            let dir = records_dir(&netplug, &n.name);
+            // Only a record that is there: a DEL removes it, and it must not come back.
+            if let Some(mut r) = read_records(&dir)
+                .into_iter()
+                .find(|r| r.container_id == container_id && r.ifname == e.ifname)
+                && r.names != names
+            {
+                r.names = names;
+                write_record(&dir, &r)
+                    .map_err(|e| Error::Failed(format!("network {}: {e}", n.name)))?;
+            }
+            if let Some(a) = e.attached.as_mut()
+                && a.dns_names != listed
+            {
+                a.dns_names = listed;
+                self.db.put_endpoint(&e)?;
+            }
+        }
+        Ok(())
     }
 
     fn network_event(&self, network: &NetworkRecord, action: &str, extra: &[(&str, &str)]) {
@@ -822,7 +1102,12 @@ impl Core {
                 if wanted.subnets != old.subnets {
                     if self.live_endpoints(&old.id)?.is_empty() {
                         tracing::info!(from = ?old.subnets, to = ?wanted.subnets, "the default bridge changes subnet");
-                        forget_netplug_network(&self.netplug_dir(), &old.name, &old.bridge);
+                        forget_netplug_network(
+                            &self.netplug_dir(),
+                            &old.name,
+                            &old.bridge,
+                            old.internal,
+                        );
                         let mut new = wanted;
                         new.created = old.created.clone();
                         self.db.update_network(&new)?;
@@ -1073,13 +1358,14 @@ impl Core {
             }
             self.db.remove_network(&network.id)?;
         }
-        let (dir, name, bridge) = (
+        let (dir, name, bridge, internal) = (
             self.netplug_dir(),
             network.name.clone(),
             network.bridge.clone(),
+            network.internal,
         );
         blocking(move || {
-            forget_netplug_network(&dir, &name, &bridge);
+            forget_netplug_network(&dir, &name, &bridge, internal);
             Ok(())
         })
         .await?;
@@ -1274,22 +1560,32 @@ impl Core {
         let netns = self.netns_path(&record.id);
         if record.state.status.is_live() && netns.exists() {
             let mut attachment = self.attachment(&record, network.clone(), endpoint.clone(), &[]);
-            // The default route stays with the networks the container has.
-            attachment.default_route = !self
-                .db
-                .endpoints_of(&record.id)?
-                .iter()
-                .any(|e| e.attached.is_some());
+            // The default route stays with the networks the container has, unless all are internal; an internal
+            // network never has it.
+            attachment.default_route = !network.internal
+                && !self
+                    .container_networks(&record.id)?
+                    .iter()
+                    .any(|(e, n)| e.attached.is_some() && n.as_ref().is_some_and(|n| !n.internal));
             let runner = self.cni();
+            let (data_dir, internal_bridges) = (self.netplug_dir(), self.internal_bridges()?);
             let added = blocking(move || {
-                let mut done = attach_all(&runner, &netns, vec![attachment])?;
+                let mut done = attach_isolated(
+                    &runner,
+                    &netns,
+                    vec![attachment],
+                    &data_dir,
+                    &internal_bridges,
+                )?;
                 Ok(done.remove(0))
             })
             .await;
             match added {
                 Ok(e) => {
                     self.db.put_endpoint(&e)?;
+                    self.refresh_own_resolver(&record).await;
                     self.refresh_files(&record)?;
+                    self.sync_own_resolvers();
                 }
                 Err(e) => {
                     let _ = self.db.remove_endpoint(&network.id, &record.id);
@@ -1333,8 +1629,10 @@ impl Core {
         }
         self.db.remove_endpoint(&network.id, &record.id)?;
         if record.state.status.is_live() {
+            self.refresh_own_resolver(&record).await;
             let _ = self.refresh_files(&record);
         }
+        self.sync_own_resolvers();
         self.network_event(&network, "disconnect", &[("container", &record.id)]);
         Ok(())
     }
@@ -1365,22 +1663,9 @@ impl Core {
         }
         let mut dns_names = Vec::new();
         if network.is_user_bridge() {
-            dns_names.push(record.name.clone());
-            for a in &endpoint.aliases {
-                if !dns_names.contains(a) {
-                    dns_names.push(a.clone());
-                }
-            }
-            if let Some(h) = record.config.hostname.as_ref().filter(|h| !h.is_empty())
-                && !dns_names.contains(h)
-            {
-                dns_names.push(h.clone());
-            }
-            args.insert(
-                "aliases".into(),
-                json!({ network.name.clone(): dns_names.clone() }),
-            );
-            dns_names.push(record.short_id().to_string());
+            let (aliases, listed) = user_network_names(record, &endpoint);
+            args.insert("aliases".into(), json!({ network.name.clone(): aliases }));
+            dns_names = listed;
         }
         if !endpoint.static_ips.is_empty() {
             let ips: Vec<String> = endpoint
@@ -1455,21 +1740,27 @@ impl Core {
                 .collect();
             allocate_ports(&requests, &taken, ephemeral_range(), &host_port_free)?
         };
+        // The default route goes through the first network that is not internal (an internal one has none).
+        let mut default_taken = false;
         let attachments: Vec<Attachment> = wanted
             .into_iter()
             .enumerate()
             .map(|(i, (n, e))| {
                 let mut a = self.attachment(record, n, e, if i == 0 { &ports } else { &[] });
-                a.default_route = i == 0;
+                a.default_route = !a.network.internal && !default_taken;
+                default_taken |= a.default_route;
                 a
             })
             .collect();
         let runner = self.cni();
         let path = netns.clone();
         let bundle = record.bundle.clone();
+        let (data_dir, internal_bridges) = (self.netplug_dir(), self.internal_bridges()?);
         let done = blocking(move || {
             make_netns(&path)?;
-            let result = attach_all(&runner, &path, attachments).and_then(|done| {
+            let attached =
+                attach_isolated(&runner, &path, attachments, &data_dir, &internal_bridges);
+            let result = attached.and_then(|done| {
                 let config = bundle.join("config.json");
                 let text =
                     std::fs::read(&config).map_err(|e| Error::failed(config.display(), e))?;
@@ -1493,14 +1784,15 @@ impl Core {
             Ok(d) => d,
             Err(e) => return Err(e),
         };
-        let saved = done
-            .iter()
-            .try_for_each(|e| self.db.put_endpoint(e))
-            .and_then(|_| self.refresh_files(record));
-        if let Err(e) = saved {
+        let saved = done.iter().try_for_each(|e| self.db.put_endpoint(e));
+        if saved.is_ok() {
+            self.refresh_own_resolver(record).await;
+        }
+        if let Err(e) = saved.and_then(|_| self.refresh_files(record)) {
             self.network_down_locked(&record.id).await;
             return Err(e);
         }
+        self.sync_own_resolvers();
         Ok(())
     }
 
@@ -1512,6 +1804,14 @@ impl Core {
     }
 
     async fn network_down_locked(&self, container_id: &str) {
+        if self.own_resolvers_dir().join(container_id).exists() {
+            let (views, id) = (self.own_resolvers_dir(), container_id.to_string());
+            let _ = blocking(move || {
+                remove_own_resolver(&views, &id);
+                Ok(())
+            })
+            .await;
+        }
         let netns = self.netns_path(container_id);
         let endpoints = match self.container_networks(container_id) {
             Ok(e) => e,
@@ -1547,6 +1847,7 @@ impl Core {
                 let _ = self.db.put_endpoint(&e);
             }
         }
+        self.sync_own_resolvers();
     }
 
     /// When a container is removed: its network state and endpoints.
@@ -1597,9 +1898,15 @@ impl Core {
             let has_server = base
                 .lines()
                 .any(|l| l.trim_start().starts_with("nameserver"));
-            // Names of a user network come from its resolver (which forwards the rest to the host's); on the
-            // default bridge the host's servers stay, polis-netplug's resolver only when the host has none usable.
-            let resolver = user_resolver.or(if has_server { None } else { bridge_resolver });
+            // Names of user networks come from the container's own resolver when it is on several, else from
+            // its network's resolver (which forward the rest to the host's); on the default bridge the host's
+            // servers stay, polis-netplug's resolver only when the host has none usable.
+            let own = own_resolver_process(&self.own_resolvers_dir(), &record.id)
+                .is_some()
+                .then(|| OWN_RESOLVER.to_string());
+            let resolver =
+                own.or(user_resolver)
+                    .or(if has_server { None } else { bridge_resolver });
             let text = match resolver {
                 Some(r) => resolv_with_resolver(&base, &r),
                 None => base,
@@ -1663,6 +1970,13 @@ impl Core {
                 .collect();
             work.push((n, valid));
         }
+        // Internal networks with running containers keep their firewall marks, also when the ruleset was
+        // flushed while polisd was away.
+        let internal: Vec<String> = work
+            .iter()
+            .filter(|(n, valid)| n.internal && !valid.is_empty())
+            .map(|(n, _)| n.bridge.clone())
+            .collect();
         let _ = blocking(move || {
             for (n, valid) in work {
                 let gc = n.list().and_then(|list| {
@@ -1674,10 +1988,57 @@ impl Core {
                     tracing::warn!(network = n.name, %error, "CNI GC");
                 }
             }
+            if let Err(error) = mark_internal(&data_dir, &internal) {
+                tracing::warn!(%error, "isolate the internal networks");
+            }
             Ok(())
         })
         .await;
+        // Own resolvers of containers that do not run any more; the others answer the names as they are now.
+        let views = self.own_resolvers_dir();
+        let gone: Vec<String> = std::fs::read_dir(&views)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|id| !live(id))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !gone.is_empty() {
+            let _ = blocking(move || {
+                for id in gone {
+                    remove_own_resolver(&views, &id);
+                }
+                Ok(())
+            })
+            .await;
+        }
+        self.sync_own_resolvers();
     }
+}
+
+/// A container's names on a user network: those its ADD registers (the `aliases` capability: its name, the
+/// endpoint's aliases, its hostname when one was asked for), and those Docker lists as its DNS names (the same
+/// and its short ID, which polis-netplug registers by itself).
+fn user_network_names(
+    record: &ContainerRecord,
+    endpoint: &EndpointRecord,
+) -> (Vec<String>, Vec<String>) {
+    let mut names = vec![record.name.clone()];
+    for a in &endpoint.aliases {
+        if !names.contains(a) {
+            names.push(a.clone());
+        }
+    }
+    if let Some(h) = record.config.hostname.as_ref().filter(|h| !h.is_empty())
+        && !names.contains(h)
+    {
+        names.push(h.clone());
+    }
+    let mut listed = names.clone();
+    listed.push(record.short_id().to_string());
+    (names, listed)
 }
 
 /// Endpoint settings a network can take: aliases only on user networks (Docker's rule).
@@ -1739,6 +2100,273 @@ fn attach_all(
         }
     }
     Ok(done)
+}
+
+/// [`attach_all`] with the bridges of the internal networks among the attachments marked in the firewall: before
+/// the ADDs when the firewall has its rules, so that no interface of the container is ever on an unmarked internal
+/// bridge; else after them (the first ADD puts the rules back), and then every internal network's (all of
+/// `internal_bridges`), whose marks went with the rules. When the marking fails, nothing stays attached.
+fn attach_isolated(
+    runner: &CniRunner,
+    netns: &Path,
+    attachments: Vec<Attachment>,
+    data_dir: &Path,
+    internal_bridges: &[String],
+) -> Result<Vec<EndpointRecord>> {
+    let attached: Vec<(NetworkRecord, EndpointRecord)> = attachments
+        .iter()
+        .map(|a| (a.network.clone(), a.endpoint.clone()))
+        .collect();
+    let mut mark: Vec<String> = attached
+        .iter()
+        .filter(|(n, _)| n.internal)
+        .map(|(n, _)| n.bridge.clone())
+        .collect();
+    let rules_missing = !internal_bridges.is_empty() && firewall_rules_missing();
+    if !rules_missing {
+        mark_internal(data_dir, &mark)?;
+    }
+    let done = attach_all(runner, netns, attachments)?;
+    if !rules_missing {
+        return Ok(done);
+    }
+    mark.extend(internal_bridges.iter().cloned());
+    mark.sort();
+    mark.dedup();
+    if let Err(error) = mark_internal(data_dir, &mark) {
+        for (n, e) in attached.iter().rev() {
+            if let Err(e) = detach(runner, netns, n, e) {
+                tracing::warn!(network = n.name, error = %e, "CNI DEL after a failed isolation");
+            }
+        }
+        return Err(error);
+    }
+    Ok(done)
+}
+
+/// eth0, eth1, ...: the order in which a container joined its networks.
+fn ifname_order(ifname: &str) -> u32 {
+    ifname
+        .strip_prefix("eth")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// The records of a container's own resolver, with their file names: those of each of its user networks
+/// (`networks`: the network's name and its resolver's records, in the order the container joined them), every
+/// name also as `NAME.NETWORK`. A bare name that an earlier network has is left to that one, as Docker's resolver
+/// answers from the first of the container's networks that knows the name.
+fn own_resolver_records(networks: &[(String, Vec<NameRecord>)]) -> Vec<(String, NameRecord)> {
+    let mut claimed: HashSet<String> = HashSet::new();
+    let mut out = Vec::new();
+    for (i, (network, records)) in networks.iter().enumerate() {
+        let mut here: HashSet<String> = HashSet::new();
+        let mut records = records.clone();
+        records.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
+        for r in records {
+            let mut names: Vec<String> = r
+                .names
+                .iter()
+                .filter(|n| !claimed.contains(&n.to_ascii_lowercase()))
+                .cloned()
+                .collect();
+            names.extend(r.names.iter().map(|n| format!("{n}.{network}")));
+            here.extend(r.names.iter().map(|n| n.to_ascii_lowercase()));
+            let file = format!("{i}-{}-{}.json", r.container_id, r.ifname);
+            out.push((file, NameRecord { names, ..r }));
+        }
+        claimed.extend(here);
+    }
+    out
+}
+
+/// Makes `dir` hold exactly `records` (a record file is rewritten only when it changed, atomically, so the
+/// resolver never reads half of one).
+fn write_own_resolver_records(dir: &Path, records: &[(String, NameRecord)]) -> Result<()> {
+    let mut wanted = HashSet::new();
+    for (file, record) in records {
+        let path = dir.join(file);
+        let data =
+            serde_json::to_vec(record).map_err(|e| Error::failed("encode a DNS record", e))?;
+        if std::fs::read(&path).ok().as_deref() != Some(&data[..]) {
+            polis_host::atomic::write_atomic_mode(&path, &data, 0o644)
+                .map_err(|e| Error::failed(path.display(), e))?;
+        }
+        wanted.insert(std::ffi::OsString::from(file));
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::failed(dir.display(), e))?;
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        if e.path().extension().is_some_and(|x| x == "json") && !wanted.contains(&name) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(())
+}
+
+/// The command line of a container's own resolver: polis-netplug's `dns-serve` on [`OWN_RESOLVER`], its records
+/// under `<views>/<id>/dns`, forwarding to `upstreams`.
+fn own_resolver_args(views: &Path, id: &str, upstreams: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        polis_netplug::dns::SERVE_COMMAND.into(),
+        "--network".into(),
+        id.into(),
+        "--data-dir".into(),
+        views.display().to_string(),
+        "--listen".into(),
+        OWN_RESOLVER.into(),
+    ];
+    for u in upstreams {
+        args.push("--upstream".into());
+        args.push(u.clone());
+    }
+    args
+}
+
+/// The pid and arguments (after the program) of container `id`'s own resolver, if its pid file names a live
+/// (not zombie) `dns-serve` of `views` for it: a reused pid is not taken for it.
+fn own_resolver_process(views: &Path, id: &str) -> Option<(i32, Vec<String>)> {
+    let pid: i32 = std::fs::read_to_string(polis_netplug::dns::pid_path(views, id))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .skip(1)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let zombie = stat
+        .rsplit_once(')')
+        .is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'));
+    let views_text = views.display().to_string();
+    let pair = |flag: &str, value: &str| args.windows(2).any(|w| w[0] == flag && w[1] == value);
+    let ours = args.first().map(String::as_str) == Some(polis_netplug::dns::SERVE_COMMAND)
+        && pair("--network", id)
+        && pair("--data-dir", &views_text);
+    (ours && !zombie).then_some((pid, args))
+}
+
+/// Ends container `id`'s own resolver (SIGKILL: it keeps no state) and waits until it is gone.
+fn kill_own_resolver(views: &Path, id: &str) {
+    if let Some((pid, _)) = own_resolver_process(views, id) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while own_resolver_process(views, id).is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let _ = std::fs::remove_file(polis_netplug::dns::pid_path(views, id));
+}
+
+/// Removes container `id`'s own resolver: the process and its directory.
+fn remove_own_resolver(views: &Path, id: &str) {
+    kill_own_resolver(views, id);
+    let _lock = own_resolvers_lock();
+    let dir = views.join(id);
+    if let Err(e) = std::fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(container = id, error = %e, "remove the container's resolver");
+    }
+}
+
+/// What a container's own resolver runs with.
+struct OwnResolver {
+    id: String,
+    views: PathBuf,
+    binary: PathBuf,
+    netns: PathBuf,
+    args: Vec<String>,
+}
+
+/// Starts the container's own resolver in its network namespace unless it runs with these arguments already (it
+/// is restarted when they changed); waits until it has bound its sockets, then writes its pid file.
+fn start_own_resolver(plan: &OwnResolver) -> Result<()> {
+    use std::io::BufRead;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    if own_resolver_process(&plan.views, &plan.id).is_some_and(|(_, args)| args == plan.args) {
+        return Ok(());
+    }
+    kill_own_resolver(&plan.views, &plan.id);
+    let dir = plan.views.join(&plan.id);
+    let log_path = dir.join("dns.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::failed(log_path.display(), e))?;
+    let netns =
+        std::fs::File::open(&plan.netns).map_err(|e| Error::failed(plan.netns.display(), e))?;
+    let fd = netns.as_raw_fd();
+    let mut cmd = Command::new(&plan.binary);
+    cmd.args(&plan.args)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    // SAFETY: setns and setsid are async-signal-safe; nothing else runs between fork and exec. `netns` outlives
+    // the spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::failed(
+            format!("start the container's resolver {}", plan.binary.display()),
+            e,
+        )
+    })?;
+    drop(netns);
+    let stdout = child.stdout.take();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if let Some(out) = stdout {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(OWN_RESOLVER_START).unwrap_or_default();
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        let why = match line.trim() {
+            "" => format!("not ready in {OWN_RESOLVER_START:?}"),
+            said => said.to_string(),
+        };
+        return Err(Error::Failed(format!(
+            "the container's resolver on {OWN_RESOLVER}: {why} (see {})",
+            log_path.display()
+        )));
+    }
+    let pid_file = polis_netplug::dns::pid_path(&plan.views, &plan.id);
+    if let Err(e) = polis_host::atomic::write_atomic_mode(
+        &pid_file,
+        format!("{}\n", child.id()).as_bytes(),
+        0o644,
+    ) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(Error::failed(pid_file.display(), e));
+    }
+    // Reaped by polisd while it runs; it outlives polisd as the container does.
+    std::thread::spawn(move || child.wait());
+    Ok(())
 }
 
 /// CNI DEL of one attachment.
@@ -1978,6 +2606,94 @@ mod tests {
             &mut spec,
             Path::new("/run/polis/netns/c1")
         ));
+    }
+
+    fn name_record(id: &str, ifname: &str, names: &[&str], address: &str) -> NameRecord {
+        NameRecord {
+            container_id: id.into(),
+            ifname: ifname.into(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            addresses: vec![address.parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn a_containers_own_resolver_knows_every_network_first_one_first() {
+        let m1 = vec![
+            name_record("c1", "eth0", &["one", "shared"], "198.18.96.2"),
+            name_record("c3", "eth0", &["multi"], "198.18.96.3"),
+        ];
+        let m2 = vec![
+            name_record("c2", "eth0", &["two", "zed", "Shared"], "198.18.97.2"),
+            name_record("c3", "eth1", &["multi", "ex"], "198.18.97.3"),
+        ];
+        let got = own_resolver_records(&[("m1".into(), m1), ("m2".into(), m2)]);
+        let files: Vec<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            files,
+            [
+                "0-c1-eth0.json",
+                "0-c3-eth0.json",
+                "1-c2-eth0.json",
+                "1-c3-eth1.json"
+            ]
+        );
+        let names = |i: usize| got[i].1.names.clone();
+        assert_eq!(names(0), ["one", "shared", "one.m1", "shared.m1"]);
+        // A bare name of the first network is its alone (case does not matter); NAME.NETWORK stays.
+        assert_eq!(names(2), ["two", "zed", "two.m2", "zed.m2", "Shared.m2"]);
+        assert_eq!(names(3), ["ex", "multi.m2", "ex.m2"]);
+        assert_eq!(
+            got[2].1.addresses,
+            ["198.18.97.2".parse::<IpAddr>().unwrap()]
+        );
+        assert!(own_resolver_records(&[]).is_empty());
+    }
+
+    #[test]
+    fn own_resolver_records_are_written_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = (
+            "0-a-eth0.json".to_string(),
+            name_record("a", "eth0", &["a1"], "198.18.96.2"),
+        );
+        let b = (
+            "1-b-eth0.json".to_string(),
+            name_record("b", "eth0", &["b1"], "198.18.97.2"),
+        );
+        write_own_resolver_records(dir.path(), &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(polis_netplug::dns::read_records(dir.path()).len(), 2);
+        write_own_resolver_records(dir.path(), std::slice::from_ref(&b)).unwrap();
+        assert_eq!(polis_netplug::dns::read_records(dir.path()), vec![b.1]);
+    }
+
+    #[test]
+    fn the_own_resolver_runs_dns_serve_on_127_0_0_11() {
+        let args = own_resolver_args(
+            Path::new("/v"),
+            "c1",
+            &["198.18.96.1".into(), "198.18.97.1".into()],
+        );
+        assert_eq!(
+            args,
+            [
+                "dns-serve",
+                "--network",
+                "c1",
+                "--data-dir",
+                "/v",
+                "--listen",
+                "127.0.0.11",
+                "--upstream",
+                "198.18.96.1",
+                "--upstream",
+                "198.18.97.1"
+            ]
+        );
+        // And the daemon takes them.
+        polis_netplug::dns::server::ServeOptions::parse(&args[1..]).unwrap();
+        assert_eq!(ifname_order("eth10"), 10);
+        assert!(ifname_order("eth2") < ifname_order("eth10"));
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! codes, `docker ps`, `docker inspect`, error messages. The doc comments cite the Engine API reference (v1.41) or
 //! the docker CLI behaviour each test expects.
 
+mod archive;
+mod crash;
+mod networks;
+mod tty;
+
 use polis_integration::polisd::{IMAGE, Polisd, python_with_docker};
 use polis_integration::{Output, eventually, eventually_some, process_alive, workspace_root};
 use std::collections::HashSet;
@@ -1439,5 +1444,3 @@ async fn bollard_creates_runs_waits_reads_logs_and_removes() {
         .unwrap();
     assert_nothing_left(&d);
 }
-mod archive;
-mod crash;

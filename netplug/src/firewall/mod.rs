@@ -13,6 +13,11 @@
 //!   dropped (networks are isolated by default). Traffic inside one bridge is switched, not routed, so it is not
 //!   affected; a hairpin through a host port (from a container to a port mapped to its own network) is routed back
 //!   into the same bridge and masqueraded, so the answer returns the same way.
+//! - `internal`: the bridges of internal networks (Docker's `--internal`): routed traffic from such a bridge to any
+//!   other interface, and from any other interface into it, is dropped (Docker's DOCKER-ISOLATION rules for an
+//!   internal network). Traffic between two internal bridges is in `cross` as well. The runtime that knows which
+//!   networks are internal (polisd) adds and removes these elements ([`internal_batch`], [`forget_internal_batch`]):
+//!   [`flush_networks_batch`] leaves them alone.
 //!
 //! Departure from the first design (which named the `nftables` crate and `nft -j`; docs/ARCHITECTURE.md): the batches are nft's own text
 //! syntax, which reads like the ruleset `nft list` prints and is what a person debugging it compares against. The
@@ -110,6 +115,7 @@ pub fn base_batch() -> String {
         ));
     }
     b.push_str(&format!("add set {t} cross {{ type ifname . ifname; }}\n"));
+    b.push_str(&format!("add set {t} internal {{ type ifname; }}\n"));
     let chains = [
         (
             "prerouting",
@@ -161,7 +167,31 @@ pub fn base_batch() -> String {
     b.push_str(&format!(
         "add rule {t} forward iifname . oifname @cross drop\n"
     ));
+    // Internal networks: nothing routed out of their bridges, nothing routed into them.
+    b.push_str(&format!(
+        "add rule {t} forward iifname @internal oifname != @internal drop\n"
+    ));
+    b.push_str(&format!(
+        "add rule {t} forward oifname @internal iifname != @internal drop\n"
+    ));
     b
+}
+
+/// Marks `bridge` as an internal network's (see `internal` in the module's documentation). Needs the table (after
+/// [`base_batch`]); adding an element that is there already changes nothing.
+pub fn internal_batch(bridge: &str) -> String {
+    format!("add element inet {TABLE} internal {{ \"{bridge}\" }}\n")
+}
+
+/// Takes `bridge` out of the internal networks' set; nothing changes when it is not in it (the element is added
+/// and deleted in one transaction), and the table and set are made when missing, so that the batch never fails
+/// for want of them.
+pub fn forget_internal_batch(bridge: &str) -> String {
+    let t = format!("inet {TABLE}");
+    format!(
+        "add table {t}\nadd set {t} internal {{ type ifname; }}\nadd element {t} internal {{ \"{bridge}\" }}\n\
+         delete element {t} internal {{ \"{bridge}\" }}\n"
+    )
 }
 
 /// Adds a network: its subnets to the masquerade sets, its bridge to the isolation pairs.
@@ -412,6 +442,24 @@ mod tests {
             }
             let subnets: Vec<IpNet> = vec!["198.18.0.0/24".parse().unwrap()];
             apply("network", &network_batch("polis0", &subnets, &[], true)).map_err(s)?;
+            // An internal network's bridge: marked twice (idempotent), forgotten twice (also when not marked).
+            let internal = || {
+                let out = Command::new("nft")
+                    .args(["list", "set", "inet", TABLE, "internal"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).contains("\"br-int\"")
+            };
+            apply("internal", &internal_batch("br-int")).map_err(s)?;
+            apply("internal again", &internal_batch("br-int")).map_err(s)?;
+            if !internal() {
+                return Err("br-int is not in the internal set".into());
+            }
+            apply("forget internal", &forget_internal_batch("br-int")).map_err(s)?;
+            apply("forget internal again", &forget_internal_batch("br-int")).map_err(s)?;
+            if internal() {
+                return Err("br-int stays in the internal set".into());
+            }
             let all = [
                 mapping(None, "198.18.0.5"),
                 mapping(Some("127.0.0.1"), "198.18.0.5"),
