@@ -29,6 +29,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// The group that may use the socket besides root (mode 0660), as dockerd's `--group`.
     pub socket_group: Option<String>,
+    /// The gRPC API's unix socket (polis.v1), mode 0660 and `socket_group` as the REST socket.
+    pub grpc_socket: PathBuf,
     /// containerd-shim-polis-v2; by default the one installed beside polisd, else the one on PATH.
     pub shim: Option<PathBuf>,
     /// polis-runc; by default the one installed beside polisd, else the one on PATH.
@@ -74,6 +76,7 @@ impl Default for Config {
             exec_root: "/run/polis".into(),
             socket: "/run/polis/polis.sock".into(),
             socket_group: None,
+            grpc_socket: "/run/polis/polis-grpc.sock".into(),
             shim: None,
             runtime: None,
             insecure_registries: Vec::new(),
@@ -221,6 +224,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Config::load(&dir.path().join("polisd.toml"), false).unwrap();
         assert_eq!(c.socket, Path::new("/run/polis/polis.sock"));
+        assert_eq!(c.grpc_socket, Path::new("/run/polis/polis-grpc.sock"));
         assert_eq!(c.database(), Path::new("/var/lib/polis/polisd.db"));
     }
 

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod core;
+pub mod grpc;
 pub mod rest;
 pub mod server;
 pub mod tls;

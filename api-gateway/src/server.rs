@@ -6,7 +6,29 @@ use crate::core::Core;
 use crate::rest;
 use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use tower::Layer;
+
+/// Listens on an API socket (REST or gRPC): root and `group` only (mode 0660, like docker.sock), replacing a stale
+/// socket file.
+pub fn bind_api_socket(socket: &Path, group: Option<&str>) -> Result<tokio::net::UnixListener> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(socket);
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("listen on {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", socket.display()))?;
+    if let Some(name) = group {
+        let g = nix::unistd::Group::from_name(name)
+            .with_context(|| format!("look up group {name}"))?
+            .with_context(|| format!("socket_group {name:?}: no such group"))?;
+        nix::unistd::chown(socket, None, Some(g.gid))
+            .with_context(|| format!("chown {}", socket.display()))?;
+    }
+    Ok(listener)
+}
 
 pub async fn run(config: Config) -> Result<()> {
     let socket = config.socket.clone();
@@ -17,23 +39,10 @@ pub async fn run(config: Config) -> Result<()> {
     core.remove_leftovers().await?;
     core.recover().await?;
     core.start_by_policy().await;
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
-    let _ = std::fs::remove_file(&socket);
-    let listener = tokio::net::UnixListener::bind(&socket)
-        .with_context(|| format!("listen on {}", socket.display()))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("chmod {}", socket.display()))?;
-    if let Some(name) = group {
-        let g = nix::unistd::Group::from_name(&name)
-            .with_context(|| format!("look up group {name}"))?
-            .with_context(|| format!("socket_group {name:?}: no such group"))?;
-        nix::unistd::chown(&socket, None, Some(g.gid))
-            .with_context(|| format!("chown {}", socket.display()))?;
-    }
+    let listener = bind_api_socket(&socket, group.as_deref())?;
     tracing::info!(socket = %socket.display(), "polisd serves the Docker Engine API");
     tokio::spawn(return_freed_memory());
+    let _grpc = crate::grpc::serve(&core).await?;
     let app = axum::middleware::map_request(version_prefix).layer(rest::router(core.clone()));
     let tcp_server = match tcp {
         Some(tcp) => {

@@ -233,10 +233,11 @@ impl Polisd {
             std::fs::create_dir_all(d.dir.path().join(sub)).unwrap();
         }
         let config = format!(
-            "root = \"{}\"\nexec_root = \"{}\"\nsocket = \"{}\"\n",
+            "root = \"{}\"\nexec_root = \"{}\"\nsocket = \"{}\"\ngrpc_socket = \"{}\"\n",
             d.root().display(),
             d.exec_root().display(),
-            d.socket().display()
+            d.socket().display(),
+            d.exec_root().join("polis-grpc.sock").display()
         );
         std::fs::write(d.config_path(), config).unwrap();
         let image = build_image(&d.dir.path().join("image"));

@@ -17,6 +17,71 @@ pub struct Image {
     pub config: serde_json::Value,
 }
 
+impl Image {
+    /// When the image was made (its config's `created`), in Unix seconds; 0 when unknown.
+    pub fn created_unix(&self) -> i64 {
+        self.config["created"]
+            .as_str()
+            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+            .map(|t| t.timestamp())
+            .unwrap_or(0)
+    }
+
+    /// `NAME@DIGEST` of the image's manifest, with the familiar name's repository.
+    pub fn repo_digest(&self) -> String {
+        let name = familiar_name(&self.stored.name);
+        let repo = match name.rfind(':') {
+            Some(i) if !name[i..].contains('/') => &name[..i],
+            _ => name.as_str(),
+        };
+        format!("{repo}@{}", self.stored.manifest.digest())
+    }
+
+    /// The image config's labels.
+    pub fn labels(&self) -> std::collections::HashMap<String, String> {
+        self.config["config"]["Labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// What removing an image name did: the name untagged, and the image's ID when no name is left and its blobs were
+/// collected.
+pub struct Removed {
+    pub untagged: String,
+    pub deleted: Option<String>,
+}
+
+/// Removes the image name `reference` (`docker rmi`, blocking: it changes the store): refused while a container uses
+/// the image unless `force`, then untagged; the image's blobs are collected when no other name is left, and a
+/// `delete` event published.
+pub fn remove(core: &super::Core, reference: &str, force: bool) -> Result<Removed> {
+    let image = find(&core.store, reference)?;
+    if !force && let Some(user) = core.db.all()?.into_iter().find(|r| r.image_id == image.id) {
+        return Err(Error::Conflict(format!(
+            "conflict: unable to remove repository reference \"{reference}\" (must force) - container {} is using its referenced image {}",
+            user.short_id(),
+            &image.id.trim_start_matches("sha256:")[..12]
+        )));
+    }
+    core.store.untag(&image.stored.name)?;
+    let remaining = list(&core.store)?.iter().any(|i| i.id == image.id);
+    if !remaining {
+        core.store.collect_garbage(false)?;
+    }
+    let untagged = familiar_name(&image.stored.name);
+    core.image_event("delete", &untagged);
+    Ok(Removed {
+        untagged,
+        deleted: (!remaining).then_some(image.id),
+    })
+}
+
 /// `docker.io/library/busybox:latest` → `busybox:latest`, `docker.io/x/y:1` → `x/y:1`; others unchanged.
 pub fn familiar_name(name: &str) -> String {
     let short = name

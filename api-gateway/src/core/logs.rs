@@ -225,6 +225,47 @@ impl LogFilter {
     }
 }
 
+/// A container's log as `logs` reads it (REST and gRPC alike): the entries of its log files that pass `filter`, and,
+/// when `follow`, its live output from where the files end: the files are read and the output subscribed to under
+/// the writer's lock. The live stream yields the chunks of the streams `filter` wants, and ends with the container's
+/// output.
+pub fn read_and_follow(
+    core: &super::Core,
+    record: &super::record::ContainerRecord,
+    filter: &LogFilter,
+    follow: bool,
+) -> (
+    Vec<Entry>,
+    impl futures_util::Stream<Item = Chunk> + Send + 'static,
+) {
+    let h = core.handle(record);
+    let (entries, rx) = {
+        let _log = h.output.log.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = read_entries(&record.log_path, core.config.logs.max_files, filter);
+        (entries, follow.then(|| h.output.tx.subscribe()))
+    };
+    let (stdout, stderr) = (filter.stdout, filter.stderr);
+    let live = futures_util::stream::unfold(rx, move |rx| async move {
+        let mut rx = rx?;
+        loop {
+            match rx.recv().await {
+                Ok(OutputEvent::Data(chunk)) => {
+                    let wanted = match chunk.stream {
+                        Stream::Stdout => stdout,
+                        Stream::Stderr => stderr,
+                    };
+                    if wanted {
+                        return Some((chunk, Some(rx)));
+                    }
+                }
+                Ok(OutputEvent::End) | Err(broadcast::error::RecvError::Closed) => return None,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            }
+        }
+    });
+    (entries, live)
+}
+
 /// The entries of a container's log files, oldest first, filtered.
 pub fn read_entries(path: &Path, max_files: u32, filter: &LogFilter) -> Vec<Entry> {
     let mut files: Vec<PathBuf> = (1..max_files.max(1))

@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod host;
 pub mod images;
 pub mod leftovers;
 pub mod logs;

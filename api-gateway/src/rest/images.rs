@@ -120,25 +120,8 @@ fn line(v: &serde_json::Value) -> Result<Vec<u8>, std::io::Error> {
     Ok(l)
 }
 
-fn created(image: &Image) -> i64 {
-    image.config["created"]
-        .as_str()
-        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-        .map(|t| t.timestamp())
-        .unwrap_or(0)
-}
-
 fn size(core: &Core, image: &Image) -> i64 {
     polis_imagesvc::inspect::image_size(&core.store, &image.stored).unwrap_or(0) as i64
-}
-
-fn repo_digest(image: &Image) -> String {
-    let name = familiar_name(&image.stored.name);
-    let repo = match name.rfind(':') {
-        Some(i) if !name[i..].contains('/') => &name[..i],
-        _ => name.as_str(),
-    };
-    format!("{repo}@{}", image.stored.manifest.digest())
 }
 
 fn summary(core: &Core, image: &Image) -> ImageSummary {
@@ -146,18 +129,11 @@ fn summary(core: &Core, image: &Image) -> ImageSummary {
         id: image.id.clone(),
         parent_id: String::new(),
         repo_tags: vec![familiar_name(&image.stored.name)],
-        repo_digests: vec![repo_digest(image)],
-        created: created(image),
+        repo_digests: vec![image.repo_digest()],
+        created: image.created_unix(),
         size: size(core, image),
         shared_size: -1,
-        labels: image.config["config"]["Labels"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        labels: image.labels(),
         containers: -1,
         ..Default::default()
     }
@@ -228,7 +204,7 @@ async fn inspect(core: Arc<Core>, name: String) -> ApiResult<Response> {
         Ok(serde_json::json!({
             "Id": image.id,
             "RepoTags": [familiar_name(&image.stored.name)],
-            "RepoDigests": [repo_digest(&image)],
+            "RepoDigests": [image.repo_digest()],
             "Parent": "",
             "Comment": "",
             "Created": config["created"],
@@ -274,39 +250,14 @@ pub async fn remove(
 ) -> ApiResult<Response> {
     let force = super::params::flag(&q, "force");
     let c = core.clone();
-    let deleted = tokio::task::spawn_blocking(move || -> crate::core::Result<serde_json::Value> {
-        let image = images::find(&c.store, &name)?;
-        if !force
-            && let Some(user) = c.db.all()?.into_iter().find(|r| r.image_id == image.id)
-        {
-            return Err(Error::Conflict(format!(
-                "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
-                user.short_id(),
-                &image.id.trim_start_matches("sha256:")[..12]
-            )));
-        }
-        c.store.untag(&image.stored.name)?;
-        let remaining = images::list(&c.store)?.iter().any(|i| i.id == image.id);
-        if !remaining {
-            c.store.collect_garbage(false)?;
-        }
-        let mut out = vec![serde_json::json!({"Untagged": familiar_name(&image.stored.name)})];
-        if !remaining {
-            out.push(serde_json::json!({"Deleted": image.id}));
-        }
-        Ok(serde_json::json!(out))
-    })
-    .await
-    .map_err(|e| ApiError(Error::failed("remove image", e)))??;
-    core.image_event("delete", &name_of(&deleted));
-    Ok(axum::Json(deleted).into_response())
-}
-
-fn name_of(deleted: &serde_json::Value) -> String {
-    deleted[0]["Untagged"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+    let removed = tokio::task::spawn_blocking(move || images::remove(&c, &name, force))
+        .await
+        .map_err(|e| ApiError(Error::failed("remove image", e)))??;
+    let mut out = vec![serde_json::json!({"Untagged": removed.untagged})];
+    if let Some(id) = removed.deleted {
+        out.push(serde_json::json!({"Deleted": id}));
+    }
+    Ok(axum::Json(out).into_response())
 }
 
 /// `GET /images/{name}/history`: the config's history, newest first, with the size of each layer.
@@ -357,7 +308,7 @@ async fn history(core: Arc<Core>, name: String) -> ApiResult<Response> {
         }
         if rows.is_empty() {
             rows.push(serde_json::json!({
-                "Id": image.id, "Created": created(&image), "CreatedBy": "", "Size": size(&c, &image),
+                "Id": image.id, "Created": image.created_unix(), "CreatedBy": "", "Size": size(&c, &image),
                 "Tags": [familiar_name(&image.stored.name)], "Comment": "",
             }));
         }

@@ -248,46 +248,23 @@ pub async fn logs(
     let tty = record.tty();
     let timestamps = flag(&q, "timestamps");
     let follow = flag(&q, "follow") && record.state.status.is_live() && filter.until.is_none();
-    let h = core.handle(&record);
-    let max_files = core.config.logs.max_files;
-    // Reading the file and subscribing under the writer's lock: `follow` continues exactly where the file ends.
-    let (entries, rx) = {
-        let _log = h.output.log.lock().unwrap_or_else(|e| e.into_inner());
-        let entries = read_entries(&record.log_path, max_files, &filter);
-        (entries, follow.then(|| h.output.tx.subscribe()))
-    };
+    let (entries, live) = crate::core::logs::read_and_follow(&core, &record, &filter, follow);
     let mut head: Vec<u8> = Vec::new();
     for e in &entries {
         head.extend(entry_bytes(tty, timestamps, e));
     }
     let head_stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) });
-    let live = futures_util::stream::unfold(rx, move |rx| async move {
-        let mut rx = rx?;
-        loop {
-            match rx.recv().await {
-                Ok(OutputEvent::Data(Chunk { stream, data })) => {
-                    let wanted = match stream {
-                        Stream::Stdout => stdout,
-                        Stream::Stderr => stderr,
-                    };
-                    if !wanted {
-                        continue;
-                    }
-                    let bytes = if timestamps {
-                        let mut b = format!("{} ", crate::core::logs::now()).into_bytes();
-                        b.extend_from_slice(&data);
-                        encode(tty, stream, &b)
-                    } else {
-                        encode(tty, stream, &data)
-                    };
-                    return Some((Ok::<_, std::io::Error>(bytes), Some(rx)));
-                }
-                Ok(OutputEvent::End) | Err(broadcast::error::RecvError::Closed) => return None,
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            }
-        }
-    });
     use futures_util::StreamExt;
+    let live = live.map(move |Chunk { stream, data }| {
+        let bytes = if timestamps {
+            let mut b = format!("{} ", crate::core::logs::now()).into_bytes();
+            b.extend_from_slice(&data);
+            encode(tty, stream, &b)
+        } else {
+            encode(tty, stream, &data)
+        };
+        Ok::<_, std::io::Error>(bytes)
+    });
     let body = Body::from_stream(head_stream.chain(live));
     Ok(([(header::CONTENT_TYPE, media_type(tty))], body).into_response())
 }

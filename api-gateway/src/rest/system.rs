@@ -3,8 +3,8 @@
 use super::openapi::ErrorBody;
 use super::params::{Query, filters};
 use super::{API_VERSION, ApiResult, MIN_API_VERSION};
-use crate::core::Core;
 use crate::core::record::Status;
+use crate::core::{Core, host};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
@@ -15,20 +15,6 @@ use bollard_stubs::models::{
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-fn kernel() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
 
 #[utoipa::path(
     method(get, head),
@@ -71,7 +57,7 @@ pub async fn version() -> axum::Json<SystemVersion> {
         ("ApiVersion", API_VERSION),
         ("MinAPIVersion", MIN_API_VERSION),
         ("Os", "linux"),
-        ("Arch", arch()),
+        ("Arch", host::arch()),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -91,8 +77,8 @@ pub async fn version() -> axum::Json<SystemVersion> {
         git_commit: Some(option_env!("POLIS_GIT_COMMIT").unwrap_or("unknown").into()),
         go_version: Some(format!("rust (polisd {})", env!("CARGO_PKG_VERSION"))),
         os: Some("linux".into()),
-        arch: Some(arch().into()),
-        kernel_version: Some(kernel()),
+        arch: Some(host::arch().into()),
+        kernel_version: Some(host::kernel()),
         experimental: Some(false),
         build_time: None,
     })
@@ -119,18 +105,8 @@ pub async fn info(State(core): State<Arc<Core>>) -> ApiResult<Response> {
     let images = tokio::task::spawn_blocking(move || store.images().map(|i| i.len()).unwrap_or(0))
         .await
         .unwrap_or(0);
-    let mem_total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024;
-    let hostname = nix::sys::utsname::uname()
-        .map(|u| u.nodename().to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let mem_total = host::mem_total();
+    let hostname = host::hostname();
     let info = serde_json::json!({
         "ID": hostname,
         "Containers": records.len(),
@@ -155,8 +131,8 @@ pub async fn info(State(core): State<Arc<Core>>) -> ApiResult<Response> {
         "LoggingDriver": "json-file",
         "CgroupDriver": "cgroupfs",
         "CgroupVersion": cgroup_version(),
-        "KernelVersion": kernel(),
-        "OperatingSystem": os_name(),
+        "KernelVersion": host::kernel(),
+        "OperatingSystem": host::os_name(),
         "OSType": "linux",
         "Architecture": std::env::consts::ARCH,
         "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -175,17 +151,6 @@ pub async fn info(State(core): State<Arc<Core>>) -> ApiResult<Response> {
         "Warnings": [],
     });
     Ok(axum::Json(info).into_response())
-}
-
-fn os_name() -> String {
-    std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                .map(|v| v.trim_matches('"').to_string())
-        })
-        .unwrap_or_else(|| "Linux".into())
 }
 
 /// Whether an event passes the `filters` of `/events` (type, event, container by ID or name, image, label).
@@ -253,7 +218,7 @@ pub async fn events(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Respon
         None => (Vec::new(), core.events.subscribe()),
     };
     let stream = futures_util::stream::iter(past)
-        .chain(tokio_stream_from(rx))
+        .chain(crate::core::events::broadcast_stream(rx))
         .take_while(move |e| {
             let go = until.is_none_or(|u| e.time.unwrap_or(0) <= u);
             async move { go }
@@ -288,19 +253,4 @@ fn legacy_fields(e: &EventMessage) -> serde_json::Value {
         v["from"] = serde_json::json!(image);
     }
     v
-}
-
-/// A broadcast receiver as a stream; a listener that falls behind skips what it missed.
-pub fn tokio_stream_from<T: Clone + Send + 'static>(
-    rx: tokio::sync::broadcast::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> + Send {
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(item) => return Some((item, rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
 }

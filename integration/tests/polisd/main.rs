@@ -6,6 +6,7 @@
 
 mod archive;
 mod crash;
+mod grpc;
 mod networks;
 mod tty;
 

@@ -1,0 +1,111 @@
+//! polisd's own API, `polis.v1` over gRPC (tonic), a second thin layer over the core beside the REST API: each RPC
+//! converts its message, calls the same core operation the REST handler calls, and converts the result. Served on
+//! the unix socket `grpc_socket` (root and the socket group only, mode 0660), with the standard health service and
+//! server reflection. The protos are in api-gateway/proto/polis/v1, compiled once by polis-client.
+
+// tonic's service traits return `Result<_, tonic::Status>` (176 bytes); the helpers beside them return the same.
+#![allow(clippy::result_large_err)]
+
+mod containers;
+mod images;
+mod system;
+mod unimplemented;
+
+use crate::core::{Core, Error};
+use anyhow::{Context, Result};
+use polis_client::proto;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A server stream of an RPC.
+pub type RpcStream<T> =
+    Pin<Box<dyn futures_util::Stream<Item = std::result::Result<T, tonic::Status>> + Send>>;
+
+/// The core's errors as gRPC statuses; the message (which names the object) is kept.
+pub fn status(e: Error) -> tonic::Status {
+    match e {
+        Error::NotFound(m) => tonic::Status::not_found(m),
+        Error::Conflict(m) if m.contains("already in use") || m.contains("already exists") => {
+            tonic::Status::already_exists(m)
+        }
+        Error::Conflict(m) | Error::Forbidden(m) | Error::NotModified(m) => {
+            tonic::Status::failed_precondition(m)
+        }
+        Error::Invalid(m) => tonic::Status::invalid_argument(m),
+        Error::Failed(m) => tonic::Status::internal(m),
+    }
+}
+
+/// RFC 3339 (the core's times) as Unix nanoseconds; 0 for none.
+pub fn unix_nanos(rfc3339: Option<&str>) -> i64 {
+    rfc3339
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or(0)
+}
+
+/// Unix nanoseconds as a time; None for 0.
+pub fn time_of(nanos: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+    (nanos != 0).then(|| chrono::DateTime::from_timestamp_nanos(nanos))
+}
+
+/// The running gRPC server: dropping it stops serving and removes the socket.
+pub struct GrpcServer {
+    task: tokio::task::JoinHandle<()>,
+    socket: PathBuf,
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Binds `grpc_socket` (a failure stops polisd at start, naming the socket) and serves polis.v1, health and
+/// reflection on it until the returned server is dropped.
+pub async fn serve(core: &Arc<Core>) -> Result<GrpcServer> {
+    use proto::containers_server::ContainersServer;
+    use proto::images_server::ImagesServer;
+    use proto::networks_server::NetworksServer;
+    use proto::system_server::SystemServer;
+    use proto::volumes_server::VolumesServer;
+
+    let socket = core.config.grpc_socket.clone();
+    let listener = crate::server::bind_api_socket(&socket, core.config.socket_group.as_deref())?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<SystemServer<system::SystemApi>>()
+        .await;
+    health
+        .set_serving::<ContainersServer<containers::ContainersApi>>()
+        .await;
+    health
+        .set_serving::<ImagesServer<images::ImagesApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(polis_client::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("gRPC reflection")?;
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(SystemServer::new(system::SystemApi(core.clone())))
+        .add_service(ContainersServer::new(containers::ContainersApi(
+            core.clone(),
+        )))
+        .add_service(ImagesServer::new(images::ImagesApi(core.clone())))
+        .add_service(NetworksServer::new(unimplemented::NetworksApi))
+        .add_service(VolumesServer::new(unimplemented::VolumesApi));
+    tracing::info!(socket = %socket.display(), "polisd serves the polis.v1 gRPC API");
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let task = tokio::spawn(async move {
+        if let Err(e) = router.serve_with_incoming(incoming).await {
+            tracing::error!(error = %e, "gRPC API");
+        }
+    });
+    Ok(GrpcServer { task, socket })
+}
