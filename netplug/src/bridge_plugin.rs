@@ -380,6 +380,12 @@ fn forget_network(network: &Network) -> Result<()> {
         }
         _ => {}
     }
+    refill_network_elements(data_dir)
+}
+
+/// Empties the networks' sets and fills them again from the records under `data_dir`, in one transaction: what
+/// removing a network's record leaves to do (the caller holds [`lock_firewall`]).
+pub fn refill_network_elements(data_dir: &Path) -> Result<()> {
     let networks = known_networks(data_dir);
     let bridges: Vec<String> = networks.iter().map(|n| n.bridge.clone()).collect();
     let mut batch = firewall::flush_networks_batch();

@@ -29,6 +29,33 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The hidden subcommand of the `polis-netplug` binary that runs the resolver.
+/// Waits up to `limit` for a resolver just started with a piped stdout to print `ready` (as `dns-serve` does once it
+/// listens); otherwise kills it and says why: what it printed instead, or that it did not get ready in time.
+pub fn wait_ready(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> std::result::Result<(), String> {
+    let stdout = child.stdout.take();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if let Some(out) = stdout {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(limit).unwrap_or_default();
+    if line.trim() == "ready" {
+        return Ok(());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(match line.trim() {
+        "" => format!("it did not get ready in {limit:?}"),
+        said => said.to_string(),
+    })
+}
+
 pub const SERVE_COMMAND: &str = "dns-serve";
 /// Upstream resolvers (`IP` or `IP:PORT`, separated by commas or spaces) that replace `/etc/resolv.conf`'s.
 pub const UPSTREAM_ENV: &str = "POLIS_NETPLUG_DNS_UPSTREAM";
@@ -286,23 +313,8 @@ fn start_host_resolver(
         source: e,
     };
     let mut child = cmd.spawn().map_err(spawn_err)?;
-    let stdout = child.stdout.take();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        if let Some(out) = stdout {
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-        }
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
-    if line.trim() != "ready" {
-        let _ = child.kill();
-        let _ = child.wait();
-        let why = match line.trim() {
-            "" => format!("it did not get ready in {START_TIMEOUT:?}; see its log"),
-            said => said.to_string(),
-        };
+    if let Err(why) = wait_ready(&mut child, START_TIMEOUT) {
+        let why = format!("{why}; see its log");
         return Err(Error::Io {
             op: "starting the DNS resolver (log)",
             path: log_path,

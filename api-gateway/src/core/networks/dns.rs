@@ -324,7 +324,6 @@ struct OwnResolver {
 /// Starts the container's own resolver in its network namespace unless it runs with these arguments already (it
 /// is restarted when they changed); waits until it has bound its sockets, then writes its pid file.
 fn start_own_resolver(plan: &OwnResolver) -> Result<()> {
-    use std::io::BufRead;
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
@@ -367,23 +366,7 @@ fn start_own_resolver(plan: &OwnResolver) -> Result<()> {
         )
     })?;
     drop(netns);
-    let stdout = child.stdout.take();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        if let Some(out) = stdout {
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-        }
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(OWN_RESOLVER_START).unwrap_or_default();
-    if line.trim() != "ready" {
-        let _ = child.kill();
-        let _ = child.wait();
-        let why = match line.trim() {
-            "" => format!("not ready in {OWN_RESOLVER_START:?}"),
-            said => said.to_string(),
-        };
+    if let Err(why) = polis_netplug::dns::wait_ready(&mut child, OWN_RESOLVER_START) {
         return Err(Error::Failed(format!(
             "the container's resolver on {OWN_RESOLVER}: {why} (see {})",
             log_path.display()

@@ -39,8 +39,7 @@ pub(super) fn mark_internal(data_dir: &Path, bridges: &[String]) -> Result<()> {
 /// records), its elements in the firewall (the other networks' are put back in the same transaction; an internal
 /// network's bridge leaves the `internal` set) and its bridge device. Best effort: each failure is logged.
 pub(super) fn forget_netplug_network(data_dir: &Path, name: &str, bridge: &str, internal: bool) {
-    use polis_netplug::bridge_plugin::{NetworkRecord as Recorded, lock_firewall};
-    use polis_netplug::firewall;
+    use polis_netplug::bridge_plugin::{lock_firewall, refill_network_elements};
     let dir = data_dir.join(name);
     if dir.is_dir() {
         // A resolver left running (its last DEL failed).
@@ -61,27 +60,7 @@ pub(super) fn forget_netplug_network(data_dir: &Path, name: &str, bridge: &str, 
             if !recorded {
                 return Ok(());
             }
-            let others: Vec<Recorded> = std::fs::read_dir(data_dir)
-                .map(|entries| {
-                    entries
-                        .filter_map(|e| e.ok())
-                        .filter_map(|e| std::fs::read(e.path().join("firewall/network.json")).ok())
-                        .filter_map(|d| serde_json::from_slice(&d).ok())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let bridges: Vec<String> = others.iter().map(|n| n.bridge.clone()).collect();
-            let mut batch = firewall::flush_networks_batch();
-            for n in &others {
-                batch.push_str(&firewall::network_batch(
-                    &n.bridge,
-                    &n.subnets,
-                    &bridges,
-                    n.masquerade,
-                ));
-            }
-            firewall::apply("removing the network's firewall elements", &batch)
-                .map_err(|e| e.to_string())
+            refill_network_elements(data_dir).map_err(|e| e.to_string())
         })();
         if let Err(e) = result {
             tracing::warn!(network = name, error = %e, "remove the network's netplug state");
