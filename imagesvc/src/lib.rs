@@ -15,6 +15,7 @@ pub mod registry;
 pub mod seccomp;
 pub mod spec;
 pub mod store;
+pub mod tar;
 pub mod unpack;
 
 pub use error::{Error, Result};

@@ -14,15 +14,17 @@
 //! symlink: nothing is ever written, or read, outside the layer directory (and the lower layers, read only to copy up
 //! the target of a hard link).
 //!
-//! The tar stream is framed here (`archive`), following Go's archive/tar (which docker and containerd use), rather
-//! than by `tar::Archive`. tar 0.4 splits a PAX extended header on newlines before honouring each record's length
-//! (composefs/tar-rs#428, #452): it refuses binary xattrs such as a `security.capability` holding a 0x0A byte, and it
-//! lets the tail of one value be read as a `path`, `linkpath` or `size` record that archive/tar does not see. It also
-//! skips data after a symlink, directory, device or fifo header by the header's size field, which archive/tar
-//! ignores. Each difference would unpack a different tree from the one every other runtime makes of the same blob.
+//! The tar stream is framed by `crate::tar` (shared with polisd's `docker cp`), following Go's archive/tar (which
+//! docker and containerd use), rather than by `tar::Archive`. tar 0.4 splits a PAX extended header on newlines
+//! before honouring each record's length (composefs/tar-rs#428, #452): it refuses binary xattrs such as a
+//! `security.capability` holding a 0x0A byte, and it lets the tail of one value be read as a `path`, `linkpath` or
+//! `size` record that archive/tar does not see. It also skips data after a symlink, directory, device or fifo header
+//! by the header's size field, which archive/tar ignores. Each difference would unpack a different tree from the
+//! one every other runtime makes of the same blob.
 //!
-//! The stream runs blob -> decompressor -> SHA-256 (`decompress`) -> tar framing (`archive`) -> the layer writer
-//! (`writer`), which makes every change through the confined file operations of `beneath`.
+//! The stream runs blob -> decompressor -> SHA-256 (`decompress`) -> tar framing (`crate::tar`, its errors made the
+//! layer's by `archive`) -> the layer writer (`writer`), which makes every change through the confined file
+//! operations of `beneath`.
 
 mod archive;
 mod beneath;

@@ -19,15 +19,16 @@ use nix::sys::stat::{FileStat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
-use super::archive::{
-    BLOCK_DEVICE, CHAR_DEVICE, CONTIGUOUS, DIRECTORY, FIFO, HARD_LINK, REGULAR, SYMLINK, TarEntry,
-    TarReader, Time, kind_name, shown,
-};
+use super::archive::TarReader;
 use super::beneath::{
     Node, OPAQUE_XATTR, chmod_nofollow, file_type, is_overlay_xattr, is_whiteout, join, lstatat,
     marked_opaque, mode_bits, open_beneath, open_layer_dir, openat, remove_tree, split_name,
 };
 use crate::error::{Error, Result, io};
+use crate::tar::{
+    BLOCK_DEVICE, CHAR_DEVICE, CONTIGUOUS, DIRECTORY, Entry, FIFO, HARD_LINK, REGULAR, SYMLINK,
+    Time, kind_name, shown,
+};
 
 /// File data is copied through this buffer: large reads and writes, few system calls.
 const DATA_BUFFER: usize = 1 << 20;
@@ -111,7 +112,7 @@ impl<'a> LayerWriter<'a> {
         })
     }
 
-    fn hostile(&self, e: &TarEntry, reason: impl Into<String>) -> Error {
+    fn hostile(&self, e: &Entry, reason: impl Into<String>) -> Error {
         Error::HostileLayer {
             layer: self.layer.to_string(),
             entry: shown(&e.name),
@@ -119,7 +120,7 @@ impl<'a> LayerWriter<'a> {
         }
     }
 
-    fn malformed(&self, e: &TarEntry, reason: impl fmt::Display) -> Error {
+    fn malformed(&self, e: &Entry, reason: impl fmt::Display) -> Error {
         Error::LayerFormat {
             layer: self.layer.to_string(),
             reason: format!("entry {:?}: {reason}", shown(&e.name)),
@@ -137,7 +138,7 @@ impl<'a> LayerWriter<'a> {
     }
 
     /// Why resolving the directory `path` for entry `e` failed.
-    fn resolve_error(&self, e: &TarEntry, path: &[u8], err: Errno) -> Error {
+    fn resolve_error(&self, e: &Entry, path: &[u8], err: Errno) -> Error {
         match err {
             Errno::ELOOP => self.hostile(
                 e,
@@ -153,11 +154,7 @@ impl<'a> LayerWriter<'a> {
         }
     }
 
-    pub(super) fn apply<R: Read>(
-        &mut self,
-        e: &TarEntry,
-        tar: &mut TarReader<'_, R>,
-    ) -> Result<()> {
+    pub(super) fn apply<R: Read>(&mut self, e: &Entry, tar: &mut TarReader<'_, R>) -> Result<()> {
         let comps = split_name(&e.name).map_err(|reason| self.hostile(e, reason))?;
         if let Some((name, _)) = e.xattrs.iter().find(|(n, _)| is_overlay_xattr(n)) {
             return Err(self.hostile(e, format!("xattr {} is overlayfs metadata", shown(name))));
@@ -191,7 +188,7 @@ impl<'a> LayerWriter<'a> {
 
     /// The open directory that holds the entry's last component, made (0755, root-owned) where missing, as
     /// docker and containerd do.
-    fn parent_dir(&mut self, e: &TarEntry, parent: &[&[u8]]) -> Result<Rc<OwnedFd>> {
+    fn parent_dir(&mut self, e: &Entry, parent: &[&[u8]]) -> Result<Rc<OwnedFd>> {
         if parent.is_empty() {
             return Ok(self.root.clone());
         }
@@ -220,7 +217,7 @@ impl<'a> LayerWriter<'a> {
     /// them); any other is 0755 and root-owned, as docker and containerd make it. A whiteout of this layer in the
     /// way is replaced by a directory that is opaque: the path is made again after its whiteout, and what the
     /// layers below held there stays deleted (layer.md "Whiteouts").
-    fn make_dirs(&mut self, e: &TarEntry, comps: &[&[u8]]) -> Result<OwnedFd> {
+    fn make_dirs(&mut self, e: &Entry, comps: &[&[u8]]) -> Result<OwnedFd> {
         let mut cur: Option<OwnedFd> = None;
         for (i, comp) in comps.iter().enumerate() {
             let at = cur
@@ -252,13 +249,7 @@ impl<'a> LayerWriter<'a> {
     }
 
     /// Makes the last of `comps` in `at` (its parent, open) for [`Self::make_dirs`]; `opaque` in place of a whiteout.
-    fn make_dir(
-        &mut self,
-        e: &TarEntry,
-        at: RawFd,
-        comps: &[&[u8]],
-        opaque: bool,
-    ) -> Result<OwnedFd> {
+    fn make_dir(&mut self, e: &Entry, at: RawFd, comps: &[&[u8]], opaque: bool) -> Result<OwnedFd> {
         let (&comp, _) = comps
             .split_last()
             .ok_or_else(|| self.hostile(e, "names the layer directory"))?;
@@ -301,7 +292,7 @@ impl<'a> LayerWriter<'a> {
     /// layer first; a whiteout, an opaque directory or root, or a non-directory on the way hides the rest), or None
     /// when they show none there. A symlink on the way in a lower layer shows none too: the directory this layer
     /// makes replaces it.
-    fn lower_dir(&self, e: &TarEntry, comps: &[&[u8]]) -> Result<Option<OwnedFd>> {
+    fn lower_dir(&self, e: &Entry, comps: &[&[u8]]) -> Result<Option<OwnedFd>> {
         let Some((&base, _)) = comps.split_last() else {
             return Ok(None);
         };
@@ -378,7 +369,7 @@ impl<'a> LayerWriter<'a> {
 
     /// Owner, then mode (chown clears setuid and setgid), then xattrs (chown also drops security.capability),
     /// then times (except for directories, done at the end).
-    fn set_metadata(&self, e: &TarEntry, node: &Node, path: &[u8], is_dir: bool) -> Result<()> {
+    fn set_metadata(&self, e: &Entry, node: &Node, path: &[u8], is_dir: bool) -> Result<()> {
         let Node::Fd(fd) = *node else {
             return Err(self.sys("setting metadata of", path, Errno::EINVAL));
         };
@@ -396,7 +387,7 @@ impl<'a> LayerWriter<'a> {
     }
 
     /// The same for a symlink, device or fifo, by name in its directory, never following it.
-    fn set_metadata_at(&self, e: &TarEntry, holder: RawFd, base: &[u8], path: &[u8]) -> Result<()> {
+    fn set_metadata_at(&self, e: &Entry, holder: RawFd, base: &[u8], path: &[u8]) -> Result<()> {
         nix::unistd::fchownat(
             Some(holder),
             base,
@@ -419,7 +410,7 @@ impl<'a> LayerWriter<'a> {
     }
 
     /// `special`: a symlink, device or fifo, where Linux refuses user.* xattrs with EPERM (ignored, as docker does).
-    fn set_xattrs(&self, e: &TarEntry, node: &Node, path: &[u8], special: bool) -> Result<()> {
+    fn set_xattrs(&self, e: &Entry, node: &Node, path: &[u8], special: bool) -> Result<()> {
         for (name, value) in &e.xattrs {
             let cname = CString::new(name.as_slice())
                 .map_err(|_| self.malformed(e, "xattr name with a NUL byte"))?;
@@ -462,7 +453,7 @@ impl<'a> LayerWriter<'a> {
 
     fn regular_file<R: Read>(
         &mut self,
-        e: &TarEntry,
+        e: &Entry,
         parent: &[&[u8]],
         base: &[u8],
         path: &[u8],
@@ -489,13 +480,7 @@ impl<'a> LayerWriter<'a> {
 
     /// image-spec layer.md: a later directory entry over a directory only updates its metadata; over anything
     /// else it replaces it.
-    fn directory(
-        &mut self,
-        e: &TarEntry,
-        parent: &[&[u8]],
-        base: &[u8],
-        path: &[u8],
-    ) -> Result<()> {
+    fn directory(&mut self, e: &Entry, parent: &[&[u8]], base: &[u8], path: &[u8]) -> Result<()> {
         let holder = self.parent_dir(e, parent)?;
         let h = holder.as_raw_fd();
         let mkdir = |h| nix::sys::stat::mkdirat(Some(h), base, Mode::from_bits_truncate(0o700));
@@ -531,7 +516,7 @@ impl<'a> LayerWriter<'a> {
         Ok(())
     }
 
-    fn symlink(&mut self, e: &TarEntry, parent: &[&[u8]], base: &[u8], path: &[u8]) -> Result<()> {
+    fn symlink(&mut self, e: &Entry, parent: &[&[u8]], base: &[u8], path: &[u8]) -> Result<()> {
         if e.link.is_empty() {
             return Err(self.malformed(e, "symlink with an empty target"));
         }
@@ -545,7 +530,7 @@ impl<'a> LayerWriter<'a> {
 
     fn special_file(
         &mut self,
-        e: &TarEntry,
+        e: &Entry,
         parent: &[&[u8]],
         base: &[u8],
         path: &[u8],
@@ -570,7 +555,7 @@ impl<'a> LayerWriter<'a> {
 
     /// image-spec layer.md "Whiteouts", in overlayfs form. A whiteout applies only to lower layers: when this layer
     /// has an entry of the same name, before or after the whiteout, the entry stays.
-    fn whiteout(&mut self, e: &TarEntry, parent: &[&[u8]], hidden: &[u8]) -> Result<()> {
+    fn whiteout(&mut self, e: &Entry, parent: &[&[u8]], hidden: &[u8]) -> Result<()> {
         if hidden == b".wh..opq" {
             return self.opaque(e, parent);
         }
@@ -625,7 +610,7 @@ impl<'a> LayerWriter<'a> {
     /// `dir/.wh..wh..opq`: `dir` (made if absent, with the metadata the layers below give it) hides what the lower
     /// layers hold in it; entries of this layer in it stay, whatever their order in the archive. At the layer's root
     /// the xattr is a record for `bundle`, which ends the overlay's lower stack here (overlayfs ignores it there).
-    fn opaque(&mut self, e: &TarEntry, dir: &[&[u8]]) -> Result<()> {
+    fn opaque(&mut self, e: &Entry, dir: &[&[u8]]) -> Result<()> {
         let path = join(dir);
         let fd = self.make_dirs(e, dir)?;
         Node::Fd(fd.as_raw_fd())
@@ -635,7 +620,7 @@ impl<'a> LayerWriter<'a> {
 
     /// A hard link to a file of this layer, or of a lower one: then the file is first copied up into this layer
     /// (content, owner, mode, xattrs, times), as overlayfs itself would, and linked there.
-    fn hard_link(&mut self, e: &TarEntry, comps: &[&[u8]], path: &[u8]) -> Result<()> {
+    fn hard_link(&mut self, e: &Entry, comps: &[&[u8]], path: &[u8]) -> Result<()> {
         let target = split_name(&e.link).map_err(|reason| {
             self.hostile(
                 e,
@@ -689,7 +674,7 @@ impl<'a> LayerWriter<'a> {
         })
     }
 
-    fn link_not_found(&self, e: &TarEntry) -> Error {
+    fn link_not_found(&self, e: &Entry) -> Error {
         self.malformed(
             e,
             format_args!(
@@ -702,7 +687,7 @@ impl<'a> LayerWriter<'a> {
     /// Looks `comps` up in one layer directory the way overlayfs does, component by component, never following a
     /// symlink: a symlink on the way is hostile, a whiteout, an opaque directory (the layer's root included) or a
     /// non-directory hides the layers below. `root` is open for reading, not O_PATH.
-    fn lookup(&self, e: &TarEntry, root: RawFd, comps: &[&[u8]], lower: bool) -> Result<Lookup> {
+    fn lookup(&self, e: &Entry, root: RawFd, comps: &[&[u8]], lower: bool) -> Result<Lookup> {
         let Some((&base, parent)) = comps.split_last() else {
             return Ok(Lookup::Missing);
         };
@@ -758,7 +743,7 @@ impl<'a> LayerWriter<'a> {
     /// Copies `target` from a lower layer into this one, returning the directory of this layer that now holds it.
     fn copy_up(
         &mut self,
-        e: &TarEntry,
+        e: &Entry,
         target: &[&[u8]],
         lower_holder: RawFd,
         st: &FileStat,

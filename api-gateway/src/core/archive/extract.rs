@@ -2,13 +2,19 @@
 
 use super::paths::{join, name_str};
 use super::resolve::{fstat, kind, open_at};
-use super::tar_reader::{
-    Member, TYPE_BLOCK, TYPE_CHAR, TYPE_CONTIGUOUS, TYPE_DIR, TYPE_FIFO, TYPE_LINK, TYPE_REG,
-    TYPE_SYMLINK, TarReader, bad_archive,
-};
 use super::view::{NOT_CONTAINERS, errno, owned};
 use super::xattr::fd_path;
 use super::*;
+use polis_imagesvc::tar::{
+    BLOCK_DEVICE, CHAR_DEVICE, CONTIGUOUS, DIRECTORY, Entry, FIFO, HARD_LINK, REGULAR, Reader,
+    SYMLINK,
+};
+
+/// A malformed archive, or one that cannot be read: polis-imagesvc's tar reader's error (what is wrong, at which
+/// byte of the archive, after which member) or its data's.
+fn bad_archive(reason: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("read the archive: {reason}"))
+}
 
 /// How an archive is extracted (the `PUT` parameters).
 #[derive(Debug, Clone, Copy, Default)]
@@ -276,7 +282,7 @@ impl Extractor<'_> {
     /// the directory's path and mtime for a directory member, whose times are set once everything is in it. A
     /// member on a mount that is not the container's files is skipped: dockerd would write it to the rootfs
     /// directory that mount hides.
-    fn apply(&self, m: &Member, data: &mut dyn Read) -> Result<Option<DirTimes>> {
+    fn apply(&self, m: &Entry, data: &mut dyn Read) -> Result<Option<DirTimes>> {
         let breakout =
             |what: String| Error::Invalid(format!("{what} is outside of {}", name_str(&self.dest)));
         let name =
@@ -285,7 +291,7 @@ impl Extractor<'_> {
             // The extraction directory itself: it exists and is a directory.
             return Ok(None);
         }
-        let is_dir = m.kind == TYPE_DIR;
+        let is_dir = m.kind == DIRECTORY;
         let parent_rel = dir(&name);
         let last = base(&name);
         let path = join(&self.dest, &name);
@@ -335,11 +341,12 @@ impl Extractor<'_> {
             Err(e) => return Err(errno(format!("stat {}", name_str(&path)), e)),
         }
         let mode = m.mode;
+        let mtime = (m.mtime.sec, m.mtime.nsec);
         let last_os = OsStr::from_bytes(&last);
         let made = |e: Errno| errno(format!("create {}", name_str(&path)), e);
         let mut chmod = true;
         match m.kind {
-            TYPE_DIR => {
+            DIRECTORY => {
                 match nix::sys::stat::mkdirat(
                     Some(pfd),
                     last_os,
@@ -349,7 +356,7 @@ impl Extractor<'_> {
                     Err(e) => return Err(made(e)),
                 }
             }
-            TYPE_REG | TYPE_CONTIGUOUS => {
+            REGULAR | CONTIGUOUS => {
                 let fd = nix::fcntl::openat(
                     Some(pfd),
                     last_os,
@@ -375,11 +382,17 @@ impl Extractor<'_> {
                         .map_err(|e| Error::failed(format!("write {}", name_str(&path)), e))?;
                 }
             }
-            TYPE_CHAR | TYPE_BLOCK | TYPE_FIFO => {
+            CHAR_DEVICE | BLOCK_DEVICE | FIFO => {
                 let (kind_flag, dev) = match m.kind {
-                    TYPE_FIFO => (SFlag::S_IFIFO, 0),
-                    TYPE_CHAR => (SFlag::S_IFCHR, libc::makedev(m.dev_major, m.dev_minor)),
-                    _ => (SFlag::S_IFBLK, libc::makedev(m.dev_major, m.dev_minor)),
+                    FIFO => (SFlag::S_IFIFO, 0),
+                    CHAR_DEVICE => (
+                        SFlag::S_IFCHR,
+                        nix::sys::stat::makedev(m.dev_major, m.dev_minor),
+                    ),
+                    _ => (
+                        SFlag::S_IFBLK,
+                        nix::sys::stat::makedev(m.dev_major, m.dev_minor),
+                    ),
                 };
                 nix::sys::stat::mknodat(
                     Some(pfd),
@@ -390,7 +403,7 @@ impl Extractor<'_> {
                 )
                 .map_err(made)?;
             }
-            TYPE_LINK => {
+            HARD_LINK => {
                 let target = member_name(&m.link).ok_or_else(|| {
                     breakout(format!(
                         "invalid hardlink {:?} -> {:?}",
@@ -415,7 +428,7 @@ impl Extractor<'_> {
                 )
                 .map_err(made)?;
             }
-            TYPE_SYMLINK => {
+            SYMLINK => {
                 if symlink_escapes(&name, &m.link) {
                     return Err(breakout(format!(
                         "invalid symlink {:?} -> {:?}",
@@ -437,16 +450,16 @@ impl Extractor<'_> {
             &last,
             owner,
             chmod.then_some(mode),
-            if is_dir { None } else { Some(m.mtime) },
+            if is_dir { None } else { Some(mtime) },
             &m.xattrs,
         )?;
-        Ok(is_dir.then_some((path, m.mtime)))
+        Ok(is_dir.then_some((path, mtime)))
     }
 
     pub(super) fn run(&self, reader: impl Read) -> Result<()> {
-        let mut archive = TarReader::new(reader);
+        let mut archive = Reader::new(reader);
         let mut dirs = Vec::new();
-        while let Some(member) = archive.next_member()? {
+        while let Some(member) = archive.next_entry().map_err(bad_archive)? {
             if let Some(d) = self.apply(&member, &mut archive)? {
                 dirs.push(d);
             }
@@ -501,6 +514,88 @@ mod tests {
         );
         // SAFETY: getxattr writes at most `size` bytes into the buffer it is given.
         xattr_buffer(|buf, size| unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf, size) })
+    }
+
+    /// What write.rs writes (PAX records with a binary `security.capability` holding a newline, a USTAR name split
+    /// into prefix and name, a GNU long link) reads back whole through polis-imagesvc's tar reader, which frames
+    /// PAX records by their length as Go's archive/tar does; a corrupted header is a "read the archive" error.
+    #[test]
+    fn written_members_read_back_whole() {
+        use crate::core::archive::write::{append_member, pax_records};
+        let s = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        let capability: Vec<u8> = vec![
+            1, 0, 0, 2, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let long = format!("dir/{}", "n".repeat(150));
+        let pax = pax_records(&[
+            ("SCHILY.xattr.security.capability", &capability),
+            ("SCHILY.xattr.user.note", b"a=b\n2 x=y\n"),
+            ("path", long.as_bytes()),
+            ("mtime", b"1700000000.25"),
+        ]);
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o4755);
+        h.set_uid(7);
+        h.set_size(3);
+        append_member(&mut b, &mut h, b"short", None, &pax, &b"abc"[..]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        let deep = format!("{}/{}", "p".repeat(120), "q".repeat(60));
+        h.set_path(&deep).unwrap();
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        let target = "t".repeat(130);
+        append_member(
+            &mut b,
+            &mut h,
+            b"link",
+            Some(target.as_bytes()),
+            &[],
+            std::io::empty(),
+        )
+        .unwrap();
+        let bytes = b.into_inner().unwrap();
+
+        let mut r = Reader::new(bytes.as_slice());
+        let m = r.next_entry().unwrap().unwrap();
+        assert_eq!(m.kind, REGULAR);
+        assert_eq!(s(m.name.clone()), long);
+        assert_eq!((m.mode, m.uid), (0o4755, 7));
+        assert_eq!((m.mtime.sec, m.mtime.nsec), (1_700_000_000, 250_000_000));
+        assert_eq!(
+            m.xattrs,
+            vec![
+                (b"security.capability".to_vec(), capability.clone()),
+                (b"user.note".to_vec(), b"a=b\n2 x=y\n".to_vec()),
+            ]
+        );
+        let mut data = Vec::new();
+        r.read_to_end(&mut data).unwrap();
+        assert_eq!(data, b"abc");
+        let m = r.next_entry().unwrap().unwrap();
+        assert_eq!((m.kind, s(m.name)), (DIRECTORY, deep));
+        let m = r.next_entry().unwrap().unwrap();
+        assert_eq!((m.kind, s(m.link)), (SYMLINK, target));
+        assert!(r.next_entry().unwrap().is_none());
+
+        let mut broken = bytes.clone();
+        broken[0] ^= 1;
+        let e = Reader::new(broken.as_slice()).next_entry().unwrap_err();
+        assert_eq!(
+            bad_archive(e).to_string(),
+            Error::Invalid(
+                "read the archive: invalid header checksum (at byte 0 of the tar stream)".into()
+            )
+            .to_string()
+        );
     }
 
     /// Archives a tree and extracts it elsewhere, through descriptors only, including a hostile archive.

@@ -30,9 +30,10 @@
 //! Extended attributes travel as PAX `SCHILY.xattr.NAME` records: extraction applies every one as pkg/archive's
 //! `createTarFile` does (after the owner, before the mode; ENOTSUP and EPERM are logged and skipped), and
 //! archives carry `security.capability` (pkg/archive's `ReadSecurityXattrToTarHeader`, a version 3 value made
-//! version 2) and, beyond dockerd, the `user.*` attributes. Archives are read here as Go's archive/tar reads them
-//! (PAX records walked by their lengths, so a binary value holding a newline is kept whole), not with
-//! `tar::Archive` (docs/ARCHITECTURE.md, "imagesvc: our own tar framing").
+//! version 2) and, beyond dockerd, the `user.*` attributes. Archives are read with polis-imagesvc's
+//! `tar` reader, the one that unpacks image layers, as Go's archive/tar reads them (PAX records walked by their
+//! lengths, so a binary value holding a newline is kept whole), not with `tar::Archive` (docs/ARCHITECTURE.md,
+//! "imagesvc: our own tar framing").
 
 use super::Core;
 use super::error::{Error, Result};
@@ -56,7 +57,6 @@ mod extract;
 mod paths;
 mod resolve;
 mod stat;
-mod tar_reader;
 mod view;
 mod write;
 mod xattr;
