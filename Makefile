@@ -3,7 +3,8 @@
 # Every cargo invocation uses --release, so that only one profile is ever
 # built (the build machines have 2 cores).
 #
-#   make demo      install deps, build, run a busybox container with polis-runc: by hand, through containerd, through polisd
+#   make demo      install deps, build, run a busybox container with polis-runc: by hand, through containerd, through
+#                  polisd (docker and polis)
 #   make test      install deps, build, static probe, tests, fmt, clippy, shellcheck
 #   make bench     hyperfine: polis-runc vs runc (hack/bench; BENCH_FLAGS=--quick|--record)
 #
@@ -40,6 +41,7 @@ DEMO_CTRD        := $(CURDIR)/target/demo-containerd
 DEMO_SCRIPT      := echo Hello from a Polis container; uname -n
 DEMO_POLISD      := $(CURDIR)/target/demo-polisd
 DEMO_POLISD_SCRIPT := echo Hello from a Polis container, through polisd and the docker CLI; cat /etc/hostname
+DEMO_POLIS_SCRIPT := echo Hello from a Polis container, through polisd and the polis CLI; cat /etc/hostname
 DEMO_CTRD_SCRIPT := echo Hello from a Polis container, through containerd-shim-polis-v2; cat /proc/1/cgroup | grep memory
 
 BENCH_FLAGS ?=
@@ -54,7 +56,7 @@ endif
 .PHONY: help install-deps build probe demo test cargo-test lint bench clean
 
 help:
-	@sed -n '3,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,14s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 install-deps:
 	hack/install-deps
@@ -69,6 +71,7 @@ install-deps:
 # what the numbers above say").
 build:
 	$(CARGO) build --release --workspace --exclude polis-runc --exclude polis-shim
+	$(CARGO) build --release -p polis-client --examples
 	$(CARGO) rustc --release -p polis-runc --bin polis-runc -- -C target-feature=+crt-static
 	$(CARGO) rustc --release -p polis-shim --bin containerd-shim-polis-v2 -- -C target-feature=+crt-static
 	@for bin in $(POLIS_RUNC_BIN) $(SHIM_BIN); do \
@@ -119,7 +122,9 @@ ifneq ($(RUNTIME_BUILD),)
 	hack/polisd-demo start $(DEMO_POLISD); \
 	image=$$(hack/polisd-demo image $(DEMO_POLISD)); \
 	echo "==> docker -H unix://$(DEMO_POLISD)/run/polis.sock run --rm $$image"; \
-	hack/polisd-demo docker $(DEMO_POLISD) run --rm $$image sh -c "$(DEMO_POLISD_SCRIPT)"
+	hack/polisd-demo docker $(DEMO_POLISD) run --rm $$image sh -c "$(DEMO_POLISD_SCRIPT)"; \
+	echo "==> polis -H $(DEMO_POLISD)/run/polis-grpc.sock run --rm $$image"; \
+	hack/polisd-demo polis $(DEMO_POLISD) run --rm $$image sh -c "$(DEMO_POLIS_SCRIPT)"
 endif
 
 test: install-deps build probe cargo-test lint

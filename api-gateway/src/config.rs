@@ -42,6 +42,8 @@ pub struct Config {
     pub logs: LogConfig,
     /// The API over TCP as well, only with mutual TLS (off unless configured).
     pub tcp: Option<crate::tls::TcpConfig>,
+    /// The gRPC API over TCP as well, only with mutual TLS (off unless configured).
+    pub grpc_tcp: Option<crate::tls::TcpConfig>,
     /// The subnet of the default `bridge` network (Docker's `bip`), on the bridge device `polis0`.
     pub default_bridge_subnet: String,
     /// Where networks created without a subnet take theirs (Docker's `default-address-pools`).
@@ -83,6 +85,7 @@ impl Default for Config {
             max_body_size: 10 << 20,
             logs: LogConfig::default(),
             tcp: None,
+            grpc_tcp: None,
             default_bridge_subnet: "172.17.0.0/16".into(),
             // Docker's defaults: 172.17.0.0/16 to 172.31.0.0/16, then /20s of 192.168.0.0/16.
             default_address_pools: [

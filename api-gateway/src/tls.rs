@@ -57,6 +57,20 @@ pub fn server_config(tcp: &TcpConfig) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(config))
 }
 
+/// The gRPC API's TLS configuration, as [`server_config`]: polisd's certificate, and client certificates required
+/// and verified against the CA. Reading the files here makes a missing or unreadable one stop polisd at start,
+/// naming it.
+pub fn grpc_config(tcp: &TcpConfig) -> Result<tonic::transport::ServerTlsConfig> {
+    use tonic::transport::{Certificate, Identity};
+    // Parsed by rustls as the REST API's are, so that a bad file is refused with its name.
+    server_config(tcp)?;
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("read {}", p.display()));
+    Ok(tonic::transport::ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&tcp.cert)?, read(&tcp.key)?))
+        .client_ca_root(Certificate::from_pem(read(&tcp.ca)?))
+        .client_auth_optional(false))
+}
+
 /// Serves `app` on the TCP address over mutual TLS until the task is dropped.
 pub async fn serve<S>(tcp: TcpConfig, app: S) -> Result<()>
 where

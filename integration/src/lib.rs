@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 pub mod containerd;
 pub mod image_builder;
 pub mod netns;
+pub mod pki;
 pub mod polisd;
 pub mod registry_front;
 pub use netns::NetNs;

@@ -204,6 +204,11 @@ pub struct Polisd {
 impl Polisd {
     /// Starts polisd (its registry, the pushed image) and waits until `/_ping` answers.
     pub fn start(tag: &str) -> Polisd {
+        Self::start_with_config(tag, "")
+    }
+
+    /// [`Polisd::start`] with `extra` (TOML: keys and tables) appended to the test's polisd.toml.
+    pub fn start_with_config(tag: &str, extra: &str) -> Polisd {
         let docker = docker_cli();
         let binary = Self::binary();
         assert!(
@@ -233,7 +238,7 @@ impl Polisd {
             std::fs::create_dir_all(d.dir.path().join(sub)).unwrap();
         }
         let config = format!(
-            "root = \"{}\"\nexec_root = \"{}\"\nsocket = \"{}\"\ngrpc_socket = \"{}\"\n",
+            "root = \"{}\"\nexec_root = \"{}\"\nsocket = \"{}\"\ngrpc_socket = \"{}\"\n{extra}",
             d.root().display(),
             d.exec_root().display(),
             d.socket().display(),
@@ -407,6 +412,47 @@ impl Polisd {
             .env("DOCKER_CLI_HINTS", "false")
             .args(args);
         cmd
+    }
+
+    /// The polis CLI (`$POLIS_CLI`, else `target/release/polis`) aimed at this polisd's gRPC socket with `-H`, no
+    /// POLIS_HOST inherited. Like the docker CLI it reaches polisd through a socket file, so, as
+    /// [`Polisd::docker_command`] does, it runs where the test runs (polisd's network namespace matters only to
+    /// what polisd and its containers reach). A missing binary is a failure, never a skip.
+    pub fn polis_command(&self, args: &[&str]) -> Command {
+        let polis = workspace_binary("POLIS_CLI", "polis");
+        assert!(
+            polis.is_file(),
+            "{} is not built: run `cargo build --release -p polis-cli`",
+            polis.display()
+        );
+        let mut cmd = Command::new(polis);
+        cmd.env_remove("POLIS_HOST")
+            .arg("-H")
+            .arg(self.exec_root().join("polis-grpc.sock"))
+            .args(args);
+        cmd
+    }
+
+    /// Runs `polis ARGS` (stdin empty); panics if it runs longer than [`DOCKER_TIMEOUT`].
+    #[track_caller]
+    pub fn polis(&self, args: &[&str]) -> Output {
+        self.polis_with_input(args, None)
+    }
+
+    /// Runs `polis ARGS`, stdin from `input` (else empty); panics, after SIGKILLing it, past [`DOCKER_TIMEOUT`].
+    #[track_caller]
+    pub fn polis_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Output {
+        let mut bg = self.spawn_with_input(self.polis_command(args), input);
+        if poll_until(DOCKER_TIMEOUT, || bg.exited()).is_none() {
+            panic!(
+                "`{}` did not finish in {DOCKER_TIMEOUT:?}; stdout so far: {}\nstderr: {}\npolisd's log: {}",
+                bg.cmd,
+                bg.stdout(),
+                bg.stderr(),
+                self.log()
+            );
+        }
+        bg.wait(Duration::ZERO)
     }
 
     /// Runs `docker ARGS` (stdin empty); panics if it runs longer than [`DOCKER_TIMEOUT`].

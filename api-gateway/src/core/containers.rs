@@ -3,7 +3,7 @@
 //! reaches the log and attached clients through fifos (logs.rs).
 
 use super::error::{Error, Result};
-use super::logs::{LogWriter, Output, Stream, pump};
+use super::logs::{Chunk, Entry, LogFilter, LogWriter, Output, OutputEvent, Stream, pump};
 use super::record::{ContainerRecord, ShimInfo, State, Status};
 use super::shim::{Runtime, Shim, TaskIo, start_shim};
 use super::{Core, images, spec};
@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 /// How a container's runs went so far, for `wait`.
@@ -69,6 +70,133 @@ impl WaitCondition {
             other => Err(Error::Invalid(format!(
                 "invalid condition: \"{other}\" (expected not-running, next-exit or removed)"
             ))),
+        }
+    }
+}
+
+/// What an attached client asks for: Docker's attach parameters, gRPC's AttachStart.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttachOptions {
+    /// The logged output first.
+    pub logs: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    /// The container's stdin (ignored when it does not keep it open, as dockerd ignores it).
+    pub stdin: bool,
+}
+
+/// A client attached to a container ([`Core::attach`]): the logged output it asked for, the live output from the
+/// attach on, the exit of the run it follows, and its input.
+pub struct Attachment {
+    pub id: String,
+    pub name: String,
+    pub tty: bool,
+    /// The entries of the log, when asked for.
+    pub backlog: Vec<Entry>,
+    /// The container was created or running: its output follows until its run ends.
+    pub live: bool,
+    output: Option<broadcast::Receiver<OutputEvent>>,
+    options: AttachOptions,
+    progress: watch::Receiver<Progress>,
+    exits_before: u64,
+    input: Option<AttachInput>,
+}
+
+impl Attachment {
+    /// The live output of the streams asked for, until the container's run ends (nothing when it was not live).
+    pub fn output(&mut self) -> impl futures_util::Stream<Item = Chunk> + Send + 'static {
+        super::logs::chunks(self.output.take(), self.options.stdout, self.options.stderr)
+    }
+
+    /// The client's side: stdin and terminal sizes.
+    pub fn input(&mut self) -> Option<AttachInput> {
+        self.input.take()
+    }
+
+    /// Waits for the end of the run the client attached to: its exit code, or None when the container was removed
+    /// without running.
+    pub fn exit_code(&self) -> impl std::future::Future<Output = Option<i64>> + Send + 'static {
+        let mut progress = self.progress.clone();
+        let before = self.exits_before;
+        async move {
+            let p = *progress
+                .wait_for(|p| p.exits > before || p.removed)
+                .await
+                .ok()?;
+            (p.exits > before).then_some(p.exit_code)
+        }
+    }
+}
+
+/// An attached client's input: what it sends goes to the run it attached to, so before anything is passed on the
+/// run must have started (a client attaches before `start`).
+pub struct AttachInput {
+    core: Arc<Core>,
+    h: Arc<Handle>,
+    id: String,
+    /// Stdin was asked for and the container keeps it open.
+    stdin: bool,
+    /// The container's `StdinOnce`.
+    once: bool,
+    started: bool,
+    starts: watch::Receiver<u64>,
+    starts_before: u64,
+    removed: watch::Receiver<Progress>,
+}
+
+impl AttachInput {
+    /// Whether stdin is forwarded.
+    pub fn has_stdin(&self) -> bool {
+        self.stdin
+    }
+
+    /// Waits until the run the client attached to has started; false when it never will (the container was
+    /// removed).
+    pub async fn started(&mut self) -> bool {
+        if !self.started {
+            let before = self.starts_before;
+            self.started = tokio::select! {
+                r = self.starts.wait_for(|n| *n > before) => r.is_ok(),
+                _ = self.removed.wait_for(|p| p.removed) => false,
+            };
+        }
+        self.started
+    }
+
+    /// Writes to the container's stdin once its run started; false when stdin is not forwarded or closed.
+    pub async fn write(&mut self, data: &[u8]) -> bool {
+        if !self.stdin || !self.started().await {
+            return false;
+        }
+        let mut stdin = self.h.stdin.lock().await;
+        let Some(w) = stdin.as_mut() else {
+            return false;
+        };
+        w.write_all(data).await.is_ok()
+    }
+
+    /// Sizes the container's terminal once its run started.
+    pub async fn resize(&mut self, width: u32, height: u32) -> Result<()> {
+        if !self.started().await {
+            return Err(Error::Conflict(format!(
+                "Container {} is not running",
+                self.id
+            )));
+        }
+        self.core.resize(&self.id, width, height).await
+    }
+
+    /// Closes the container's stdin once its run started (the client sent all it had).
+    pub async fn close(&mut self) {
+        if self.stdin && self.started().await {
+            self.core.close_stdin(&self.id).await;
+        }
+    }
+
+    /// The client's input ended: a container with `StdinOnce` that started has its stdin closed, as with dockerd.
+    pub async fn end(self) {
+        if self.stdin && self.once && self.started {
+            self.core.close_stdin(&self.id).await;
         }
     }
 }
@@ -643,6 +771,8 @@ impl Core {
         }
         self.handles().remove(&record.id);
         self.container_event(&record, "destroy", &[]);
+        // Clients attached to a container that never ran are done with it.
+        h.output.end();
         h.progress.send_modify(|p| p.removed = true);
         Ok(())
     }
@@ -674,6 +804,67 @@ impl Core {
         if let Some(shim) = h.shim() {
             let _ = shim.close_stdin(id).await;
         }
+    }
+
+    /// Attaches a client to a container's stdio (REST's hijacked `attach`, gRPC's Attach): a stopped container only
+    /// for its logs. The output is subscribed to before this returns, under the log's lock and with the state read
+    /// again there, so that a client told it is attached loses nothing the container writes later, and an attach
+    /// made as the container exits still sees the end of its output.
+    pub fn attach(self: &Arc<Self>, reference: &str, options: AttachOptions) -> Result<Attachment> {
+        let record = self.db.lookup(reference)?;
+        if matches!(record.state.status, Status::Exited | Status::Dead) && !options.logs {
+            return Err(Error::Conflict(
+                "You cannot attach to a stopped container, start it first".into(),
+            ));
+        }
+        let h = self.handle(&record);
+        let filter = LogFilter {
+            stdout: options.stdout,
+            stderr: options.stderr,
+            ..Default::default()
+        };
+        let progress = h.progress.subscribe();
+        let (record, backlog, rx, starts_before, exits_before) = {
+            let _log = h.output.log.lock().unwrap_or_else(|e| e.into_inner());
+            // In this order: a start counts after its record says running, an exit after its record says exited.
+            let starts_before = *h.starts.borrow();
+            let exits_before = progress.borrow().exits;
+            let record = self
+                .db
+                .get(&record.id)?
+                .ok_or_else(|| Error::NotFound(format!("No such container: {reference}")))?;
+            let backlog = if options.logs {
+                super::logs::read_entries(&record.log_path, self.config.logs.max_files, &filter)
+            } else {
+                Vec::new()
+            };
+            let live = record.state.status.is_live() || record.state.status == Status::Created;
+            let rx = live.then(|| h.output.tx.subscribe());
+            (record, backlog, rx, starts_before, exits_before)
+        };
+        let input = AttachInput {
+            core: self.clone(),
+            id: record.id.clone(),
+            stdin: options.stdin && record.open_stdin(),
+            once: record.config.stdin_once.unwrap_or(false),
+            started: record.state.status.is_live(),
+            starts: h.starts.subscribe(),
+            starts_before,
+            removed: h.progress.subscribe(),
+            h: h.clone(),
+        };
+        Ok(Attachment {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            tty: record.tty(),
+            live: rx.is_some(),
+            backlog,
+            output: rx,
+            options,
+            progress,
+            exits_before,
+            input: Some(input),
+        })
     }
 
     /// After polisd (re)starts: reconnects to the shims of running containers and takes their output again; a

@@ -177,7 +177,7 @@ impl Db {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Err(Error::Conflict(format!(
+                Err(Error::AlreadyExists(format!(
                     "network with name {} already exists",
                     network.name
                 )))
@@ -341,7 +341,7 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
 }
 
 fn name_conflict(name: &str, other: &str) -> Error {
-    Error::Conflict(format!(
+    Error::AlreadyExists(format!(
         "Conflict. The container name \"/{name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
     ))
 }
@@ -386,10 +386,13 @@ mod tests {
         let db = Db::open(&dir.path().join("p.db")).unwrap();
         db.insert(&record("a1", "web")).unwrap();
         let e = db.insert(&record("b2", "web")).unwrap_err();
-        assert!(matches!(&e, Error::Conflict(m) if m.contains("a1")), "{e}");
+        assert!(
+            matches!(&e, Error::AlreadyExists(m) if m.contains("a1")),
+            "{e}"
+        );
         db.insert(&record("b2", "api")).unwrap();
         let e = db.update(&record("b2", "web")).unwrap_err();
-        assert!(matches!(e, Error::Conflict(_)));
+        assert!(matches!(e, Error::AlreadyExists(_)));
         db.remove("a1").unwrap();
         db.update(&record("b2", "web")).unwrap();
         assert_eq!(db.all().unwrap().len(), 1);

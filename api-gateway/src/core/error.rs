@@ -6,8 +6,11 @@ pub enum Error {
     /// No such container, image, network or volume.
     #[error("{0}")]
     NotFound(String),
-    /// A name already in use, or an operation the object's state forbids (a running container removed without
-    /// force).
+    /// A name already in use: a container's, a network's (Docker answers 409; gRPC ALREADY_EXISTS).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// An operation the object's state forbids (a running container removed without force, a port already
+    /// published).
     #[error("{0}")]
     Conflict(String),
     /// An operation never allowed on the object (removing a predefined network; Docker answers 403).

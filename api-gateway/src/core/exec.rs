@@ -71,6 +71,19 @@ impl Exec {
         self.cmd().join(" ")
     }
 
+    /// Waits until the process exited, or failed to start; its exit code (what the client reads once the output
+    /// ended).
+    pub async fn exit_code(&self) -> i64 {
+        let mut state = self.state.subscribe();
+        let code = state
+            .wait_for(|s| s.exit_code.is_some())
+            .await
+            .ok()
+            .and_then(|s| s.exit_code);
+        // The instance holds the sender, so the wait only ends with the code.
+        code.unwrap_or(255)
+    }
+
     fn set_state(&self, f: impl FnOnce(&mut ExecState)) {
         self.state.send_modify(f);
     }

@@ -50,6 +50,81 @@ impl Image {
     }
 }
 
+impl Image {
+    /// The image's size: its manifest, config and layer blobs (blocking: reads the store).
+    pub fn size(&self, store: &ImageStore) -> u64 {
+        polis_imagesvc::inspect::image_size(store, &self.stored).unwrap_or(0)
+    }
+
+    /// The digests of its layers (its config's DiffIDs), base first.
+    pub fn layers(&self) -> Vec<String> {
+        self.config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Gives the image `source` names the name `target` (`docker tag`, blocking: it changes the store); a `tag` event.
+/// A target with a digest is refused, as dockerd refuses it.
+pub fn tag(core: &super::Core, source: &str, target: &str) -> Result<()> {
+    let parsed =
+        polis_imagesvc::reference::parse(target).map_err(|e| Error::Invalid(e.to_string()))?;
+    if parsed.digest().is_some() {
+        return Err(Error::Invalid(format!(
+            "refusing to create a tag with a digest reference: {target}"
+        )));
+    }
+    let full = polis_imagesvc::reference::store_name(&parsed);
+    let image = find(&core.store, source)?;
+    core.store.tag(&full, &image.stored.manifest)?;
+    core.image_event("tag", target);
+    Ok(())
+}
+
+/// What a prune removed: each name untagged with its image's ID, the IDs deleted, the bytes freed.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    pub untagged: Vec<(String, String)>,
+    pub deleted: Vec<String>,
+    pub reclaimed: u64,
+}
+
+/// Removes images no container uses (`POST /images/prune`, polis.v1 Images/Prune; blocking): with `all`, every
+/// such image with every one of `labels` (`KEY` or `KEY=VALUE`); else only images without a name, which polisd's
+/// store never has. Then the blobs nothing references any more are collected.
+pub fn prune(core: &super::Core, all: bool, labels: &[String]) -> Result<Pruned> {
+    let mut pruned = Pruned::default();
+    if all {
+        let used: std::collections::HashSet<String> =
+            core.db.all()?.into_iter().map(|r| r.image_id).collect();
+        for image in list(&core.store)? {
+            let image_labels = image.labels();
+            if used.contains(&image.id)
+                || !labels
+                    .iter()
+                    .all(|l| super::label_matches(&image_labels, l))
+            {
+                continue;
+            }
+            if !pruned.deleted.contains(&image.id) {
+                pruned.reclaimed += image.size(&core.store);
+                pruned.deleted.push(image.id.clone());
+            }
+            core.store.untag(&image.stored.name)?;
+            pruned
+                .untagged
+                .push((familiar_name(&image.stored.name), image.id));
+        }
+    }
+    core.store.collect_garbage(false)?;
+    Ok(pruned)
+}
+
 /// What removing an image name did: the name untagged, and the image's ID when no name is left and its blobs were
 /// collected.
 pub struct Removed {

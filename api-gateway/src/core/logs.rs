@@ -244,8 +244,18 @@ pub fn read_and_follow(
         let entries = read_entries(&record.log_path, core.config.logs.max_files, filter);
         (entries, follow.then(|| h.output.tx.subscribe()))
     };
-    let (stdout, stderr) = (filter.stdout, filter.stderr);
-    let live = futures_util::stream::unfold(rx, move |rx| async move {
+    (entries, chunks(rx, filter.stdout, filter.stderr))
+}
+
+/// The chunks of the streams wanted of a subscription to a container's output, until the output ends (nothing
+/// without a subscription): what `logs --follow` and attached clients (REST and gRPC) receive. A client that reads
+/// too late loses what it missed, as with dockerd.
+pub fn chunks(
+    rx: Option<broadcast::Receiver<OutputEvent>>,
+    stdout: bool,
+    stderr: bool,
+) -> impl futures_util::Stream<Item = Chunk> + Send + 'static {
+    futures_util::stream::unfold(rx, move |rx| async move {
         let mut rx = rx?;
         loop {
             match rx.recv().await {
@@ -262,8 +272,7 @@ pub fn read_and_follow(
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
             }
         }
-    });
-    (entries, live)
+    })
 }
 
 /// The entries of a container's log files, oldest first, filtered.

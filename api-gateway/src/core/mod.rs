@@ -5,6 +5,7 @@ pub mod archive;
 pub mod containers;
 pub mod crash;
 pub mod db;
+pub mod disk;
 pub mod error;
 pub mod events;
 pub mod exec;
@@ -77,6 +78,15 @@ pub fn docker_name_ok(name: &str, min: usize, max: usize) -> bool {
         && b[1..]
             .iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// A label filter value (Docker's `label` filter, polis.v1's `labels`) against an object's labels: `KEY` (present)
+/// or `KEY=VALUE`.
+pub fn label_matches(labels: &HashMap<String, String>, filter: &str) -> bool {
+    match filter.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|l| l == v),
+        None => labels.contains_key(filter),
+    }
 }
 
 /// polisd's state is root's only: the rootfs of containers and the images' setuid binaries are in it.

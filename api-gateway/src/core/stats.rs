@@ -13,6 +13,8 @@ use bollard_stubs::models::{
 use polis_host::cgroup::{self, BlkioEntry, Cgroup, Stats, UNLIMITED};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Go's zero time, which dockerd sends for a sample it does not have.
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -594,7 +596,90 @@ impl Sampler {
     }
 }
 
+/// dockerd's collection interval: one sample a second while streaming.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// One sample, read on a blocking thread; None when that thread failed.
+async fn sample_blocking(sampler: Sampler) -> Option<(Sampler, Result<ContainerStatsResponse>)> {
+    tokio::task::spawn_blocking(move || {
+        let mut sampler = sampler;
+        let r = sampler.sample();
+        (sampler, r)
+    })
+    .await
+    .ok()
+}
+
 impl Core {
+    /// Whether a container's record says it is running (or paused) now.
+    fn still_live(&self, id: &str) -> bool {
+        self.db
+            .get(id)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.state.status.is_live())
+    }
+
+    /// One sample of a running container (`stats?stream=false`, gRPC Stats without `stream`): with `precpu`, the
+    /// second of two a second apart, so that its `precpu_stats` is the first's (dockerd's answer unless
+    /// `one-shot`). A container that stopped meanwhile is a conflict ("not running").
+    pub async fn stats_sample(
+        &self,
+        record: &ContainerRecord,
+        precpu: bool,
+    ) -> Result<ContainerStatsResponse> {
+        let failed = || Error::Failed("stats: the sampler failed".into());
+        let (sampler, mut result) = sample_blocking(Sampler::new(record))
+            .await
+            .ok_or_else(failed)?;
+        if precpu && result.is_ok() {
+            tokio::time::sleep(INTERVAL).await;
+            result = sample_blocking(sampler).await.ok_or_else(failed)?.1;
+        }
+        result.map_err(|e| {
+            if self
+                .db
+                .get(&record.id)
+                .ok()
+                .flatten()
+                .is_some_and(|r| !r.state.status.is_live())
+            {
+                Error::Conflict(format!("Container {} is not running", record.id))
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Samples of a running container, the first at once and then one every [`INTERVAL`], until it stops or its
+    /// cgroup cannot be read (`stats?stream=true`, gRPC Stats with `stream`). Dropping the stream stops sampling.
+    pub fn stats_stream(
+        self: &Arc<Self>,
+        record: &ContainerRecord,
+    ) -> impl futures_util::Stream<Item = ContainerStatsResponse> + Send + 'static {
+        let id = record.id.clone();
+        let state = (self.clone(), Sampler::new(record), true);
+        futures_util::stream::unfold(state, move |(core, sampler, first)| {
+            let id = id.clone();
+            async move {
+                if !first {
+                    tokio::time::sleep(INTERVAL).await;
+                }
+                if !core.still_live(&id) {
+                    return None;
+                }
+                let (sampler, result) = sample_blocking(sampler).await?;
+                match result {
+                    Ok(stats) => Some((stats, (core, sampler, false))),
+                    Err(e) => {
+                        tracing::debug!(container = id, error = %e, "stats");
+                        None
+                    }
+                }
+            }
+        })
+    }
+
     /// `GET /containers/{id}/top?ps_args=`.
     pub async fn top(&self, reference: &str, ps_args: &str) -> Result<ContainerTopResponse> {
         let (record, _, _) = self.running(reference)?;

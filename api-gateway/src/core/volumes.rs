@@ -45,6 +45,40 @@ pub fn check_volume_name(name: &str) -> Result<()> {
     }
 }
 
+/// The volume drivers polisd has: only `local` (an empty name is the default, `local`); another is a plugin that is
+/// not there, as dockerd answers for a plugin it cannot find.
+pub fn check_volume_driver(driver: &str) -> Result<()> {
+    if driver.is_empty() || driver == "local" {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!(
+            "error looking up volume plugin {driver}: plugin \"{driver}\" not found"
+        )))
+    }
+}
+
+/// Which volumes a list returns (`docker volume ls` filters, polis.v1's VolumeFilter): each non-empty list must
+/// match one of its values; `dangling`: only volumes no container uses, or only used ones.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeFilter {
+    /// Substrings of names.
+    pub names: Vec<String>,
+    /// `KEY` or `KEY=VALUE`.
+    pub labels: Vec<String>,
+    /// Drivers: only "local" matches.
+    pub drivers: Vec<String>,
+    pub dangling: Option<bool>,
+}
+
+/// Which unused volumes a prune removes.
+#[derive(Debug, Clone, Default)]
+pub struct VolumePruneFilter {
+    /// Named volumes too (API 1.41's prune, and 1.42's `all`); else only anonymous ones.
+    pub all: bool,
+    /// Only volumes with every one of these labels (`KEY` or `KEY=VALUE`).
+    pub labels: Vec<String>,
+}
+
 impl Core {
     fn volume_dir(&self, name: &str) -> PathBuf {
         self.config.volumes_dir().join(name)
@@ -131,6 +165,29 @@ impl Core {
         Ok(out)
     }
 
+    /// The volumes that pass `filter` (`GET /volumes`, polis.v1 Volumes/List), by name.
+    pub fn list_volumes(&self, filter: &VolumeFilter) -> Result<Vec<VolumeMeta>> {
+        let any = |values: &[String], pass: &dyn Fn(&str) -> bool| {
+            values.is_empty() || values.iter().any(|v| pass(v))
+        };
+        let mut out = Vec::new();
+        for v in self.volumes()? {
+            let pass = any(&filter.names, &|x| v.name.contains(x))
+                && any(&filter.labels, &|x| super::label_matches(&v.labels, x))
+                && any(&filter.drivers, &|x| x == "local");
+            if !pass {
+                continue;
+            }
+            if let Some(wanted) = filter.dangling
+                && self.volume_users(&v.name)?.is_empty() != wanted
+            {
+                continue;
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
     /// The containers whose mounts use the volume.
     pub fn volume_users(&self, name: &str) -> Result<Vec<String>> {
         Ok(self
@@ -142,9 +199,13 @@ impl Core {
             .collect())
     }
 
-    /// Removes a volume and its data; one a container uses is refused (even with `force`, as Docker does).
-    pub fn remove_volume(&self, name: &str) -> Result<()> {
-        self.volume(name)?;
+    /// Removes a volume and its data; one a container uses is refused, even with `force` (as dockerd does: its
+    /// force only makes a missing volume no error).
+    pub fn remove_volume(&self, name: &str, force: bool) -> Result<()> {
+        match self.volume(name) {
+            Err(Error::NotFound(_)) if force => return Ok(()),
+            other => other?,
+        };
         let users = self.volume_users(name)?;
         if !users.is_empty() {
             return Err(Error::Conflict(format!(
@@ -163,16 +224,22 @@ impl Core {
         Ok(())
     }
 
-    /// Removes the volumes no container uses; their names and the bytes freed.
-    pub fn prune_volumes(&self, keep: impl Fn(&VolumeMeta) -> bool) -> Result<(Vec<String>, u64)> {
+    /// Removes the volumes no container uses that `filter` selects (`POST /volumes/prune`, polis.v1
+    /// Volumes/Prune); their names and the bytes freed.
+    pub fn prune_volumes(&self, filter: &VolumePruneFilter) -> Result<(Vec<String>, u64)> {
         let mut deleted = Vec::new();
         let mut bytes = 0;
         for v in self.volumes()? {
-            if keep(&v) || !self.volume_users(&v.name)?.is_empty() {
+            let selected = (filter.all || v.anonymous)
+                && filter
+                    .labels
+                    .iter()
+                    .all(|l| super::label_matches(&v.labels, l));
+            if !selected || !self.volume_users(&v.name)?.is_empty() {
                 continue;
             }
             let size = dir_size(&self.volume_data(&v.name));
-            if self.remove_volume(&v.name).is_ok() {
+            if self.remove_volume(&v.name, false).is_ok() {
                 bytes += size;
                 deleted.push(v.name);
             }
@@ -306,7 +373,7 @@ impl Core {
         for m in &record.mounts {
             if let Some(name) = &m.name
                 && self.volume(name).is_ok_and(|v| v.anonymous)
-                && let Err(e) = self.remove_volume(name)
+                && let Err(e) = self.remove_volume(name, false)
             {
                 tracing::warn!(volume = name, error = %e, "remove anonymous volume");
             }

@@ -1,6 +1,8 @@
 //! polis.v1.Containers over the core's container operations (core/containers.rs, core/logs.rs): a ContainerSpec
-//! becomes the Docker create request the core takes, records become typed Containers. Attach, Exec and Stats are
-//! not served yet.
+//! becomes the Docker create request the core takes, records become typed Containers. Attach, Exec and Stats are in
+//! `stdio`.
+
+mod stdio;
 
 use super::{RpcStream, status, time_of, unix_nanos};
 use crate::core::containers::WaitCondition;
@@ -222,12 +224,6 @@ fn log_entry(stream: LogStream, data: Vec<u8>, time_unix_nano: i64) -> proto::Lo
     }
 }
 
-fn unimplemented<T>(rpc: &str) -> Result<T, Status> {
-    Err(Status::unimplemented(format!(
-        "{rpc} is not implemented yet by polisd"
-    )))
-}
-
 /// Docker answers 304 when there is nothing to do; for gRPC that is success.
 fn done(r: crate::core::Result<()>) -> Result<(), Status> {
     match r {
@@ -411,27 +407,33 @@ impl Containers for ContainersApi {
 
     async fn attach(
         &self,
-        _: Request<tonic::Streaming<proto::AttachInput>>,
+        request: Request<tonic::Streaming<proto::AttachInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        unimplemented("polis.v1.Containers/Attach")
+        Ok(Response::new(
+            stdio::attach(&self.0, request.into_inner()).await?,
+        ))
     }
 
     type ExecStream = RpcStream<proto::ExecOutput>;
 
     async fn exec(
         &self,
-        _: Request<tonic::Streaming<proto::ExecInput>>,
+        request: Request<tonic::Streaming<proto::ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
-        unimplemented("polis.v1.Containers/Exec")
+        Ok(Response::new(
+            stdio::exec(&self.0, request.into_inner()).await?,
+        ))
     }
 
     type StatsStream = RpcStream<proto::ContainerStats>;
 
     async fn stats(
         &self,
-        _: Request<proto::ContainerStatsRequest>,
+        request: Request<proto::ContainerStatsRequest>,
     ) -> Result<Response<Self::StatsStream>, Status> {
-        unimplemented("polis.v1.Containers/Stats")
+        Ok(Response::new(
+            stdio::stats(&self.0, request.into_inner()).await?,
+        ))
     }
 }
 
@@ -494,7 +496,7 @@ mod tests {
             (s.code(), s.message()),
             (tonic::Code::NotFound, "No such container: x")
         );
-        let s = status(Error::Conflict(
+        let s = status(Error::AlreadyExists(
             "Conflict. The container name \"/a\" is already in use by container \"b\"".into(),
         ));
         assert_eq!(s.code(), tonic::Code::AlreadyExists);

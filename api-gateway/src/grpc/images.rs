@@ -1,8 +1,8 @@
-//! polis.v1.Images over the core's image operations (core/images.rs): Pull streams the core's progress as typed
-//! messages and ends with the image; List and Remove read and change polisd's polis-image store. Inspect, Tag and
-//! Prune are not served yet.
+//! polis.v1.Images over the core's image operations (core/images.rs), the ones `/images` calls: Pull streams the
+//! core's progress as typed messages and ends with the image; List and Inspect read polisd's polis-image store, Tag,
+//! Remove and Prune change it.
 
-use super::{RpcStream, status};
+use super::{RpcStream, blocking, status};
 use crate::core::Core;
 use crate::core::images::{self, Image, familiar_name};
 use polis_client::proto::{self, images_server::Images};
@@ -19,8 +19,45 @@ fn image(core: &Core, image: &Image) -> proto::Image {
         name: familiar_name(&image.stored.name),
         repo_digest: image.repo_digest(),
         created_unix: image.created_unix(),
-        size_bytes: polis_imagesvc::inspect::image_size(&core.store, &image.stored).unwrap_or(0),
+        size_bytes: image.size(&core.store),
         labels: image.labels(),
+    }
+}
+
+/// An image's config (the part of it that says what containers made from it run) as ImageDetails.
+fn details(core: &Core, i: &Image) -> proto::ImageDetails {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let texts = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        k.sort();
+        k
+    };
+    let config = &i.config["config"];
+    proto::ImageDetails {
+        image: Some(image(core, i)),
+        architecture: text(&i.config["architecture"]),
+        os: text(&i.config["os"]),
+        entrypoint: texts(&config["Entrypoint"]),
+        command: texts(&config["Cmd"]),
+        env: texts(&config["Env"]),
+        working_dir: text(&config["WorkingDir"]),
+        user: text(&config["User"]),
+        exposed_ports: keys(&config["ExposedPorts"]),
+        volumes: keys(&config["Volumes"]),
+        stop_signal: text(&config["StopSignal"]),
+        layers: i.layers(),
     }
 }
 
@@ -49,16 +86,6 @@ fn credential(auth: Option<proto::RegistryAuth>) -> Result<Option<Credential>, S
         username: a.username,
         password: a.password,
     }))
-}
-
-async fn blocking<T: Send + 'static>(
-    what: &'static str,
-    f: impl FnOnce() -> crate::core::Result<T> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("{what}: {e}")))?
-        .map_err(status)
 }
 
 #[tonic::async_trait]
@@ -128,20 +155,32 @@ impl Images for ImagesApi {
 
     async fn inspect(
         &self,
-        _: Request<proto::InspectImageRequest>,
+        request: Request<proto::InspectImageRequest>,
     ) -> Result<Response<proto::ImageDetails>, Status> {
-        Err(Status::unimplemented(
-            "polis.v1.Images/Inspect is not implemented yet by polisd",
-        ))
+        let reference = request.into_inner().reference;
+        let core = self.0.clone();
+        let d = blocking("inspect image", move || {
+            let found = images::find(&core.store, &reference)?;
+            Ok(details(&core, &found))
+        })
+        .await?;
+        Ok(Response::new(d))
     }
 
     async fn tag(
         &self,
-        _: Request<proto::TagImageRequest>,
+        request: Request<proto::TagImageRequest>,
     ) -> Result<Response<proto::TagImageResponse>, Status> {
-        Err(Status::unimplemented(
-            "polis.v1.Images/Tag is not implemented yet by polisd",
-        ))
+        let r = request.into_inner();
+        if r.target.is_empty() {
+            return Err(Status::invalid_argument("target is required"));
+        }
+        let core = self.0.clone();
+        blocking("tag image", move || {
+            images::tag(&core, &r.source, &r.target)
+        })
+        .await?;
+        Ok(Response::new(proto::TagImageResponse {}))
     }
 
     async fn remove(
@@ -162,11 +201,18 @@ impl Images for ImagesApi {
 
     async fn prune(
         &self,
-        _: Request<proto::PruneImagesRequest>,
+        request: Request<proto::PruneImagesRequest>,
     ) -> Result<Response<proto::PruneImagesResponse>, Status> {
-        Err(Status::unimplemented(
-            "polis.v1.Images/Prune is not implemented yet by polisd",
-        ))
+        let r = request.into_inner();
+        let core = self.0.clone();
+        let pruned = blocking("prune images", move || {
+            images::prune(&core, r.all, &r.labels)
+        })
+        .await?;
+        Ok(Response::new(proto::PruneImagesResponse {
+            deleted: pruned.deleted,
+            space_reclaimed_bytes: pruned.reclaimed,
+        }))
     }
 }
 

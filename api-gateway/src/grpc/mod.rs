@@ -8,8 +8,9 @@
 
 mod containers;
 mod images;
+mod networks;
 mod system;
-mod unimplemented;
+mod volumes;
 
 use crate::core::{Core, Error};
 use anyhow::{Context, Result};
@@ -26,15 +27,25 @@ pub type RpcStream<T> =
 pub fn status(e: Error) -> tonic::Status {
     match e {
         Error::NotFound(m) => tonic::Status::not_found(m),
-        Error::Conflict(m) if m.contains("already in use") || m.contains("already exists") => {
-            tonic::Status::already_exists(m)
-        }
+        Error::AlreadyExists(m) => tonic::Status::already_exists(m),
         Error::Conflict(m) | Error::Forbidden(m) | Error::NotModified(m) => {
             tonic::Status::failed_precondition(m)
         }
         Error::Invalid(m) => tonic::Status::invalid_argument(m),
         Error::Failed(m) => tonic::Status::internal(m),
     }
+}
+
+/// Runs a core operation that reads or writes files (the image store, volumes' directories) on a blocking thread;
+/// `what` names it if the thread fails.
+pub async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> crate::core::Result<T> + Send + 'static,
+) -> std::result::Result<T, tonic::Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| tonic::Status::internal(format!("{what}: {e}")))?
+        .map_err(status)
 }
 
 /// RFC 3339 (the core's times) as Unix nanoseconds; 0 for none.
@@ -52,19 +63,21 @@ pub fn time_of(nanos: i64) -> Option<chrono::DateTime<chrono::Utc>> {
 
 /// The running gRPC server: dropping it stops serving and removes the socket.
 pub struct GrpcServer {
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     socket: PathBuf,
 }
 
 impl Drop for GrpcServer {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
         let _ = std::fs::remove_file(&self.socket);
     }
 }
 
-/// Binds `grpc_socket` (a failure stops polisd at start, naming the socket) and serves polis.v1, health and
-/// reflection on it until the returned server is dropped.
+/// Binds `grpc_socket` (a failure stops polisd at start, naming the socket) and, when configured, `grpc_tcp` with
+/// mutual TLS, and serves polis.v1, health and reflection on them until the returned server is dropped.
 pub async fn serve(core: &Arc<Core>) -> Result<GrpcServer> {
     use proto::containers_server::ContainersServer;
     use proto::images_server::ImagesServer;
@@ -85,12 +98,19 @@ pub async fn serve(core: &Arc<Core>) -> Result<GrpcServer> {
     health
         .set_serving::<ImagesServer<images::ImagesApi>>()
         .await;
+    health
+        .set_serving::<NetworksServer<networks::NetworksApi>>()
+        .await;
+    health
+        .set_serving::<VolumesServer<volumes::VolumesApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(polis_client::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("gRPC reflection")?;
-    let router = tonic::transport::Server::builder()
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
         .add_service(health_service)
         .add_service(reflection)
         .add_service(SystemServer::new(system::SystemApi(core.clone())))
@@ -98,14 +118,38 @@ pub async fn serve(core: &Arc<Core>) -> Result<GrpcServer> {
             core.clone(),
         )))
         .add_service(ImagesServer::new(images::ImagesApi(core.clone())))
-        .add_service(NetworksServer::new(unimplemented::NetworksApi))
-        .add_service(VolumesServer::new(unimplemented::VolumesApi));
+        .add_service(NetworksServer::new(networks::NetworksApi(core.clone())))
+        .add_service(VolumesServer::new(volumes::VolumesApi(core.clone())));
+    let routes = routes.routes();
+    let mut tasks = Vec::new();
+    if let Some(tcp) = &core.config.grpc_tcp {
+        // Checked and bound before serving: a bad certificate or a taken address stops polisd at start, naming it.
+        let tls = crate::tls::grpc_config(tcp)?;
+        let listener = tokio::net::TcpListener::bind(&tcp.address)
+            .await
+            .with_context(|| format!("grpc_tcp: listen on {}", tcp.address))?;
+        let router = tonic::transport::Server::builder()
+            .tls_config(tls)
+            .context("grpc_tcp: TLS")?
+            .add_routes(routes.clone());
+        tracing::info!(
+            address = tcp.address,
+            "polisd serves the polis.v1 gRPC API over mutual TLS"
+        );
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = router.serve_with_incoming(incoming).await {
+                tracing::error!(error = %e, "gRPC API over TCP");
+            }
+        }));
+    }
+    let router = tonic::transport::Server::builder().add_routes(routes);
     tracing::info!(socket = %socket.display(), "polisd serves the polis.v1 gRPC API");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let task = tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         if let Err(e) = router.serve_with_incoming(incoming).await {
             tracing::error!(error = %e, "gRPC API");
         }
-    });
-    Ok(GrpcServer { task, socket })
+    }));
+    Ok(GrpcServer { tasks, socket })
 }

@@ -1,5 +1,6 @@
 //! polis.v1.System: Info and Version from the core's state and the host, Events from the core's event stream (the
-//! one `/events` reads), filtered by the request's typed filter. DiskUsage is not served yet.
+//! one `/events` reads), filtered by the request's typed filter; DiskUsage from the core's disk usage (the one
+//! `/system/df` shows).
 
 use super::{RpcStream, time_of};
 use crate::core::record::Status as RecordStatus;
@@ -33,13 +34,7 @@ fn event(e: &EventMessage) -> proto::Event {
     }
 }
 
-/// Docker's label filter: "key" (present) or "key=value".
-pub fn label_matches(labels: &std::collections::HashMap<String, String>, wanted: &str) -> bool {
-    match wanted.split_once('=') {
-        Some((k, v)) => labels.get(k).is_some_and(|l| l == v),
-        None => labels.contains_key(wanted),
-    }
-}
+pub use crate::core::label_matches;
 
 /// Whether an event passes the filter: each non-empty list must match.
 fn wanted(e: &proto::Event, f: &proto::EventFilter) -> bool {
@@ -70,10 +65,8 @@ impl System for SystemApi {
         let records = core.db.all().map_err(super::status)?;
         let count = |s: RecordStatus| records.iter().filter(|r| r.state.status == s).count() as u32;
         let store = core.store.clone();
-        let images = tokio::task::spawn_blocking(move || store.images().map(|i| i.len()))
-            .await
-            .map_err(|e| Status::internal(format!("count images: {e}")))?
-            .map_err(|e| super::status(e.into()))? as u32;
+        let images =
+            super::blocking("count images", move || Ok(store.images()?.len())).await? as u32;
         let total = records.len() as u32;
         let running = count(RecordStatus::Running);
         let paused = count(RecordStatus::Paused);
@@ -118,9 +111,22 @@ impl System for SystemApi {
         &self,
         _: Request<proto::DiskUsageRequest>,
     ) -> Result<Response<proto::DiskUsageResponse>, Status> {
-        Err(Status::unimplemented(
-            "polis.v1.System/DiskUsage is not implemented yet by polisd",
-        ))
+        let core = self.0.clone();
+        let u = super::blocking("disk usage", move || crate::core::disk::disk_usage(&core)).await?;
+        Ok(Response::new(proto::DiskUsageResponse {
+            images_bytes: u.images_size(),
+            containers_bytes: u.containers_size(),
+            volumes_bytes: u.volumes_size(),
+            reclaimable_images_bytes: u.reclaimable_images(),
+            images: u.images.len() as u32,
+            images_active: u.active_images() as u32,
+            containers: u.containers.len() as u32,
+            containers_active: u.active_containers() as u32,
+            reclaimable_containers_bytes: u.reclaimable_containers(),
+            volumes: u.volumes.len() as u32,
+            volumes_active: u.active_volumes() as u32,
+            reclaimable_volumes_bytes: u.reclaimable_volumes(),
+        }))
     }
 
     type EventsStream = RpcStream<proto::Event>;

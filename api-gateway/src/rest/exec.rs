@@ -262,9 +262,8 @@ where
         }
     }
     // The client reads the exit code next: it is recorded before the stream ends.
-    let mut state = exec.state.subscribe();
     tokio::select! {
-        _ = state.wait_for(|s| s.exit_code.is_some()) => {}
+        _ = exec.exit_code() => {}
         _ = detached.notified() => {}
     }
     let _ = writer.shutdown().await;

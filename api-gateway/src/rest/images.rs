@@ -121,7 +121,7 @@ fn line(v: &serde_json::Value) -> Result<Vec<u8>, std::io::Error> {
 }
 
 fn size(core: &Core, image: &Image) -> i64 {
-    polis_imagesvc::inspect::image_size(&core.store, &image.stored).unwrap_or(0) as i64
+    image.size(&core.store) as i64
 }
 
 fn summary(core: &Core, image: &Image) -> ImageSummary {
@@ -361,29 +361,17 @@ async fn tag(core: Arc<Core>, name: &str, q: Query) -> ApiResult<Response> {
         Some(t) => format!("{repo}:{t}"),
         None => repo.clone(),
     };
-    let parsed = polis_imagesvc::reference::parse(&target)
-        .map_err(|e| ApiError(Error::Invalid(e.to_string())))?;
-    if parsed.digest().is_some() {
-        return Err(ApiError(Error::Invalid(format!(
-            "refusing to create a tag with a digest reference: {target}"
-        ))));
-    }
-    let full = polis_imagesvc::reference::store_name(&parsed);
     let c = core.clone();
     let source = name.to_string();
-    tokio::task::spawn_blocking(move || -> crate::core::Result<()> {
-        let image = images::find(&c.store, &source)?;
-        c.store.tag(&full, &image.stored.manifest)?;
-        Ok(())
-    })
-    .await
-    .map_err(|e| ApiError(Error::failed("tag image", e)))??;
-    core.image_event("tag", &target);
+    tokio::task::spawn_blocking(move || images::tag(&c, &source, &target))
+        .await
+        .map_err(|e| ApiError(Error::failed("tag image", e)))??;
     Ok(axum::http::StatusCode::CREATED.into_response())
 }
 
 /// `POST /images/prune`: every image in the store has a name, so there are no dangling ones; with
-/// `dangling=false`, the images no container uses are removed. Then the content nothing references goes.
+/// `dangling=false`, the images no container uses (with every `label` asked) are removed ([`images::prune`]). Then
+/// the content nothing references goes.
 #[utoipa::path(
     post,
     path = "/images/prune",
@@ -402,29 +390,20 @@ pub async fn prune(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Respons
     let all = f
         .get("dangling")
         .is_some_and(|v| v.iter().any(|d| matches!(d.as_str(), "false" | "0")));
+    let labels = f.get("label").cloned().unwrap_or_default();
     let c = core.clone();
-    let doc = tokio::task::spawn_blocking(move || -> crate::core::Result<serde_json::Value> {
-        let mut deleted = Vec::new();
-        let mut reclaimed = 0i64;
-        if all {
-            let used: std::collections::HashSet<String> =
-                c.db.all()?.into_iter().map(|r| r.image_id).collect();
-            for image in images::list(&c.store)? {
-                if used.contains(&image.id) {
-                    continue;
-                }
-                reclaimed += size(&c, &image);
-                c.store.untag(&image.stored.name)?;
-                deleted.push(serde_json::json!({"Untagged": familiar_name(&image.stored.name)}));
-                deleted.push(serde_json::json!({"Deleted": image.id}));
-            }
-        }
-        c.store.collect_garbage(false)?;
-        Ok(serde_json::json!({"ImagesDeleted": deleted, "SpaceReclaimed": reclaimed}))
-    })
-    .await
-    .map_err(|e| ApiError(Error::failed("prune images", e)))??;
-    Ok(axum::Json(doc).into_response())
+    let pruned = tokio::task::spawn_blocking(move || images::prune(&c, all, &labels))
+        .await
+        .map_err(|e| ApiError(Error::failed("prune images", e)))??;
+    let mut deleted = Vec::new();
+    for (name, id) in pruned.untagged {
+        deleted.push(serde_json::json!({"Untagged": name}));
+        deleted.push(serde_json::json!({"Deleted": id}));
+    }
+    Ok(axum::Json(
+        serde_json::json!({"ImagesDeleted": deleted, "SpaceReclaimed": pruned.reclaimed}),
+    )
+    .into_response())
 }
 
 /// `GET /system/df`: images, containers and volumes with their sizes.
@@ -439,47 +418,51 @@ pub async fn prune(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Respons
 )]
 pub async fn disk_usage(State(core): State<Arc<Core>>) -> ApiResult<Response> {
     let c = core.clone();
-    let doc = tokio::task::spawn_blocking(move || -> crate::core::Result<serde_json::Value> {
-        let records = c.db.all()?;
-        let mut layers = 0i64;
-        let mut image_rows = Vec::new();
-        for image in images::list(&c.store)? {
-            let mut s = summary(&c, &image);
-            s.containers = records.iter().filter(|r| r.image_id == image.id).count() as i64;
-            layers += s.size;
-            image_rows.push(s);
-        }
-        let containers: Vec<serde_json::Value> = records
-            .iter()
-            .map(|r| {
-                let upper = r.bundle.join(".overlay/upper");
-                serde_json::json!({
-                    "Id": r.id, "Names": [format!("/{}", r.name)], "Image": r.image, "ImageID": r.image_id,
-                    "Command": r.path, "State": r.state.status.as_str(),
-                    "SizeRw": crate::core::volumes::dir_size(&upper),
-                })
+    let usage = tokio::task::spawn_blocking(move || crate::core::disk::disk_usage(&c))
+        .await
+        .map_err(|e| ApiError(Error::failed("disk usage", e)))??;
+    let image_rows: Vec<ImageSummary> = usage
+        .images
+        .iter()
+        .map(|i| ImageSummary {
+            id: i.image.id.clone(),
+            parent_id: String::new(),
+            repo_tags: i.names.clone(),
+            repo_digests: i.repo_digests.clone(),
+            created: i.image.created_unix(),
+            size: i.size as i64,
+            shared_size: -1,
+            labels: i.image.labels(),
+            containers: i.containers as i64,
+            ..Default::default()
+        })
+        .collect();
+    let containers: Vec<serde_json::Value> = usage
+        .containers
+        .iter()
+        .map(|u| {
+            let r = &u.record;
+            serde_json::json!({
+                "Id": r.id, "Names": [format!("/{}", r.name)], "Image": r.image, "ImageID": r.image_id,
+                "Command": r.path, "State": r.state.status.as_str(), "SizeRw": u.size_rw,
             })
-            .collect();
-        let volumes: Vec<serde_json::Value> = c
-            .volumes()?
-            .iter()
-            .map(|v| {
-                serde_json::json!({
-                    "Name": v.name, "Driver": "local", "Mountpoint": c.volume_data(&v.name),
-                    "CreatedAt": v.created_at, "Labels": v.labels, "Scope": "local", "Options": v.options,
-                    "UsageData": {
-                        "Size": crate::core::volumes::dir_size(&c.volume_data(&v.name)),
-                        "RefCount": c.volume_users(&v.name).map(|u| u.len()).unwrap_or(0),
-                    },
-                })
+        })
+        .collect();
+    let volumes: Vec<serde_json::Value> = usage
+        .volumes
+        .iter()
+        .map(|u| {
+            let v = &u.volume;
+            serde_json::json!({
+                "Name": v.name, "Driver": "local", "Mountpoint": core.volume_data(&v.name),
+                "CreatedAt": v.created_at, "Labels": v.labels, "Scope": "local", "Options": v.options,
+                "UsageData": {"Size": u.size, "RefCount": u.users},
             })
-            .collect();
-        Ok(serde_json::json!({
-            "LayersSize": layers, "Images": image_rows, "Containers": containers,
-            "Volumes": volumes, "BuildCache": [],
-        }))
-    })
-    .await
-    .map_err(|e| ApiError(Error::failed("disk usage", e)))??;
-    Ok(axum::Json(doc).into_response())
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({
+        "LayersSize": usage.images_size(), "Images": image_rows, "Containers": containers,
+        "Volumes": volumes, "BuildCache": [],
+    }))
+    .into_response())
 }

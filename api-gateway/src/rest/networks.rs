@@ -4,7 +4,9 @@
 use super::openapi::ErrorBody;
 use super::params::{Query, filters, json};
 use super::{ApiError, ApiResult};
-use crate::core::networks::{EndpointRecord, NetworkRecord, Published, parse_port_key};
+use crate::core::networks::{
+    EndpointRecord, NetworkFilter, NetworkPruneFilter, NetworkRecord, Published, parse_port_key,
+};
 use crate::core::record::ContainerRecord;
 use crate::core::{Core, Error};
 use axum::body::Bytes;
@@ -25,18 +27,15 @@ use std::sync::Arc;
 fn network_json(core: &Core, n: &NetworkRecord, members: bool) -> ApiResult<NetworkInspect> {
     let mut containers = HashMap::new();
     if members {
-        for (e, c) in core.network_members(n)? {
-            let a = e.attached.clone().unwrap_or_default();
-            let v4 = a.addresses.iter().find(|x| x.addr().is_ipv4());
-            let v6 = a.addresses.iter().find(|x| !x.addr().is_ipv4());
+        for m in core.network_endpoints(n)? {
             containers.insert(
-                c.id.clone(),
+                m.container_id,
                 EndpointResource {
-                    name: Some(c.name.clone()),
-                    endpoint_id: Some(e.endpoint_id.clone()),
-                    mac_address: Some(a.mac.clone()),
-                    ipv4_address: Some(v4.map(|x| x.to_string()).unwrap_or_default()),
-                    ipv6_address: Some(v6.map(|x| x.to_string()).unwrap_or_default()),
+                    name: Some(m.container_name),
+                    endpoint_id: Some(m.endpoint_id),
+                    mac_address: Some(m.mac),
+                    ipv4_address: Some(m.ipv4.map(|x| x.to_string()).unwrap_or_default()),
+                    ipv6_address: Some(m.ipv6.map(|x| x.to_string()).unwrap_or_default()),
                 },
             );
         }
@@ -75,33 +74,26 @@ fn network_json(core: &Core, n: &NetworkRecord, members: bool) -> ApiResult<Netw
     })
 }
 
-/// Whether a network passes `docker network ls`'s filters.
-fn passes(n: &NetworkRecord, f: &HashMap<String, Vec<String>>) -> ApiResult<bool> {
+/// `docker network ls`'s filters as the core's.
+fn network_filter(f: HashMap<String, Vec<String>>) -> ApiResult<NetworkFilter> {
+    let mut filter = NetworkFilter::default();
     for (key, values) in f {
-        let any = |pass: &dyn Fn(&str) -> bool| values.iter().any(|v| pass(v));
-        let ok = match key.as_str() {
-            "name" => any(&|v| n.name.contains(v)),
-            "id" => any(&|v| n.id.starts_with(v)),
-            "driver" => any(&|v| n.driver.as_str() == v),
-            "scope" => any(&|v| v == "local"),
-            "type" => any(&|v| match v {
-                "builtin" => n.predefined,
-                "custom" => !n.predefined,
-                _ => false,
-            }),
-            "label" => any(&|v| super::params::label_matches(&n.labels, v)),
-            "dangling" => true,
+        match key.as_str() {
+            "name" => filter.names = values,
+            "id" => filter.ids = values,
+            "driver" => filter.drivers = values,
+            "scope" => filter.scopes = values,
+            "type" => filter.types = values,
+            "label" => filter.labels = values,
+            "dangling" => filter.dangling = values.first().map(|d| d == "true" || d == "1"),
             other => {
                 return Err(ApiError(Error::Invalid(format!(
                     "invalid filter '{other}'"
                 ))));
             }
-        };
-        if !ok {
-            return Ok(false);
         }
     }
-    Ok(true)
+    Ok(filter)
 }
 
 #[utoipa::path(
@@ -118,20 +110,12 @@ fn passes(n: &NetworkRecord, f: &HashMap<String, Vec<String>>) -> ApiResult<bool
     tag = "Network"
 )]
 pub async fn list(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response> {
-    let f = filters(&q)?;
-    let mut out = Vec::new();
-    for n in core.networks()? {
-        if !passes(&n, &f)? {
-            continue;
-        }
-        if let Some(d) = f.get("dangling").and_then(|d| d.first()) {
-            let dangling = !n.predefined && core.network_members(&n)?.is_empty();
-            if (d == "true" || d == "1") != dangling {
-                continue;
-            }
-        }
-        out.push(network_json(&core, &n, false)?);
-    }
+    let filter = network_filter(filters(&q)?)?;
+    let out = core
+        .list_networks(&filter)?
+        .iter()
+        .map(|n| network_json(&core, n, false))
+        .collect::<ApiResult<Vec<_>>>()?;
     Ok(axum::Json(out).into_response())
 }
 
@@ -232,22 +216,15 @@ pub async fn prune(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Respons
             return Err(ApiError(Error::Invalid(format!("invalid filter '{key}'"))));
         }
     }
-    let before: Option<i64> = match f.get("until").and_then(|u| u.first()) {
-        Some(u) => Some(until(u)?),
-        None => None,
+    let filter = NetworkPruneFilter {
+        until: match f.get("until").and_then(|u| u.first()) {
+            Some(u) => Some(until(u)?),
+            None => None,
+        },
+        labels: f.get("label").cloned().unwrap_or_default(),
+        not_labels: f.get("label!").cloned().unwrap_or_default(),
     };
-    let has = |n: &NetworkRecord, v: &str| super::params::label_matches(&n.labels, v);
-    let labels = f.get("label").cloned().unwrap_or_default();
-    let not_labels = f.get("label!").cloned().unwrap_or_default();
-    let keep = move |n: &NetworkRecord| {
-        let created = chrono::DateTime::parse_from_rfc3339(&n.created)
-            .map(|t| t.timestamp())
-            .unwrap_or(0);
-        before.is_none_or(|b| created < b)
-            && labels.iter().all(|l| has(n, l))
-            && !not_labels.iter().any(|l| has(n, l))
-    };
-    let removed = core.prune_networks(&keep).await?;
+    let removed = core.prune_networks(&filter).await?;
     Ok(axum::Json(NetworkPruneResponse {
         networks_deleted: Some(removed),
     })
@@ -304,7 +281,8 @@ pub async fn disconnect(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let req: NetworkDisconnectRequest = json(&body)?;
-    core.disconnect_network(&id, &req.container).await?;
+    core.disconnect_network(&id, &req.container, req.force.unwrap_or(false))
+        .await?;
     Ok(StatusCode::OK)
 }
 

@@ -54,13 +54,7 @@ pub fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> 
     })
 }
 
-/// A `label` filter value against an object's labels: `KEY` (present) or `KEY=VALUE`.
-pub fn label_matches(labels: &HashMap<String, String>, filter: &str) -> bool {
-    match filter.split_once('=') {
-        Some((k, v)) => labels.get(k).is_some_and(|l| l == v),
-        None => labels.contains_key(filter),
-    }
-}
+pub use crate::core::label_matches;
 
 /// Docker's `filters` parameter: JSON of name → values (a list, or the old map of value → true).
 pub fn filters(q: &HashMap<String, String>) -> Result<HashMap<String, Vec<String>>, ApiError> {

@@ -10,11 +10,8 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bollard_stubs::models::ContainerStatsResponse;
+use futures_util::StreamExt;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// dockerd's collection interval.
-const INTERVAL: Duration = Duration::from_secs(1);
 
 /// `GET /containers/{id}/top?ps_args=`.
 #[utoipa::path(
@@ -46,19 +43,6 @@ fn line(stats: &ContainerStatsResponse) -> Vec<u8> {
     let mut out = serde_json::to_vec(stats).unwrap_or_default();
     out.push(b'\n');
     out
-}
-
-/// One sample, read on a blocking thread; None when that thread failed.
-async fn sample(
-    sampler: Sampler,
-) -> Option<(Sampler, crate::core::Result<ContainerStatsResponse>)> {
-    tokio::task::spawn_blocking(move || {
-        let mut sampler = sampler;
-        let r = sampler.sample();
-        (sampler, r)
-    })
-    .await
-    .ok()
 }
 
 /// `GET /containers/{id}/stats?stream=&one-shot=`: with `stream` (the default) one object a second until the
@@ -97,58 +81,12 @@ pub async fn stats(
     if !record.state.status.is_live() {
         return Ok((json, line(&Sampler::empty(&record))).into_response());
     }
-    let sampler = Sampler::new(&record);
     if !stream {
-        let failed = || Error::Failed("stats: the sampler failed".into());
-        let (sampler, mut result) = sample(sampler).await.ok_or_else(failed)?;
-        if !one_shot && result.is_ok() {
-            tokio::time::sleep(INTERVAL).await;
-            result = sample(sampler).await.ok_or_else(failed)?.1;
-        }
-        let stats = result.map_err(|e| {
-            if core
-                .db
-                .get(&record.id)
-                .ok()
-                .flatten()
-                .is_some_and(|r| !r.state.status.is_live())
-            {
-                Error::Conflict(format!("Container {} is not running", record.id))
-            } else {
-                e
-            }
-        })?;
+        let stats = core.stats_sample(&record, !one_shot).await?;
         return Ok((json, line(&stats)).into_response());
     }
-    let id = record.id.clone();
-    let body =
-        futures_util::stream::unfold((core, sampler, true), move |(core, sampler, first)| {
-            let id = id.clone();
-            async move {
-                if !first {
-                    tokio::time::sleep(INTERVAL).await;
-                }
-                let live = core
-                    .db
-                    .get(&id)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|r| r.state.status.is_live());
-                if !live {
-                    return None;
-                }
-                let (sampler, result) = sample(sampler).await?;
-                match result {
-                    Ok(stats) => Some((
-                        Ok::<_, std::io::Error>(line(&stats)),
-                        (core, sampler, false),
-                    )),
-                    Err(e) => {
-                        tracing::debug!(container = id, error = %e, "stats");
-                        None
-                    }
-                }
-            }
-        });
+    let body = core
+        .stats_stream(&record)
+        .map(|stats| Ok::<_, std::io::Error>(line(&stats)));
     Ok((json, Body::from_stream(body)).into_response())
 }

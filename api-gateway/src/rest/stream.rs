@@ -5,17 +5,17 @@
 use super::openapi::ErrorBody;
 use super::params::{Query, flag, int};
 use super::{ApiError, ApiResult};
-use crate::core::logs::{Chunk, Entry, LogFilter, OutputEvent, Stream, frame, read_entries};
-use crate::core::record::Status;
+use crate::core::containers::AttachOptions;
+use crate::core::logs::{Chunk, Entry, LogFilter, Stream, frame};
 use crate::core::{Core, Error};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::broadcast;
 
 fn encode(tty: bool, stream: Stream, data: &[u8]) -> Vec<u8> {
     if tty {
@@ -71,37 +71,18 @@ pub async fn attach(
     q: Query,
     mut req: Request,
 ) -> ApiResult<Response> {
-    let record = core.db.lookup(&id)?;
-    if matches!(record.state.status, Status::Exited | Status::Dead) && !flag(&q, "logs") {
-        return Err(ApiError(Error::Conflict(
-            "You cannot attach to a stopped container, start it first".into(),
-        )));
-    }
-    let h = core.handle(&record);
-    let tty = record.tty();
-    let want_stdout = flag(&q, "stdout");
-    let want_stderr = flag(&q, "stderr");
-    let want_stdin = flag(&q, "stdin") && record.open_stdin();
     // Subscribed before answering: nothing the container writes after the client is told it is attached is lost.
-    let rx = h.output.tx.subscribe();
-    let backlog: Vec<Entry> = if flag(&q, "logs") {
-        read_entries(
-            &record.log_path,
-            core.config.logs.max_files,
-            &LogFilter {
-                stdout: want_stdout,
-                stderr: want_stderr,
-                ..Default::default()
-            },
-        )
-    } else {
-        Vec::new()
-    };
-    let live = record.state.status.is_live() || record.state.status == Status::Created;
+    let mut attachment = core.attach(
+        &id,
+        AttachOptions {
+            logs: flag(&q, "logs"),
+            stdout: flag(&q, "stdout"),
+            stderr: flag(&q, "stderr"),
+            stdin: flag(&q, "stdin"),
+        },
+    )?;
+    let tty = attachment.tty;
     let upgrade = hyper::upgrade::on(&mut req);
-    let starts_before = *h.starts.borrow();
-    let stdin_once = record.config.stdin_once.unwrap_or(false);
-    let container_id = record.id.clone();
     tokio::spawn(async move {
         let upgraded = match upgrade.await {
             Ok(u) => u,
@@ -111,13 +92,10 @@ pub async fn attach(
             }
         };
         let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
-        if want_stdin {
-            let (core, h) = (core.clone(), h.clone());
+        if let Some(mut input) = attachment.input().filter(|i| i.has_stdin()) {
             tokio::spawn(async move {
                 // The stdin of the run this attach waits for: a client attaches before `start`.
-                let mut starts = h.starts.subscribe();
-                let running = record.state.status.is_live();
-                if !running && starts.wait_for(|n| *n > starts_before).await.is_err() {
+                if !input.started().await {
                     return;
                 }
                 let mut buf = vec![0u8; 32 * 1024];
@@ -126,24 +104,24 @@ pub async fn attach(
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    let mut stdin = h.stdin.lock().await;
-                    let Some(w) = stdin.as_mut() else { break };
-                    if w.write_all(&buf[..n]).await.is_err() {
+                    if !input.write(&buf[..n]).await {
                         break;
                     }
                 }
-                if stdin_once {
-                    core.close_stdin(&container_id).await;
-                }
+                input.end().await;
             });
         }
-        for e in &backlog {
+        for e in &attachment.backlog {
             if writer.write_all(&entry_bytes(tty, false, e)).await.is_err() {
                 return;
             }
         }
-        if live {
-            forward(rx, &mut writer, tty, want_stdout, want_stderr).await;
+        let mut live = std::pin::pin!(attachment.output());
+        while let Some(Chunk { stream, data }) = live.next().await {
+            if writer.write_all(&encode(tty, stream, &data)).await.is_err() {
+                return;
+            }
+            let _ = writer.flush().await;
         }
         let _ = writer.shutdown().await;
     });
@@ -154,32 +132,6 @@ pub async fn attach(
         .header(header::UPGRADE, "tcp")
         .body(Body::empty())
         .map_err(|e| ApiError(Error::failed("attach", e)))
-}
-
-async fn forward(
-    mut rx: broadcast::Receiver<OutputEvent>,
-    writer: &mut (impl AsyncWriteExt + Unpin),
-    tty: bool,
-    stdout: bool,
-    stderr: bool,
-) {
-    loop {
-        match rx.recv().await {
-            Ok(OutputEvent::Data(Chunk { stream, data })) => {
-                let wanted = match stream {
-                    Stream::Stdout => stdout,
-                    Stream::Stderr => stderr,
-                };
-                if wanted && writer.write_all(&encode(tty, stream, &data)).await.is_err() {
-                    return;
-                }
-                let _ = writer.flush().await;
-            }
-            Ok(OutputEvent::End) => return,
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
 }
 
 fn time_param(
@@ -254,7 +206,6 @@ pub async fn logs(
         head.extend(entry_bytes(tty, timestamps, e));
     }
     let head_stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) });
-    use futures_util::StreamExt;
     let live = live.map(move |Chunk { stream, data }| {
         let bytes = if timestamps {
             let mut b = format!("{} ", crate::core::logs::now()).into_bytes();

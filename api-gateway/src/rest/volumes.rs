@@ -5,7 +5,7 @@ use super::params::{Query, filters, flag, json};
 use super::{ApiError, ApiResult};
 use crate::core::Core;
 use crate::core::Error;
-use crate::core::volumes::VolumeMeta;
+use crate::core::volumes::{VolumeFilter, VolumeMeta, VolumePruneFilter, check_volume_driver};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -42,15 +42,7 @@ fn to_api(core: &Core, v: &VolumeMeta) -> Volume {
 )]
 pub async fn create(State(core): State<Arc<Core>>, body: Bytes) -> ApiResult<Response> {
     let req: VolumeCreateRequest = json(&body)?;
-    if let Some(d) = req
-        .driver
-        .as_deref()
-        .filter(|d| !d.is_empty() && *d != "local")
-    {
-        return Err(ApiError(Error::NotFound(format!(
-            "error looking up volume plugin {d}: plugin \"{d}\" not found"
-        ))));
-    }
+    check_volume_driver(req.driver.as_deref().unwrap_or_default())?;
     let v = core.create_volume(
         req.name.as_deref(),
         req.labels.unwrap_or_default(),
@@ -74,31 +66,36 @@ pub async fn create(State(core): State<Arc<Core>>, body: Bytes) -> ApiResult<Res
     tag = "Volume"
 )]
 pub async fn list(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response> {
-    let f = filters(&q)?;
-    let mut out = Vec::new();
-    for v in core.volumes()? {
-        let mut keep = true;
-        for (key, values) in &f {
-            let any = |pass: &dyn Fn(&str) -> bool| values.iter().any(|x| pass(x));
-            keep &= match key.as_str() {
-                "name" => any(&|x| v.name.contains(x)),
-                "label" => any(&|x| super::params::label_matches(&v.labels, x)),
-                "driver" => any(&|x| x == "local"),
-                "dangling" => {
-                    let dangling = core.volume_users(&v.name)?.is_empty();
-                    any(&|x| matches!(x, "true" | "1") == dangling)
-                }
-                other => {
-                    return Err(ApiError(Error::Invalid(format!(
-                        "invalid filter '{other}'"
-                    ))));
-                }
-            };
-        }
-        if keep {
-            out.push(to_api(&core, &v));
+    let mut filter = VolumeFilter::default();
+    for (key, values) in filters(&q)? {
+        match key.as_str() {
+            "name" => filter.names = values,
+            "label" => filter.labels = values,
+            "driver" => filter.drivers = values,
+            "dangling" => {
+                // Any of the values may match: both "true" and "false" select every volume.
+                let wanted: Vec<bool> = values
+                    .iter()
+                    .map(|x| matches!(x.as_str(), "true" | "1"))
+                    .collect();
+                filter.dangling = match (wanted.contains(&true), wanted.contains(&false)) {
+                    (true, false) => Some(true),
+                    (false, true) => Some(false),
+                    _ => None,
+                };
+            }
+            other => {
+                return Err(ApiError(Error::Invalid(format!(
+                    "invalid filter '{other}'"
+                ))));
+            }
         }
     }
+    let out = core
+        .list_volumes(&filter)?
+        .iter()
+        .map(|v| to_api(&core, v))
+        .collect();
     Ok(axum::Json(VolumeListResponse {
         volumes: Some(out),
         warnings: Some(Vec::new()),
@@ -132,7 +129,7 @@ pub async fn inspect(
     path = "/volumes/{name}",
     params(
         ("name" = String, Path, description = "volume name"),
-        ("force" = Option<bool>, Query, description = "accepted"),
+        ("force" = Option<bool>, Query, description = "a missing volume is no error (one in use is still refused)"),
     ),
     responses(
         (status = 204, description = "removed"),
@@ -147,8 +144,7 @@ pub async fn remove(
     Path(name): Path<String>,
     q: Query,
 ) -> ApiResult<StatusCode> {
-    let _ = flag(&q, "force");
-    core.remove_volume(&name)?;
+    core.remove_volume(&name, flag(&q, "force"))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -168,11 +164,9 @@ pub async fn remove(
 )]
 pub async fn prune(State(core): State<Arc<Core>>, q: Query) -> ApiResult<Response> {
     let f = filters(&q)?;
-    let labels = f.get("label").cloned().unwrap_or_default();
-    let (deleted, bytes) = core.prune_volumes(|v| {
-        !labels
-            .iter()
-            .all(|l| super::params::label_matches(&v.labels, l))
+    let (deleted, bytes) = core.prune_volumes(&VolumePruneFilter {
+        all: true,
+        labels: f.get("label").cloned().unwrap_or_default(),
     })?;
     Ok(axum::Json(VolumePruneResponse {
         volumes_deleted: Some(deleted),

@@ -5,9 +5,13 @@
 //! the docker CLI behaviour each test expects.
 
 mod archive;
+mod cli;
 mod crash;
 mod grpc;
+mod grpc_objects;
+mod grpc_stdio;
 mod networks;
+mod tls;
 mod tty;
 
 use polis_integration::polisd::{IMAGE, Polisd, python_with_docker};
@@ -96,6 +100,29 @@ fn stdout_json(out: &Output) -> serde_json::Value {
     out.ok();
     serde_json::from_str(out.stdout.trim())
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {out}"))
+}
+
+/// What the shell on the other side must show for the keystrokes `tty; echo $((6*7)); exit CODE`: its terminal
+/// is a pty, the typed command line comes back as the terminal's echo, and the arithmetic ran in the container.
+#[track_caller]
+fn assert_interactive_shell(out: &Output, code: i32) {
+    assert_eq!(
+        out.code,
+        Some(code),
+        "the CLI exits with the shell's code: {out}"
+    );
+    assert!(
+        out.stdout.contains("/dev/pts/"),
+        "the process should have a pty: {out}"
+    );
+    assert!(
+        out.stdout.contains("echo $((6*7))"),
+        "the typed line should be echoed: {out}"
+    );
+    assert!(
+        out.stdout.lines().any(|l| l.trim() == "42"),
+        "the typed command should run: {out}"
+    );
 }
 
 fn unix_now() -> u64 {

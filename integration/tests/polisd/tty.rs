@@ -1,7 +1,7 @@
 //! `docker run -it` and `docker exec -it` under a real terminal: util-linux's `script` runs the docker CLI on a pty
 //! of its own, so the CLI puts that terminal in raw mode and asks polisd for a tty, as it does when a person types.
 
-use super::{assert_nothing_left, run_detached};
+use super::{assert_interactive_shell, assert_nothing_left, run_detached};
 use polis_integration::Output;
 use polis_integration::polisd::{IMAGE, Polisd};
 use std::process::Command;
@@ -29,29 +29,6 @@ fn docker_on_a_pty(d: &Polisd, args: &[&str], typed: &[u8]) -> Output {
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// What the shell on the other side must show for the keystrokes `tty; echo $((6*7)); exit CODE`: its terminal
-/// is a pty, the typed command line comes back as the terminal's echo, and the arithmetic ran in the container.
-#[track_caller]
-fn assert_interactive_shell(out: &Output, code: i32) {
-    assert_eq!(
-        out.code,
-        Some(code),
-        "the CLI exits with the shell's code: {out}"
-    );
-    assert!(
-        out.stdout.contains("/dev/pts/"),
-        "the process should have a pty: {out}"
-    );
-    assert!(
-        out.stdout.contains("echo $((6*7))"),
-        "the typed line should be echoed: {out}"
-    );
-    assert!(
-        out.stdout.lines().any(|l| l.trim() == "42"),
-        "the typed command should run: {out}"
-    );
 }
 
 /// `docker run -it --rm IMAGE sh` (Engine API: create with Tty and OpenStdin, attach hijacked with stdin, start):

@@ -130,10 +130,22 @@ impl Core {
         Ok(())
     }
 
-    /// `POST /networks/{id}/disconnect`: the container leaves the network, at once when it runs.
-    pub async fn disconnect_network(&self, network: &str, container: &str) -> Result<()> {
+    /// `POST /networks/{id}/disconnect`: the container leaves the network, at once when it runs. With `force`, a
+    /// container that is gone but still has an endpoint on the network (its ID or an ID prefix given) loses it, as
+    /// dockerd's forced disconnect deletes the endpoint of a container it no longer knows.
+    pub async fn disconnect_network(
+        &self,
+        network: &str,
+        container: &str,
+        force: bool,
+    ) -> Result<()> {
         let network = self.db.lookup_network(network)?;
-        let record = self.db.lookup(container)?;
+        let record = match self.db.lookup(container) {
+            Err(Error::NotFound(m)) if force => {
+                return self.forget_stale_endpoints(&network, container, m);
+            }
+            other => other?,
+        };
         if network.driver == Driver::Host {
             return Err(Error::Forbidden(
                 "container cannot be disconnected from host network or connected to host network"
@@ -167,6 +179,34 @@ impl Core {
         }
         self.sync_own_resolvers();
         self.network_event(&network, "disconnect", &[("container", &record.id)]);
+        Ok(())
+    }
+
+    /// Removes the network's endpoints of containers that no longer exist whose ID starts with `container`;
+    /// `missing` (the container's NotFound message) when there is none.
+    fn forget_stale_endpoints(
+        &self,
+        network: &NetworkRecord,
+        container: &str,
+        missing: String,
+    ) -> Result<()> {
+        let _lock = networks_lock();
+        let mut stale = Vec::new();
+        for e in self.db.endpoints_in(&network.id)? {
+            if !container.is_empty()
+                && e.container_id.starts_with(container)
+                && self.db.get(&e.container_id)?.is_none()
+            {
+                stale.push(e.container_id);
+            }
+        }
+        if stale.is_empty() {
+            return Err(Error::NotFound(missing));
+        }
+        for id in stale {
+            self.db.remove_endpoint(&network.id, &id)?;
+            self.network_event(network, "disconnect", &[("container", &id)]);
+        }
         Ok(())
     }
 

@@ -55,6 +55,7 @@ mod recover;
 pub use config::*;
 pub use netns::*;
 pub use ports::*;
+pub use records::{NetworkFilter, NetworkMember, NetworkPruneFilter};
 
 /// The predefined networks.
 pub const BRIDGE: &str = "bridge";

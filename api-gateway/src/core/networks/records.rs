@@ -168,6 +168,44 @@ impl Core {
         Ok(out)
     }
 
+    /// The networks that pass `filter` (`GET /networks`, polis.v1 Networks/List).
+    pub fn list_networks(&self, filter: &NetworkFilter) -> Result<Vec<NetworkRecord>> {
+        let mut out = Vec::new();
+        for n in self.db.networks()? {
+            if !filter.passes(&n) {
+                continue;
+            }
+            if let Some(wanted) = filter.dangling {
+                let dangling = !n.predefined && self.network_members(&n)?.is_empty();
+                if wanted != dangling {
+                    continue;
+                }
+            }
+            out.push(n);
+        }
+        Ok(out)
+    }
+
+    /// The running containers on a network as inspect shows them (Docker's `Containers` of a network).
+    pub fn network_endpoints(&self, network: &NetworkRecord) -> Result<Vec<NetworkMember>> {
+        Ok(self
+            .network_members(network)?
+            .into_iter()
+            .map(|(e, c)| {
+                let a = e.attached.clone().unwrap_or_default();
+                NetworkMember {
+                    container_id: c.id.clone(),
+                    container_name: c.name.clone(),
+                    endpoint_id: e.endpoint_id.clone(),
+                    mac: a.mac.clone(),
+                    ipv4: a.addresses.iter().find(|x| x.addr().is_ipv4()).copied(),
+                    ipv6: a.addresses.iter().find(|x| !x.addr().is_ipv4()).copied(),
+                    aliases: e.aliases,
+                }
+            })
+            .collect())
+    }
+
     /// A container's endpoints with their networks (an endpoint whose network is gone has None).
     pub fn container_networks(
         &self,
@@ -226,7 +264,7 @@ impl Core {
         let _lock = networks_lock();
         let existing = self.db.networks()?;
         if existing.iter().any(|n| n.name == req.name) {
-            return Err(Error::Conflict(format!(
+            return Err(Error::AlreadyExists(format!(
                 "network with name {} already exists",
                 req.name
             )));
@@ -368,14 +406,12 @@ impl Core {
         Ok(())
     }
 
-    /// Removes the user networks no running container uses (`POST /networks/prune`) that pass `keep`; their names.
-    pub async fn prune_networks(
-        &self,
-        keep: &(dyn Fn(&NetworkRecord) -> bool + Sync),
-    ) -> Result<Vec<String>> {
+    /// Removes the user networks no running container uses that `filter` selects (`POST /networks/prune`,
+    /// polis.v1 Networks/Prune); their names.
+    pub async fn prune_networks(&self, filter: &NetworkPruneFilter) -> Result<Vec<String>> {
         let mut removed = Vec::new();
         for n in self.db.networks()? {
-            if n.predefined || !keep(&n) || !self.live_endpoints(&n.id)?.is_empty() {
+            if n.predefined || !filter.selects(&n) || !self.live_endpoints(&n.id)?.is_empty() {
                 continue;
             }
             match self.remove_network(&n.id).await {
@@ -509,6 +545,80 @@ impl Core {
     }
 }
 
+/// Which networks a list returns (`docker network ls` filters, polis.v1's NetworkFilter): each non-empty list must
+/// match one of its values; `dangling`: only networks (not predefined) no running container is on, or only the
+/// others.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkFilter {
+    /// ID prefixes.
+    pub ids: Vec<String>,
+    /// Substrings of names.
+    pub names: Vec<String>,
+    pub drivers: Vec<String>,
+    /// `KEY` or `KEY=VALUE`.
+    pub labels: Vec<String>,
+    /// Scopes: only "local" matches.
+    pub scopes: Vec<String>,
+    /// "builtin" (the predefined networks) or "custom".
+    pub types: Vec<String>,
+    pub dangling: Option<bool>,
+}
+
+impl NetworkFilter {
+    /// Whether the network passes the lists (`dangling` needs the database: [`Core::list_networks`]).
+    fn passes(&self, n: &NetworkRecord) -> bool {
+        let any = |values: &[String], pass: &dyn Fn(&str) -> bool| {
+            values.is_empty() || values.iter().any(|v| pass(v))
+        };
+        any(&self.names, &|v| n.name.contains(v))
+            && any(&self.ids, &|v| n.id.starts_with(v))
+            && any(&self.drivers, &|v| n.driver.as_str() == v)
+            && any(&self.scopes, &|v| v == "local")
+            && any(&self.types, &|v| match v {
+                "builtin" => n.predefined,
+                "custom" => !n.predefined,
+                _ => false,
+            })
+            && any(&self.labels, &|v| crate::core::label_matches(&n.labels, v))
+    }
+}
+
+/// Which unused user networks a prune removes (`POST /networks/prune` filters, polis.v1's PruneNetworksRequest).
+#[derive(Debug, Clone, Default)]
+pub struct NetworkPruneFilter {
+    /// Only networks created before this Unix time.
+    pub until: Option<i64>,
+    /// Only networks with every one of these labels (`KEY` or `KEY=VALUE`).
+    pub labels: Vec<String>,
+    /// Only networks with none of these labels.
+    pub not_labels: Vec<String>,
+}
+
+impl NetworkPruneFilter {
+    pub fn selects(&self, n: &NetworkRecord) -> bool {
+        let has = |v: &String| crate::core::label_matches(&n.labels, v);
+        let created = chrono::DateTime::parse_from_rfc3339(&n.created)
+            .map(|t| t.timestamp())
+            .unwrap_or(0);
+        self.until.is_none_or(|b| created < b)
+            && self.labels.iter().all(has)
+            && !self.not_labels.iter().any(has)
+    }
+}
+
+/// A running container on a network, as a network's inspect shows it.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkMember {
+    pub container_id: String,
+    pub container_name: String,
+    pub endpoint_id: String,
+    pub mac: String,
+    pub ipv4: Option<IpNet>,
+    pub ipv6: Option<IpNet>,
+    /// The names asked for besides the container's name (EndpointSettings.Aliases).
+    pub aliases: Vec<String>,
+}
+
 /// A container's names on a user network: those its ADD registers (the `aliases` capability: its name, the
 /// endpoint's aliases, its hostname when one was asked for), and those Docker lists as its DNS names (the same
 /// and its short ID, which polis-netplug registers by itself).
@@ -553,4 +663,87 @@ pub(super) fn check_endpoint_settings(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network(name: &str, predefined: bool, labels: &[(&str, &str)]) -> NetworkRecord {
+        NetworkRecord {
+            id: format!("{name}0123456789"),
+            name: name.into(),
+            predefined,
+            created: "2026-01-02T03:04:05.000000006Z".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn list_filters_match_one_value_of_each_list() {
+        let n = network("front", false, &[("tier", "web")]);
+        let passes = |f: NetworkFilter| f.passes(&n);
+        assert!(passes(NetworkFilter::default()));
+        assert!(passes(NetworkFilter {
+            names: vec!["nope".into(), "ron".into()],
+            ids: vec!["front01".into()],
+            drivers: vec!["bridge".into()],
+            labels: vec!["tier=web".into()],
+            scopes: vec!["local".into()],
+            types: vec!["custom".into()],
+            ..Default::default()
+        }));
+        assert!(!passes(NetworkFilter {
+            types: vec!["builtin".into()],
+            ..Default::default()
+        }));
+        assert!(!passes(NetworkFilter {
+            labels: vec!["tier=db".into()],
+            ..Default::default()
+        }));
+        assert!(!passes(NetworkFilter {
+            ids: vec!["0123".into()],
+            ..Default::default()
+        }));
+    }
+
+    #[test]
+    fn prune_filters_select_by_age_and_labels() {
+        let n = network("old", false, &[("keep", "no"), ("team", "a")]);
+        let created = 1_767_323_045; // 2026-01-02T03:04:05Z
+        assert!(NetworkPruneFilter::default().selects(&n));
+        assert!(
+            NetworkPruneFilter {
+                until: Some(created + 1),
+                labels: vec!["team".into(), "keep=no".into()],
+                ..Default::default()
+            }
+            .selects(&n)
+        );
+        assert!(
+            !NetworkPruneFilter {
+                until: Some(created),
+                ..Default::default()
+            }
+            .selects(&n)
+        );
+        assert!(
+            !NetworkPruneFilter {
+                labels: vec!["team".into(), "other".into()],
+                ..Default::default()
+            }
+            .selects(&n)
+        );
+        assert!(
+            !NetworkPruneFilter {
+                not_labels: vec!["team=a".into()],
+                ..Default::default()
+            }
+            .selects(&n)
+        );
+    }
 }
