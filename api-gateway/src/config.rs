@@ -51,6 +51,20 @@ pub struct Config {
     /// Where the CNI plugins (`polis-netplug`) are; by default the directory of polisd's own executable, then
     /// /usr/lib/cni and /opt/cni/bin.
     pub cni_plugin_dir: Option<PathBuf>,
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics: always at `/metrics` on the API's listeners; `address` adds a plain-HTTP listener for
+/// scrapers (off by default, like dockerd's `metrics-addr`) that serves `/metrics` and the read-only (GET and
+/// HEAD) routes of the REST API, so that the dashboard at `/ui` can be opened in a browser.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `HOST:PORT` of the plain-HTTP listener.
+    pub address: Option<std::net::SocketAddr>,
+    /// Container labels exported as `container_label_KEY` labels of the per-container metrics (as cAdvisor's
+    /// `--store_container_labels=false --whitelisted_container_labels=...`).
+    pub container_labels: Vec<String>,
 }
 
 /// A pool of subnets: `base` cut into subnets of prefix length `size`.
@@ -102,6 +116,7 @@ impl Default for Config {
             })
             .collect(),
             cni_plugin_dir: None,
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod core;
 pub mod grpc;
+pub mod metrics;
 pub mod rest;
 pub mod server;
 pub mod tls;

@@ -57,6 +57,10 @@ pub async fn run(config: Config) -> Result<()> {
         }
         None => None,
     };
+    let metrics_server = match core.config.metrics.address {
+        Some(address) => Some(crate::metrics::serve(address, app.clone()).await?),
+        None => None,
+    };
     axum::serve(
         listener,
         axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
@@ -64,7 +68,7 @@ pub async fn run(config: Config) -> Result<()> {
     .with_graceful_shutdown(shutdown())
     .await
     .context("serve the API")?;
-    if let Some(t) = tcp_server {
+    for t in [tcp_server, metrics_server].into_iter().flatten() {
         t.abort();
     }
     let _ = std::fs::remove_file(&socket);

@@ -8,6 +8,7 @@ use polis_imagesvc::pull::{Platform, PullOptions, pull_image};
 use polis_imagesvc::registry::{Credential, RegistryClient};
 use polis_imagesvc::store::{ImageStore, StoredImage};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An image as polisd works with it: the store's entry, its config digest and its config.
 #[derive(Debug, Clone)]
@@ -229,7 +230,11 @@ pub fn find(store: &ImageStore, wanted: &str) -> Result<Image> {
 /// What a pull reports as it goes, in Docker's JSON progress stream (`{"status": ..., "id": ...}`).
 pub type ProgressSink = Arc<dyn Fn(serde_json::Value) + Send + Sync>;
 
-struct DockerProgress(ProgressSink);
+/// Docker's progress messages of a pull, and the bytes of the layers it downloaded (for the pull metrics).
+struct DockerProgress {
+    sink: ProgressSink,
+    downloaded: AtomicU64,
+}
 
 fn short_layer(digest: &str) -> String {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
@@ -253,10 +258,19 @@ impl Progress for DockerProgress {
                 "status": "Downloading", "id": short_layer(&layer),
                 "progressDetail": {"current": downloaded, "total": size}
             }),
-            PullEvent::LayerDownloaded { layer, cached, .. } => serde_json::json!({
-                "status": if cached { "Already exists" } else { "Download complete" },
-                "id": short_layer(&layer)
-            }),
+            PullEvent::LayerDownloaded {
+                layer,
+                cached,
+                size,
+            } => {
+                if !cached {
+                    self.downloaded.fetch_add(size, Ordering::Relaxed);
+                }
+                serde_json::json!({
+                    "status": if cached { "Already exists" } else { "Download complete" },
+                    "id": short_layer(&layer)
+                })
+            }
             // A layer that was already there was reported as "Already exists".
             PullEvent::LayerUnpacked { cached: true, .. } => return,
             PullEvent::LayerUnpacked { layer, .. } => {
@@ -266,7 +280,7 @@ impl Progress for DockerProgress {
                 serde_json::json!({"status": format!("Digest: {digest}")})
             }
         };
-        (self.0)(message);
+        (self.sink)(message);
     }
 }
 
@@ -322,14 +336,18 @@ pub fn pull(
         .find(reference)
         .ok()
         .map(|i| i.manifest.digest().to_string());
-    let pulled = pull_image(
-        &client,
-        store,
-        reference,
-        &options,
-        &DockerProgress(progress.clone()),
-    )
-    .map_err(|e| match e {
+    let started = std::time::Instant::now();
+    let counted = DockerProgress {
+        sink: progress.clone(),
+        downloaded: AtomicU64::new(0),
+    };
+    let pulled = pull_image(&client, store, reference, &options, &counted);
+    crate::metrics::global().observe_pull(
+        pulled.is_ok(),
+        counted.downloaded.load(Ordering::Relaxed),
+        started.elapsed(),
+    );
+    let pulled = pulled.map_err(|e| match e {
         polis_imagesvc::Error::NotFound { .. } => Error::NotFound(format!(
             "pull access denied for {reference}, repository does not exist or may require 'docker login': {e}"
         )),

@@ -131,6 +131,7 @@ pub async fn serve(core: &Arc<Core>) -> Result<GrpcServer> {
         let router = tonic::transport::Server::builder()
             .tls_config(tls)
             .context("grpc_tcp: TLS")?
+            .layer(tower::layer::layer_fn(Timed))
             .add_routes(routes.clone());
         tracing::info!(
             address = tcp.address,
@@ -143,7 +144,9 @@ pub async fn serve(core: &Arc<Core>) -> Result<GrpcServer> {
             }
         }));
     }
-    let router = tonic::transport::Server::builder().add_routes(routes);
+    let router = tonic::transport::Server::builder()
+        .layer(tower::layer::layer_fn(Timed))
+        .add_routes(routes);
     tracing::info!(socket = %socket.display(), "polisd serves the polis.v1 gRPC API");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tasks.push(tokio::spawn(async move {
@@ -152,4 +155,39 @@ pub async fn serve(core: &Arc<Core>) -> Result<GrpcServer> {
         }
     }));
     Ok(GrpcServer { tasks, socket })
+}
+
+/// Times each call: `polis_api_request_duration_seconds{api="grpc", operation="/polis.v1.SERVICE/METHOD"}` (for
+/// server streams, the time to the response's head).
+#[derive(Clone)]
+struct Timed<S>(S);
+
+impl<S, B> tower::Service<tonic::codegen::http::Request<B>> for Timed<S>
+where
+    S: tower::Service<tonic::codegen::http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<S::Response, S::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let operation = req.uri().path().to_string();
+        let started = std::time::Instant::now();
+        let answer = self.0.call(req);
+        Box::pin(async move {
+            let result = answer.await;
+            crate::metrics::global().observe_request("grpc", &operation, started.elapsed());
+            result
+        })
+    }
 }

@@ -6,6 +6,7 @@ mod archive;
 mod containers;
 mod exec;
 mod images;
+mod metrics;
 mod networks;
 pub mod openapi;
 mod params;
@@ -66,7 +67,8 @@ impl IntoResponse for ApiError {
 pub fn router(core: Arc<Core>) -> Router {
     let limit = core.config.max_body_size;
     let (api, doc) = api_router().split_for_parts();
-    api.fallback(not_found)
+    api.route_layer(axum::middleware::from_fn(metrics::timed))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(core)
@@ -82,6 +84,7 @@ pub fn api_router() -> OpenApiRouter<Arc<Core>> {
         .routes(routes!(system::version))
         .routes(routes!(system::info))
         .routes(routes!(system::events))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(containers::create))
         .routes(routes!(containers::list))
         .routes(routes!(containers::inspect))

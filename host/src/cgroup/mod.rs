@@ -17,8 +17,8 @@ mod stats;
 pub mod v1;
 pub mod v2;
 
-#[cfg(test)]
-mod fixture;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixture;
 
 use std::path::PathBuf;
 
