@@ -52,6 +52,8 @@ pub struct Config {
     /// /usr/lib/cni and /opt/cni/bin.
     pub cni_plugin_dir: Option<PathBuf>,
     pub metrics: MetricsConfig,
+    /// Alert rules over the containers' metrics, and where firing and resolved alerts are sent.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// Prometheus metrics: always at `/metrics` on the API's listeners; `address` adds a plain-HTTP listener for
@@ -117,6 +119,7 @@ impl Default for Config {
             .collect(),
             cni_plugin_dir: None,
             metrics: MetricsConfig::default(),
+            alerts: Default::default(),
         }
     }
 }
@@ -150,10 +153,18 @@ impl Config {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.message().to_string(),
-        })
+        })?;
+        config
+            .alerts
+            .check()
+            .map_err(|message| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        Ok(config)
     }
 
     /// A binary polisd runs: the configured path, else the one beside polisd's own executable, else PATH.

@@ -39,6 +39,7 @@ pub async fn run(config: Config) -> Result<()> {
     core.remove_leftovers().await?;
     core.recover().await?;
     core.start_by_policy().await;
+    let alerts = tokio::spawn(crate::alerts::run(core.clone()));
     let listener = bind_api_socket(&socket, group.as_deref())?;
     tracing::info!(socket = %socket.display(), "polisd serves the Docker Engine API");
     tokio::spawn(return_freed_memory());
@@ -71,6 +72,7 @@ pub async fn run(config: Config) -> Result<()> {
     for t in [tcp_server, metrics_server].into_iter().flatten() {
         t.abort();
     }
+    alerts.abort();
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

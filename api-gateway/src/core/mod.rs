@@ -38,6 +38,8 @@ pub struct Core {
     pub db: Db,
     pub store: Arc<ImageStore>,
     pub events: Events,
+    /// The alert rules' state.
+    pub alerts: crate::alerts::Alerts,
     /// The in-memory side of each container: its output channel, exit notifications, its shim and stdin.
     handles: Mutex<HashMap<String, Arc<Handle>>>,
 }
@@ -55,11 +57,13 @@ impl Core {
         }
         let db = Db::open(&config.database())?;
         let store = ImageStore::open(&config.images_dir())?;
+        let alerts = crate::alerts::Alerts::new(&config.alerts);
         Ok(Arc::new(Core {
             config,
             db,
             store: Arc::new(store),
             events: Events::new(),
+            alerts,
             handles: Mutex::new(HashMap::new()),
         }))
     }

@@ -334,6 +334,39 @@ pub fn collect(core: &Core, locations: &Locations, scrape: &Registry) {
     locations.keep(&running);
 }
 
+/// A running container's memory as the alert rules see it.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryReading {
+    pub working_set: u64,
+    /// 0: no limit.
+    pub limit: u64,
+    pub oom_kills: u64,
+}
+
+/// The memory of a running container (None when it is not running or its cgroup cannot be read).
+pub fn memory_of(locations: &Locations, record: &ContainerRecord) -> Option<MemoryReading> {
+    if !record.state.status.is_live() || record.state.pid <= 0 {
+        return None;
+    }
+    let cg = locations.find(&record.id, record.state.pid as u32)?;
+    let memory = cgroup::read(&cg).ok()?.memory?;
+    Some(MemoryReading {
+        working_set: memory.working_set,
+        limit: spec_limit(memory.usage.as_ref().map_or(UNLIMITED, |u| u.limit)),
+        oom_kills: oom_kills(&memory),
+    })
+}
+
+/// The OOM killer's kills in the cgroup: v1 memory.oom_control's oom_kill, v2 memory.events' oom_kill.
+fn oom_kills(memory: &cgroup::Memory) -> u64 {
+    memory
+        .events
+        .as_ref()
+        .map(|e| e.oom_kill)
+        .or(memory.oom_control.as_ref().map(|o| o.oom_kill))
+        .unwrap_or(0)
+}
+
 /// cAdvisor's `id`: the container's cgroup path (polisd's cgroupsPath).
 fn cgroup_path(record: &ContainerRecord) -> String {
     format!("/polis/{}", record.id)
@@ -406,14 +439,12 @@ fn cgroup_families(
             base,
             spec_limit(usage.limit) as f64,
         );
-        // The OOM killer's kills in the cgroup: v1 memory.oom_control's oom_kill, v2 memory.events' oom_kill.
-        let ooms = memory
-            .events
-            .as_ref()
-            .map(|e| e.oom_kill)
-            .or(memory.oom_control.as_ref().map(|o| o.oom_kill))
-            .unwrap_or(0);
-        f.count("container_oom_events_total", base, None, ooms as f64);
+        f.count(
+            "container_oom_events_total",
+            base,
+            None,
+            oom_kills(memory) as f64,
+        );
     }
     if let Some(io) = &stats.io {
         for d in &io.devices {

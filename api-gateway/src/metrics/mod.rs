@@ -112,6 +112,14 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// A running container's working set, memory limit and OOM kills, from its cgroup (for the alert rules).
+    pub fn memory_of(
+        &self,
+        record: &crate::core::record::ContainerRecord,
+    ) -> Option<containers::MemoryReading> {
+        containers::memory_of(&self.locations, record)
+    }
+
     /// The text of one scrape (blocking: it reads cgroup and /proc files).
     pub fn render(&self, core: &Core) -> String {
         let scrape = Registry::new();

@@ -1,4 +1,5 @@
-//! `GET /metrics`: the Prometheus exposition (crate::metrics), and the latency of every REST request.
+//! `GET /metrics`: the Prometheus exposition (crate::metrics), the latency of every REST request, and
+//! `GET /polis/alerts`: the alerts firing now (crate::alerts).
 
 use super::openapi::ErrorBody;
 use crate::core::Core;
@@ -24,6 +25,31 @@ pub async fn metrics(State(core): State<Arc<Core>>) -> Response {
             super::ApiError(crate::core::Error::Failed(format!("metrics: {e}"))).into_response()
         }
     }
+}
+
+#[utoipa::path(
+    get,
+    path = "/polis/alerts",
+    responses(
+        (status = 200, description = "the alerts firing now, as Alertmanager's API v2 lists alerts (labels, annotations, startsAt, endsAt, fingerprint, status)", body = Vec<Object>),
+        (status = 500, description = "server error", body = ErrorBody),
+    ),
+    tag = "System"
+)]
+pub async fn alerts(State(core): State<Arc<Core>>) -> axum::Json<Vec<serde_json::Value>> {
+    axum::Json(
+        core.alerts
+            .firing()
+            .iter()
+            .map(|a| {
+                let mut v = crate::alerts::webhook::alert_json(a);
+                // Alertmanager's API v2 status object.
+                v["status"] =
+                    serde_json::json!({"state": "active", "silencedBy": [], "inhibitedBy": []});
+                v
+            })
+            .collect(),
+    )
 }
 
 /// Times a request that matched a route: `polis_api_request_duration_seconds{api="rest", operation="METHOD ROUTE"}`

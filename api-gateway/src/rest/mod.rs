@@ -85,6 +85,7 @@ pub fn api_router() -> OpenApiRouter<Arc<Core>> {
         .routes(routes!(system::info))
         .routes(routes!(system::events))
         .routes(routes!(metrics::metrics))
+        .routes(routes!(metrics::alerts))
         .routes(routes!(containers::create))
         .routes(routes!(containers::list))
         .routes(routes!(containers::inspect))
