@@ -51,6 +51,9 @@ pub struct Config {
     /// Where the CNI plugins (`polis-netplug`) are; by default the directory of polisd's own executable, then
     /// /usr/lib/cni and /opt/cni/bin.
     pub cni_plugin_dir: Option<PathBuf>,
+    /// A container with a restart policy other than `no` whose health check turns it unhealthy is killed, and its
+    /// policy restarts it (dockerd leaves unhealthy containers running; off by default).
+    pub restart_unhealthy: bool,
 }
 
 /// A pool of subnets: `base` cut into subnets of prefix length `size`.
@@ -102,6 +105,7 @@ impl Default for Config {
             })
             .collect(),
             cni_plugin_dir: None,
+            restart_unhealthy: false,
         }
     }
 }
@@ -261,6 +265,9 @@ mod tests {
         assert_eq!(c.logs.max_files, 2);
         assert_eq!(c.logs.max_size, LogConfig::default().max_size);
         assert_eq!(c.default_bridge_subnet, "172.17.0.0/16");
+        assert!(!c.restart_unhealthy, "dockerd never restarts for health");
+        let c = Config::parse(Path::new("p.toml"), "restart_unhealthy = true\n").unwrap();
+        assert!(c.restart_unhealthy);
     }
 
     #[test]
