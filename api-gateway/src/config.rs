@@ -51,6 +51,9 @@ pub struct Config {
     /// Where the CNI plugins (`polis-netplug`) are; by default the directory of polisd's own executable, then
     /// /usr/lib/cni and /opt/cni/bin.
     pub cni_plugin_dir: Option<PathBuf>,
+    /// A container with a restart policy other than `no` whose health check turns it unhealthy is killed, and its
+    /// policy restarts it (dockerd leaves unhealthy containers running; off by default).
+    pub restart_unhealthy: bool,
     pub metrics: MetricsConfig,
     /// Alert rules over the containers' metrics, and where firing and resolved alerts are sent.
     pub alerts: crate::alerts::AlertsConfig,
@@ -118,6 +121,7 @@ impl Default for Config {
             })
             .collect(),
             cni_plugin_dir: None,
+            restart_unhealthy: false,
             metrics: MetricsConfig::default(),
             alerts: Default::default(),
         }
@@ -287,6 +291,9 @@ mod tests {
         assert_eq!(c.logs.max_files, 2);
         assert_eq!(c.logs.max_size, LogConfig::default().max_size);
         assert_eq!(c.default_bridge_subnet, "172.17.0.0/16");
+        assert!(!c.restart_unhealthy, "dockerd never restarts for health");
+        let c = Config::parse(Path::new("p.toml"), "restart_unhealthy = true\n").unwrap();
+        assert!(c.restart_unhealthy);
     }
 
     #[test]

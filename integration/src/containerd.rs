@@ -47,6 +47,14 @@ pub fn build_image(dir: &Path) -> Image {
 
 /// Like [`build_image`], with `cmd` as the image's Cmd.
 pub fn build_image_running(dir: &Path, cmd: &[&str]) -> Image {
+    build_image_with_config(
+        dir,
+        json!({"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd}),
+    )
+}
+
+/// Like [`build_image`], with `image_config` as the image config's `config` object (Cmd, Env, Healthcheck...).
+pub fn build_image_with_config(dir: &Path, image_config: serde_json::Value) -> Image {
     let rootfs = dir.join("rootfs");
     make_rootfs(&rootfs);
     let layer_tar = dir.join("layer.tar");
@@ -66,7 +74,7 @@ pub fn build_image_running(dir: &Path, cmd: &[&str]) -> Image {
     let config = json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
     });
     let (config_digest, config_size) = put_blob(&layout, config.to_string().as_bytes());

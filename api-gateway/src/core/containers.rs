@@ -288,6 +288,11 @@ fn overlay_options(rootfs: &Path) -> Result<Vec<String>> {
     Ok(options)
 }
 
+/// The attributes of a container's events: its labels, name and image.
+pub(crate) fn event_attributes(record: &ContainerRecord) -> HashMap<String, String> {
+    attributes(record, &[])
+}
+
 fn attributes(record: &ContainerRecord, extra: &[(&str, String)]) -> HashMap<String, String> {
     let mut a: HashMap<String, String> = record.config.labels.clone().unwrap_or_default();
     a.insert("name".into(), record.name.clone());
@@ -357,6 +362,9 @@ impl Core {
             }
             None => generated_name(&id),
         };
+        if let Some(hc) = &body.healthcheck {
+            super::health::validate(hc)?;
+        }
         let host: HostConfig = body.host_config.clone().unwrap_or_default();
         let request: ContainerConfig = serde_json::from_value(
             serde_json::to_value(&body).map_err(|e| Error::failed("encode request", e))?,
@@ -550,6 +558,7 @@ impl Core {
             finished_at: record.state.finished_at.clone(),
             error: String::new(),
             oom_killed: false,
+            health: record.state.health.take(),
         };
         record.shim = Some(ShimInfo {
             address: shim.address.clone(),
@@ -560,6 +569,7 @@ impl Core {
         *h.stdin.lock().await = stdin;
         h.starts.send_modify(|n| *n += 1);
         self.container_event(record, "start", &[]);
+        self.start_health(record, true);
         tokio::spawn(self.clone().monitor(record.id.clone(), shim, pumps));
         Ok(())
     }
@@ -584,6 +594,7 @@ impl Core {
             return;
         };
         let h = self.handle(&record);
+        self.stop_health(id);
         {
             let _op = h.op.lock().await;
             if let Some(shim) = shim {
@@ -765,6 +776,7 @@ impl Core {
         .await?;
         super::crash::point("remove");
         self.forget_container_networks(&record.id).await;
+        self.stop_health(&record.id);
         self.db.remove(&record.id)?;
         if volumes {
             self.remove_anonymous_volumes(&record);
@@ -907,6 +919,7 @@ impl Core {
                     let shim = Arc::new(shim);
                     h.set_shim(Some(shim.clone()));
                     *h.stdin.lock().await = stdin;
+                    self.start_health(&record, false);
                     tokio::spawn(self.clone().monitor(record.id.clone(), shim, pumps));
                 }
                 Ok((shim, state)) => {

@@ -2,6 +2,7 @@
 //! machine). A container is one row: its ID, its unique name and its record as JSON.
 
 use super::error::{Error, Result};
+use super::health::Health;
 use super::networks::{EndpointRecord, NetworkRecord};
 use super::record::ContainerRecord;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -73,11 +74,34 @@ impl Db {
         Ok(())
     }
 
+    /// Writes a container's record. Its health-check state is the health checker's alone
+    /// ([`Db::modify_health`]): the stored one is kept, so that an operation that read the record before a check
+    /// finished never writes back an older health.
     pub fn update(&self, record: &ContainerRecord) -> Result<()> {
-        let n = self.conn().execute(
+        let conn = self.conn();
+        let stored: Option<String> = conn
+            .query_row(
+                "SELECT record FROM containers WHERE id = ?1",
+                params![record.id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let health = match stored {
+            Some(text) => from_json(&text)?.state.health,
+            None => None,
+        };
+        let text = if health == record.state.health {
+            to_json(record)?
+        } else {
+            let mut kept = record.clone();
+            kept.state.health = health;
+            to_json(&kept)?
+        };
+        let n = conn.execute(
             "UPDATE containers SET name = ?2, record = ?3 WHERE id = ?1",
-            params![record.id, record.name, to_json(record)?],
+            params![record.id, record.name, text],
         );
+        drop(conn);
         match n {
             Ok(0) => Err(Error::NotFound(format!("No such container: {}", record.id))),
             Ok(_) => Ok(()),
@@ -89,6 +113,35 @@ impl Db {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Changes a container's health-check state in one step (read and written under the connection's lock); `f`
+    /// sees the stored record. None when the container is gone.
+    pub fn modify_health<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&ContainerRecord, &mut Option<Health>) -> T,
+    ) -> Result<Option<T>> {
+        let conn = self.conn();
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT record FROM containers WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let mut record = from_json(&text)?;
+        let mut health = record.state.health.take();
+        let out = f(&record, &mut health);
+        record.state.health = health;
+        conn.execute(
+            "UPDATE containers SET record = ?2 WHERE id = ?1",
+            params![id, to_json(&record)?],
+        )?;
+        Ok(Some(out))
     }
 
     pub fn remove(&self, id: &str) -> Result<()> {
@@ -396,6 +449,26 @@ mod tests {
         db.remove("a1").unwrap();
         db.update(&record("b2", "web")).unwrap();
         assert_eq!(db.all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn health_is_written_by_the_checker_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("p.db")).unwrap();
+        db.insert(&record("a1", "web")).unwrap();
+        let stale = db.get("a1").unwrap().unwrap();
+        db.modify_health("a1", |_, h| {
+            *h = Some(Health {
+                failing_streak: 2,
+                ..Default::default()
+            })
+        })
+        .unwrap()
+        .unwrap();
+        db.update(&stale).unwrap();
+        let health = db.get("a1").unwrap().unwrap().state.health.unwrap();
+        assert_eq!(health.failing_streak, 2, "an older read never writes back");
+        assert!(db.modify_health("zz", |_, _| ()).unwrap().is_none());
     }
 
     #[test]

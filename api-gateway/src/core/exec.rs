@@ -98,6 +98,13 @@ fn execs() -> std::sync::MutexGuard<'static, HashMap<String, Arc<Exec>>> {
     EXECS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What a health check's exec returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOutcome {
+    pub exit_code: i64,
+    pub output: String,
+}
+
 /// A start that passed dockerd's checks: the instance is claimed for it.
 pub struct Claim {
     pub exec: Arc<Exec>,
@@ -557,6 +564,101 @@ impl Core {
                 }
                 let _ = tokio::fs::remove_dir_all(self.exec_fifo_dir(&record.id, &exec.id)).await;
                 Err(e)
+            }
+        }
+    }
+
+    /// Runs a health check's command in a running container, as dockerd's probe does: an exec with the
+    /// container's user, working directory and environment, no terminal, stdout and stderr read together (the first
+    /// 4096 bytes kept), stopped with SIGKILL after `timeout`. Like dockerd's, its `exec_create`, `exec_start` and
+    /// `exec_die` events go to the events stream, but it is not an instance clients can inspect. A check that
+    /// cannot run, or exceeds its timeout, has exit code -1 and the reason as its output.
+    pub async fn probe_exec(
+        self: &Arc<Self>,
+        container: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> ProbeOutcome {
+        let failed = |output: String| ProbeOutcome {
+            exit_code: -1,
+            output,
+        };
+        let (record, shim) = match self.active(container) {
+            Ok(a) => a,
+            Err(e) => return failed(e.to_string()),
+        };
+        let id = match random_id() {
+            Ok(id) => id,
+            Err(e) => return failed(e.to_string()),
+        };
+        let env = exec_env(
+            &record.hostname(),
+            false,
+            record.config.env.as_deref().unwrap_or_default(),
+            &[],
+        );
+        let exec = Arc::new(Exec {
+            id,
+            container_id: record.id.clone(),
+            config: ExecConfig {
+                cmd: Some(cmd),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                tty: Some(false),
+                user: record.config.user.clone().filter(|u| !u.is_empty()),
+                working_dir: record.config.working_dir.clone().filter(|w| !w.is_empty()),
+                ..Default::default()
+            },
+            detach_keys: Vec::new(),
+            env,
+            state: watch::channel(ExecState {
+                claimed: true,
+                ..Default::default()
+            })
+            .0,
+            seq: SEQ.fetch_add(1, Ordering::Relaxed),
+        });
+        self.exec_event(
+            &record,
+            &format!("exec_create: {}", exec.command_line()),
+            &[("execID", exec.id.clone())],
+        );
+        let claim = Claim {
+            exec: exec.clone(),
+            record,
+            shim: shim.clone(),
+        };
+        let mut output = super::health::LimitedOutput::default();
+        let run = async {
+            let session = self.exec_start(claim, true).await?;
+            if let Some(mut rx) = session.output {
+                while let Some(chunk) = rx.recv().await {
+                    output.push(&chunk.data);
+                }
+            }
+            Ok::<_, Error>(exec.exit_code().await)
+        };
+        let finished = tokio::time::timeout(timeout, run).await;
+        match finished {
+            Ok(Ok(exit_code)) => ProbeOutcome {
+                exit_code,
+                output: output.text(),
+            },
+            Ok(Err(e)) => failed(e.to_string()),
+            Err(_) => {
+                if exec.state.borrow().running {
+                    let _ = shim
+                        .kill_exec(
+                            &exec.container_id,
+                            &exec.id,
+                            nix::sys::signal::Signal::SIGKILL as u32,
+                        )
+                        .await;
+                }
+                failed(format!(
+                    "Health check exceeded timeout ({})",
+                    super::health::go_duration(timeout)
+                ))
             }
         }
     }

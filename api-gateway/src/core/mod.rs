@@ -9,6 +9,7 @@ pub mod disk;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod health;
 pub mod host;
 pub mod images;
 pub mod leftovers;
@@ -42,6 +43,8 @@ pub struct Core {
     pub alerts: crate::alerts::Alerts,
     /// The in-memory side of each container: its output channel, exit notifications, its shim and stdin.
     handles: Mutex<HashMap<String, Arc<Handle>>>,
+    /// The health-check task of each running container that has a check (health.rs).
+    health_tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 impl Core {
@@ -65,7 +68,14 @@ impl Core {
             events: Events::new(),
             alerts,
             handles: Mutex::new(HashMap::new()),
+            health_tasks: Mutex::new(HashMap::new()),
         }))
+    }
+
+    fn health_tasks(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, tokio::task::JoinHandle<()>>> {
+        self.health_tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn handles(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Handle>>> {

@@ -46,6 +46,9 @@ pub struct State {
     pub finished_at: Option<String>,
     pub error: String,
     pub oom_killed: bool,
+    /// The health check's state while the container has one (health.rs); the last state stays after a stop.
+    #[serde(default)]
+    pub health: Option<super::health::Health>,
 }
 
 /// The shim serving a running container.

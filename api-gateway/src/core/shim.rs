@@ -242,6 +242,22 @@ impl Shim {
         Ok(())
     }
 
+    /// Signals an exec process of the task.
+    pub async fn kill_exec(&self, id: &str, exec_id: &str, signal: u32) -> Result<()> {
+        let req = api::KillRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            signal,
+            all: false,
+            ..Default::default()
+        };
+        self.client
+            .kill(ctx(), &req)
+            .await
+            .map_err(|e| call_err("kill an exec in", id, rpc_message(e)))?;
+        Ok(())
+    }
+
     pub async fn pause(&self, id: &str) -> Result<()> {
         let req = api::PauseRequest {
             id: id.to_string(),

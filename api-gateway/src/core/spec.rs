@@ -74,6 +74,7 @@ pub fn merge(mut request: ContainerConfig, image: &Value) -> ContainerConfig {
         .unwrap_or_default();
     labels.extend(request.labels.take().unwrap_or_default());
     request.labels = Some(labels);
+    request.healthcheck = super::health::merge(request.healthcheck.take(), ic);
     request
 }
 

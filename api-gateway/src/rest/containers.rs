@@ -5,6 +5,7 @@ use super::openapi::ErrorBody;
 use super::params::{Query, filters, flag, int, json, terminal_size};
 use super::{ApiError, ApiResult};
 use crate::core::containers::WaitCondition;
+use crate::core::health::{Check, HealthStatus};
 use crate::core::record::{ContainerRecord, Status};
 use crate::core::{Core, Error};
 use axum::body::{Body, Bytes};
@@ -13,7 +14,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bollard_stubs::models::{
     ContainerCreateBody, ContainerCreateResponse, ContainerInspectResponse, ContainerState,
-    ContainerStateStatusEnum, ContainerSummary, ContainerSummaryHostConfig, ContainerWaitResponse,
+    ContainerStateStatusEnum, ContainerSummary, ContainerSummaryHealth, ContainerSummaryHostConfig,
+    ContainerWaitResponse, Health, HealthcheckResult,
 };
 use std::sync::Arc;
 
@@ -74,7 +76,13 @@ fn human_status(r: &ContainerRecord) -> String {
     };
     match r.state.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", since(&r.state.started_at)),
+        Status::Running => match health_of(r) {
+            Some(HealthStatus::Starting) => {
+                format!("Up {} (health: starting)", since(&r.state.started_at))
+            }
+            Some(h) => format!("Up {} ({})", since(&r.state.started_at), h.as_str()),
+            None => format!("Up {}", since(&r.state.started_at)),
+        },
         Status::Paused => format!("Up {} (Paused)", since(&r.state.started_at)),
         Status::Restarting => "Restarting".into(),
         Status::Removing => "Removal In Progress".into(),
@@ -85,6 +93,36 @@ fn human_status(r: &ContainerRecord) -> String {
             since(&r.state.finished_at)
         ),
     }
+}
+
+/// The container's health while it has a health check (Docker shows none for a container whose check is `NONE`).
+fn health_of(r: &ContainerRecord) -> Option<HealthStatus> {
+    r.state
+        .health
+        .as_ref()
+        .filter(|_| Check::of(&r.config).is_some())
+        .map(|h| h.status)
+}
+
+/// Docker's `State.Health`.
+fn inspect_health(r: &ContainerRecord) -> Option<Health> {
+    let h = r.state.health.as_ref()?;
+    Check::of(&r.config)?;
+    Some(Health {
+        status: serde_json::from_value(serde_json::json!(h.status.as_str())).ok(),
+        failing_streak: Some(h.failing_streak),
+        log: Some(
+            h.log
+                .iter()
+                .map(|l| HealthcheckResult {
+                    start: Some(l.start.clone()),
+                    end: Some(l.end.clone()),
+                    exit_code: Some(l.exit_code),
+                    output: Some(l.output.clone()),
+                })
+                .collect(),
+        ),
+    })
 }
 
 fn command(r: &ContainerRecord) -> String {
@@ -116,6 +154,19 @@ fn summary(r: &ContainerRecord) -> ContainerSummary {
             ..Default::default()
         }),
         mounts: Some(mount_points(r)),
+        health: Some(ContainerSummaryHealth {
+            status: serde_json::from_value(serde_json::json!(
+                health_of(r).map_or("none", HealthStatus::as_str)
+            ))
+            .ok(),
+            failing_streak: Some(
+                r.state
+                    .health
+                    .as_ref()
+                    .filter(|_| health_of(r).is_some())
+                    .map_or(0, |h| h.failing_streak),
+            ),
+        }),
         ..Default::default()
     }
 }
@@ -140,6 +191,17 @@ fn passes(
             "label" => {
                 let labels = r.config.labels.clone().unwrap_or_default();
                 any(&|v| super::params::label_matches(&labels, v))
+            }
+            "health" => {
+                for v in values {
+                    if !["starting", "healthy", "unhealthy", "none"].contains(&v.as_str()) {
+                        return Err(ApiError(Error::Invalid(format!(
+                            "Unrecognised filter value for health: {v}"
+                        ))));
+                    }
+                }
+                let status = health_of(r).map_or("none", HealthStatus::as_str);
+                any(&|v| v == status)
             }
             "exited" => {
                 any(&|v| r.state.status == Status::Exited && v == r.state.exit_code.to_string())
@@ -281,7 +343,7 @@ pub fn inspect_record(core: &Core, r: &ContainerRecord) -> ContainerInspectRespo
                     .clone()
                     .unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
             ),
-            health: None,
+            health: inspect_health(r),
         }),
         image: Some(r.image_id.clone()),
         resolv_conf_path: Some(dir.join("etc/resolv.conf").display().to_string()),

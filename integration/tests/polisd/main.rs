@@ -10,6 +10,7 @@ mod crash;
 mod grpc;
 mod grpc_objects;
 mod grpc_stdio;
+mod health;
 mod metrics;
 mod networks;
 mod tls;
