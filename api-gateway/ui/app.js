@@ -11,7 +11,7 @@
 
 (function () {
   const REFRESH_MS = 2000; // one refresh of the lists and one stats sample per running container
-  const POINTS = 60; // samples kept per chart: two minutes at REFRESH_MS
+  const POINTS = 30; // samples kept per chart: a minute at REFRESH_MS
   const MAX_EVENTS = 200;
   const EVENTS_RECONNECT_MS = 2000;
 
