@@ -13,6 +13,7 @@ mod params;
 mod stats;
 mod stream;
 mod system;
+pub mod ui;
 mod volumes;
 
 use crate::core::{Core, Error};
@@ -62,8 +63,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The routes of the API (without version prefixes; see [`strip_version`]), with `/openapi.json` describing them
-/// and the Swagger UI at `/docs/`.
+/// The routes of the API (without version prefixes; see [`strip_version`]), with `/openapi.json` describing them,
+/// the Swagger UI at `/docs/` and the web dashboard at `/ui/` ([`ui`]).
 pub fn router(core: Arc<Core>) -> Router {
     let limit = core.config.max_body_size;
     let (api, doc) = api_router().split_for_parts();
@@ -73,6 +74,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .layer(axum::middleware::map_response(json_errors))
         .with_state(core)
         .merge(openapi::docs_router(&doc))
+        .merge(ui::router())
 }
 
 /// The API's routes and their OpenAPI description, from one list: `routes!` takes each handler's method and path

@@ -78,9 +78,12 @@ mod tests {
 
     const METHODS: [&str; 7] = ["get", "head", "post", "put", "delete", "patch", "options"];
 
-    /// The document's own endpoints: served, not part of the Docker API.
+    /// The document's own endpoints and the web dashboard's: served, not part of the Docker API.
     fn is_docs_endpoint(path: &str) -> bool {
-        path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/")
+        path == "/openapi.json"
+            || path == "/docs"
+            || path.starts_with("/docs/")
+            || super::super::ui::is_ui_path(path)
     }
 
     fn router(dir: &std::path::Path) -> Router {

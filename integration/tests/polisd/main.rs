@@ -7,6 +7,7 @@
 mod archive;
 mod cli;
 mod crash;
+mod dashboard;
 mod grpc;
 mod grpc_objects;
 mod grpc_stdio;
