@@ -54,6 +54,9 @@ pub struct Config {
     /// A container with a restart policy other than `no` whose health check turns it unhealthy is killed, and its
     /// policy restarts it (dockerd leaves unhealthy containers running; off by default).
     pub restart_unhealthy: bool,
+    /// polisd's own log on stderr: `text` (one line per event) or `json` (one JSON object per line, for log
+    /// collectors); each API request's events carry its `request_id`.
+    pub log_format: LogFormat,
     pub metrics: MetricsConfig,
     /// Alert rules over the containers' metrics, and where firing and resolved alerts are sent.
     pub alerts: crate::alerts::AlertsConfig,
@@ -70,6 +73,14 @@ pub struct MetricsConfig {
     /// Container labels exported as `container_label_KEY` labels of the per-container metrics (as cAdvisor's
     /// `--store_container_labels=false --whitelisted_container_labels=...`).
     pub container_labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// A pool of subnets: `base` cut into subnets of prefix length `size`.
@@ -122,6 +133,7 @@ impl Default for Config {
             .collect(),
             cni_plugin_dir: None,
             restart_unhealthy: false,
+            log_format: LogFormat::Text,
             metrics: MetricsConfig::default(),
             alerts: Default::default(),
         }

@@ -1,7 +1,7 @@
 //! polisd: the Polis daemon (Docker Engine API on /run/polis/polis.sock).
 
 use clap::Parser;
-use polisd::config::{Config, DEFAULT_CONFIG};
+use polisd::config::{Config, DEFAULT_CONFIG, LogFormat};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -28,14 +28,6 @@ fn main() {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_max_level(if cli.debug {
-            tracing::Level::DEBUG
-        } else {
-            tracing::Level::INFO
-        })
-        .with_writer(std::io::stderr)
-        .init();
     let explicit = cli.config.is_some();
     let path = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let config = match Config::load(&path, explicit) {
@@ -45,6 +37,22 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let level = if cli.debug {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
+    let log = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -52,7 +52,13 @@ fn observe(core: &Core) -> Vec<Observation> {
                 name: r.name.clone(),
                 image: r.config.image.clone().unwrap_or_else(|| r.image.clone()),
                 memory: memory.map(|m| (m.working_set, m.limit)),
-                unhealthy: None,
+                // A stopped container keeps its last health; only a running one can be unhealthy now.
+                unhealthy: r
+                    .state
+                    .health
+                    .as_ref()
+                    .filter(|_| r.state.status.is_live())
+                    .map(|h| h.status == crate::core::health::HealthStatus::Unhealthy),
                 restarts: r.restart_count.max(0) as u64,
                 oom_kills: memory.map_or(0, |m| m.oom_kills) + u64::from(r.state.oom_killed),
                 started: r

@@ -4,11 +4,12 @@
 //! container's cgroup is read once per scrape (v1, v2 and hybrid hosts alike, through polis-host's readers), with
 //! its network namespace's /proc/net/dev, its cgroup's process and thread counts and its shim's RSS.
 //!
-//! Polis's own per-container families ride along: `polis_container_restarts_total`, `polis_shim_processes` and
-//! `polis_shim_rss_bytes`.
+//! Polis's own per-container families ride along: `polis_container_health`, `polis_container_restarts_total`,
+//! `polis_shim_processes` and `polis_shim_rss_bytes`.
 
 use super::register;
 use crate::core::Core;
+use crate::core::health::HealthStatus;
 use crate::core::record::ContainerRecord;
 use polis_host::cgroup::{self, Cgroup, Stats, UNLIMITED};
 use prometheus::{CounterVec, GaugeVec, IntGauge, Opts, Registry};
@@ -193,6 +194,10 @@ const GAUGES: &[(&str, &str)] = &[
         "Last time a container was seen by the exporter",
     ),
     (
+        "polis_container_health",
+        "The container's health check state: 0 unhealthy, 1 starting, 2 healthy (no sample without a health check).",
+    ),
+    (
         "polis_shim_rss_bytes",
         "Resident memory of the container's containerd-shim-polis-v2 process.",
     ),
@@ -255,7 +260,7 @@ impl Families {
 }
 
 /// Adds the containers' families to `scrape`: every running (or paused) container's, and, for all containers,
-/// the restart counter.
+/// the restart counter and the health check's state.
 pub fn collect(core: &Core, locations: &Locations, scrape: &Registry) {
     let label_keys = &core.config.metrics.container_labels;
     let families = Families::new(scrape, label_keys);
@@ -294,6 +299,15 @@ pub fn collect(core: &Core, locations: &Locations, scrape: &Registry) {
             None,
             record.restart_count as f64,
         );
+        // A stopped container keeps its last health in its record; the gauge is for running ones.
+        if let Some(health) = record
+            .state
+            .health
+            .as_ref()
+            .filter(|_| record.state.status.is_live())
+        {
+            families.set("polis_container_health", &base, health_value(health.status));
+        }
         if !record.state.status.is_live() || record.state.pid <= 0 {
             continue;
         }
@@ -365,6 +379,15 @@ fn oom_kills(memory: &cgroup::Memory) -> u64 {
         .map(|e| e.oom_kill)
         .or(memory.oom_control.as_ref().map(|o| o.oom_kill))
         .unwrap_or(0)
+}
+
+/// `polis_container_health`'s number for a health status.
+pub fn health_value(status: HealthStatus) -> f64 {
+    match status {
+        HealthStatus::Unhealthy => 0.0,
+        HealthStatus::Starting => 1.0,
+        HealthStatus::Healthy => 2.0,
+    }
 }
 
 /// cAdvisor's `id`: the container's cgroup path (polisd's cgroupsPath).

@@ -72,6 +72,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(core)
         .merge(openapi::docs_router(&doc))
         .merge(ui::router())
@@ -128,6 +129,70 @@ pub fn api_router() -> OpenApiRouter<Arc<Core>> {
             openapi::WILDCARD_ROUTE,
             get(images::get).delete(images::remove).post(images::post),
         )
+}
+
+/// Gives each request an ID: its log events carry it (a `request` span with `request_id`), the response has it in
+/// `X-Request-Id` (or keeps the client's, when it sent a sane one), and an error's JSON body has it as
+/// `request_id` beside Docker's `message`, so that a user can quote it and an operator find the request's log.
+async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            // polisd's start time and a counter: unique across restarts, and sorted by time.
+            static START: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            });
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("{:x}-{n:x}", *START)
+        });
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut response = next.run(req).instrument(span.clone()).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || !json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    // 500s are logged where they happen (ApiError); a refused request is worth a line too.
+    if status.is_client_error() {
+        tracing::info!(parent: &span, status = status.as_u16(), %message, "request refused");
+    }
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut o)) => {
+            o.insert("request_id".into(), serde_json::Value::String(id));
+            let text = serde_json::to_vec(&o).unwrap_or_default();
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            text
+        }
+        _ => bytes.to_vec(),
+    };
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// Errors axum answers itself, before a handler runs (an extractor's rejection: 413 for a body over

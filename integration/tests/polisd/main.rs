@@ -4,6 +4,7 @@
 //! codes, `docker ps`, `docker inspect`, error messages. The doc comments cite the Engine API reference (v1.41) or
 //! the docker CLI behaviour each test expects.
 
+mod alerts;
 mod archive;
 mod cli;
 mod crash;

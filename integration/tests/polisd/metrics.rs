@@ -79,14 +79,26 @@ const CADVISOR: &[(&str, &str)] = &[
 /// reclaimed) whose working set shows it, with its memory limit; and one whose child is killed by the OOM killer
 /// at its 32 MiB limit, which increments `container_oom_events_total`. Every cAdvisor name is announced with
 /// cAdvisor's type; network counters per interface; Polis's own families: request latency by route, pulled
-/// bytes, addresses in use on `bridge`, one shim per container with its RSS, restarts; polisd's process metrics.
+/// bytes, addresses in use on `bridge`, one shim per container with its RSS, restarts, the health check's state
+/// (2: healthy); polisd's process metrics.
 #[test]
 fn metrics_follow_real_containers() {
     let d = Polisd::start("pd-metrics");
     d.pull();
     run_detached(
         &d,
-        &["--name", "busy", IMAGE, "sh", "-c", "while :; do :; done"],
+        &[
+            "--name",
+            "busy",
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "1s",
+            IMAGE,
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ],
     );
     run_detached(
         &d,
@@ -214,6 +226,16 @@ fn metrics_follow_real_containers() {
         );
     }
     assert_eq!(sample(&text, "polis_shim_processes", &[]), Some(3.0));
+    // busy's health check passes: 2 (healthy); the others have none, so no sample.
+    eventually_some(
+        "busy is healthy in the metrics",
+        Duration::from_secs(30),
+        || sample(&scrape(&d), "polis_container_health", &[r#"name="busy""#]).filter(|v| *v == 2.0),
+    );
+    assert_eq!(
+        sample(&text, "polis_container_health", &[r#"name="hog""#]),
+        None
+    );
     assert_eq!(
         sample(
             &text,
@@ -328,4 +350,55 @@ fn metrics_listener_serves_only_reads() {
     );
     d.docker(&["rm", "-f", "labelled"]).ok();
     assert_nothing_left(&d);
+}
+
+/// polisd's own log as JSON (`log_format = "json"`): an API error's body names its request (`request_id` beside
+/// Docker's `message`, and the `X-Request-Id` header), and polisd's log has a JSON line of that request.
+#[test]
+fn errors_name_their_request_in_a_json_log() {
+    let d = Polisd::start_with_config("pd-log-json", "log_format = \"json\"\n");
+    let reply = d.http("GET", "/containers/no-such-thing/json", None);
+    assert_eq!(reply.status, 404, "{reply:?}");
+    let body = reply.json();
+    let id = body["request_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        body["message"].as_str().unwrap().contains("no-such-thing"),
+        "{body}"
+    );
+    assert!(
+        reply
+            .headers
+            .to_ascii_lowercase()
+            .contains(&format!("x-request-id: {id}")),
+        "{}",
+        reply.headers
+    );
+    let reply = d.http("GET", "/_ping", None);
+    assert!(
+        reply
+            .headers
+            .to_ascii_lowercase()
+            .contains("x-request-id: "),
+        "every answer has one"
+    );
+    let log = eventually_some(
+        "polisd logs the failed request",
+        Duration::from_secs(10),
+        || {
+            let log = d.log();
+            log.contains(id).then_some(log)
+        },
+    );
+    let line = log.lines().find(|l| l.contains(id)).unwrap();
+    let event: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(event["span"]["request_id"], id, "{event}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "every line of the log is JSON: {line}"
+        );
+    }
 }
