@@ -63,9 +63,14 @@ impl Paths {
 
     /// The statistics of `cgroup` (v1 names block devices from `PROC/partitions`).
     pub fn read(&self, cgroup: &Cgroup) -> Result<Stats> {
+        self.read_with(cgroup, Detail::Full)
+    }
+
+    /// The statistics of `cgroup`, as much of them as `detail` asks for.
+    pub fn read_with(&self, cgroup: &Cgroup, detail: Detail) -> Result<Stats> {
         match cgroup {
-            Cgroup::V1(dirs) => v1::read(dirs, &self.proc.join("partitions")),
-            Cgroup::V2(dir) => v2::read(dir),
+            Cgroup::V1(dirs) => v1::read_with(dirs, &self.proc.join("partitions"), detail),
+            Cgroup::V2(dir) => v2::read_with(dir, detail),
         }
     }
 }
@@ -78,6 +83,11 @@ pub fn locate(pid: u32) -> Result<Cgroup> {
 /// The statistics of a cgroup on this host.
 pub fn read(cgroup: &Cgroup) -> Result<Stats> {
     Paths::host().read(cgroup)
+}
+
+/// The statistics of a cgroup on this host, as much of them as `detail` asks for.
+pub fn read_with(cgroup: &Cgroup, detail: Detail) -> Result<Stats> {
+    Paths::host().read_with(cgroup, detail)
 }
 
 #[cfg(test)]
@@ -116,6 +126,48 @@ mod tests {
                 assert!(stats.cpu.as_ref().is_some_and(|c| c.usage.total_ns > 0));
             }
             (cgroup, layout) => panic!("{cgroup:?} on a {layout:?} host"),
+        }
+    }
+
+    /// A summary read has what a full one has of CPU, memory usage and OOM counts, I/O per device and pids, and
+    /// leaves out swap and kernel memory counters, huge pages and pressure.
+    #[test]
+    fn a_summary_read_is_a_subset() {
+        for tree in [fixture::Tree::v1(), fixture::Tree::v2()] {
+            let paths = tree.paths();
+            let cgroup = paths.locate(fixture::PID).unwrap();
+            let full = paths.read(&cgroup).unwrap();
+            let summary = paths.read_with(&cgroup, Detail::Summary).unwrap();
+            assert_eq!(
+                summary.cpu.as_ref().map(|c| &c.usage),
+                full.cpu.as_ref().map(|c| &c.usage)
+            );
+            assert_eq!(summary.pids, full.pids);
+            let (fm, sm) = (
+                full.memory.clone().unwrap(),
+                summary.memory.clone().unwrap(),
+            );
+            assert_eq!(
+                (sm.working_set, sm.rss, sm.cache),
+                (fm.working_set, fm.rss, fm.cache)
+            );
+            assert_eq!(
+                sm.usage.as_ref().map(|u| u.usage),
+                fm.usage.as_ref().map(|u| u.usage)
+            );
+            assert_eq!(sm.oom_control, fm.oom_control);
+            assert_eq!(sm.events, fm.events);
+            assert!(sm.kernel.is_none() && sm.psi.is_none());
+            assert!(summary.hugetlb.is_empty() && !full.hugetlb.is_empty());
+            let devices = |s: &Stats| {
+                s.io.as_ref().map(|io| {
+                    io.devices
+                        .iter()
+                        .map(|d| (d.major, d.minor, d.read_bytes))
+                        .collect::<Vec<_>>()
+                })
+            };
+            assert_eq!(devices(&summary), devices(&full));
         }
     }
 

@@ -10,6 +10,18 @@ use std::collections::BTreeMap;
 /// A limit the kernel shows as `max` (no limit).
 pub const UNLIMITED: u64 = u64::MAX;
 
+/// How much of a cgroup to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// Every file the readers know (`docker stats`, CRI and ctr metrics).
+    #[default]
+    Full,
+    /// What a metrics scrape reports, for many cgroups at a time: CPU, the memory usage counter, memory.stat and
+    /// the OOM counts, I/O per device (unnamed), pids. Left out: v1's swap and kernel memory counters, huge pages,
+    /// v2's pressure files and peaks, and the device names of /proc/partitions.
+    Summary,
+}
+
 /// Everything [`super::read`] found in one cgroup.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {

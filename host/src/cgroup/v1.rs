@@ -8,7 +8,7 @@ use super::error::Result;
 use super::files;
 use super::parse::{self, flat_keyed};
 use super::stats::{
-    self, Blkio, BlkioEntry, Cpu, CpuUsage, Hugetlb, Io, IoDevice, Memory, MemoryCounter,
+    self, Blkio, BlkioEntry, Cpu, CpuUsage, Detail, Hugetlb, Io, IoDevice, Memory, MemoryCounter,
     OomControl, Pids, Stats, Throttling,
 };
 
@@ -20,16 +20,32 @@ const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// The statistics of the controller directories `dirs` (as [`super::locate`] finds them); block devices are
 /// named from `partitions` (/proc/partitions; entries stay unnamed if it cannot be read).
 pub fn read(dirs: &BTreeMap<String, PathBuf>, partitions: &Path) -> Result<Stats> {
+    read_with(dirs, partitions, Detail::Full)
+}
+
+/// [`read`], of as much as `detail` asks for.
+pub fn read_with(
+    dirs: &BTreeMap<String, PathBuf>,
+    partitions: &Path,
+    detail: Detail,
+) -> Result<Stats> {
     let dir = |controller: &str| dirs.get(controller).map(PathBuf::as_path);
+    let full = detail == Detail::Full;
     Ok(Stats {
         pids: dir("pids").map(pids).transpose()?.flatten(),
         cpu: cpu(dir("cpu"), dir("cpuacct"))?,
-        memory: dir("memory").map(memory).transpose()?.flatten(),
-        io: dir("blkio")
-            .map(|d| blkio(d, partitions))
+        memory: dir("memory")
+            .map(|d| memory(d, full))
             .transpose()?
             .flatten(),
-        hugetlb: dir("hugetlb").map(hugetlb).transpose()?.unwrap_or_default(),
+        io: dir("blkio")
+            .map(|d| blkio(d, full.then_some(partitions)))
+            .transpose()?
+            .flatten(),
+        hugetlb: match dir("hugetlb") {
+            Some(d) if full => hugetlb(d)?,
+            _ => Vec::new(),
+        },
     })
 }
 
@@ -149,7 +165,8 @@ fn counter(dir: &Path, module: &str) -> Result<Option<MemoryCounter>> {
     Ok(found.then_some(counter))
 }
 
-fn memory(dir: &Path) -> Result<Option<Memory>> {
+/// `full`: also the swap and kernel memory counters.
+fn memory(dir: &Path, full: bool) -> Result<Option<Memory>> {
     let stat_text = files::read(dir, "memory.stat")?;
     let usage = counter(dir, "")?;
     let oom_control = files::read(dir, "memory.oom_control")?.map(|text| oom_control(&text));
@@ -169,9 +186,13 @@ fn memory(dir: &Path) -> Result<Option<Memory>> {
         cache: stat_value("total_cache").unwrap_or_default(),
         swap_usage: stat_value("total_swap").unwrap_or_default(),
         usage,
-        swap: counter(dir, "memsw")?,
-        kernel: counter(dir, "kmem")?,
-        kernel_tcp: counter(dir, "kmem.tcp")?,
+        swap: if full { counter(dir, "memsw")? } else { None },
+        kernel: if full { counter(dir, "kmem")? } else { None },
+        kernel_tcp: if full {
+            counter(dir, "kmem.tcp")?
+        } else {
+            None
+        },
         stat,
         oom_control,
         events: None,
@@ -206,11 +227,12 @@ pub fn blkio_entries(text: &str, devices: &BTreeMap<(u64, u64), String>) -> Vec<
 
 /// Block I/O as containerd's cgroup1 reads it: the CFQ `*_recursive` files when the kernel has them and they
 /// hold entries, otherwise `blkio.throttle.io_serviced` and `blkio.throttle.io_service_bytes`.
-fn blkio(dir: &Path, partitions: &Path) -> Result<Option<Io>> {
-    let devices = match std::fs::read_to_string(partitions) {
-        Ok(text) => parse::partitions(&text),
+/// Devices are named from `partitions` when given.
+fn blkio(dir: &Path, partitions: Option<&Path>) -> Result<Option<Io>> {
+    let devices = match partitions.map(std::fs::read_to_string) {
+        Some(Ok(text)) => parse::partitions(&text),
         // Device names are a nicety; entries without them are still complete.
-        Err(_) => BTreeMap::new(),
+        _ => BTreeMap::new(),
     };
     let mut blkio = Blkio::default();
     let mut found = false;

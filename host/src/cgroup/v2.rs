@@ -8,14 +8,27 @@ use super::error::Result;
 use super::files;
 use super::parse::{self, flat_keyed, nested_keyed};
 use super::stats::{
-    self, Cpu, CpuUsage, Hugetlb, Io, IoDevice, Memory, MemoryCounter, MemoryEvents, Pids, Psi,
-    PsiData, Stats, Throttling,
+    self, Cpu, CpuUsage, Detail, Hugetlb, Io, IoDevice, Memory, MemoryCounter, MemoryEvents, Pids,
+    Psi, PsiData, Stats, Throttling,
 };
 
 const NANOS_PER_MICRO: u64 = 1000;
 
 /// The statistics of the cgroup directory `dir`.
 pub fn read(dir: &Path) -> Result<Stats> {
+    read_with(dir, Detail::Full)
+}
+
+/// [`read`], of as much as `detail` asks for.
+pub fn read_with(dir: &Path, detail: Detail) -> Result<Stats> {
+    let full = detail == Detail::Full;
+    let pressure = |file: &str| -> Result<Option<Psi>> {
+        Ok(if full {
+            files::read(dir, file)?.map(|text| psi(&text))
+        } else {
+            None
+        })
+    };
     let pids_current = files::read_u64(dir, "pids.current")?;
     let pids_max = files::read_u64(dir, "pids.max")?;
     let pids = (pids_current.is_some() || pids_max.is_some()).then(|| Pids {
@@ -23,7 +36,7 @@ pub fn read(dir: &Path) -> Result<Stats> {
         limit: pids_max,
     });
 
-    let cpu_psi = files::read(dir, "cpu.pressure")?.map(|text| psi(&text));
+    let cpu_psi = pressure("cpu.pressure")?;
     let cpu = files::read(dir, "cpu.stat")?.map(|text| {
         let (usage, throttling) = cpu_stat(&text);
         Cpu {
@@ -33,13 +46,13 @@ pub fn read(dir: &Path) -> Result<Stats> {
         }
     });
 
-    let mut memory = memory(dir)?;
+    let mut memory = memory(dir, full)?;
     if let Some(text) = files::read(dir, "memory.events")? {
         memory.get_or_insert_with(Memory::default).events = Some(memory_events(&text));
     }
 
     let io_stat = files::read(dir, "io.stat")?;
-    let io_psi = files::read(dir, "io.pressure")?.map(|text| psi(&text));
+    let io_psi = pressure("io.pressure")?;
     let io = (io_stat.is_some() || io_psi.is_some()).then(|| Io {
         devices: io_stat.as_deref().map(io_stat_devices).unwrap_or_default(),
         blkio: Default::default(),
@@ -51,7 +64,7 @@ pub fn read(dir: &Path) -> Result<Stats> {
         cpu,
         memory,
         io,
-        hugetlb: hugetlb(dir)?,
+        hugetlb: if full { hugetlb(dir)? } else { Vec::new() },
     })
 }
 
@@ -79,13 +92,15 @@ pub fn cpu_stat(text: &str) -> (CpuUsage, Throttling) {
 
 /// `memory.stat`, the usage and swap files and `memory.pressure`; `None` when there is neither memory.stat nor
 /// any of the counter files.
-fn memory(dir: &Path) -> Result<Option<Memory>> {
+/// `full`: also the peaks and the swap limit, and `memory.pressure`.
+fn memory(dir: &Path, full: bool) -> Result<Option<Memory>> {
     let stat: Option<BTreeMap<String, u64>> =
         files::read(dir, "memory.stat")?.map(|text| parse::flat_keyed_map(&text));
-    let usage = counter(dir, ["memory.current", "memory.max", "memory.peak"])?;
+    let usage = counter(dir, ["memory.current", "memory.max", "memory.peak"], full)?;
     let swap = counter(
         dir,
         ["memory.swap.current", "memory.swap.max", "memory.swap.peak"],
+        full,
     )?;
     if stat.is_none() && usage.is_none() && swap.is_none() {
         return Ok(None);
@@ -104,19 +119,30 @@ fn memory(dir: &Path) -> Result<Option<Memory>> {
         stat,
         oom_control: None,
         events: None,
-        psi: files::read(dir, "memory.pressure")?.map(|text| psi(&text)),
+        psi: if full {
+            files::read(dir, "memory.pressure")?.map(|text| psi(&text))
+        } else {
+            None
+        },
     }))
 }
 
-/// The usage, limit and peak files of one counter, or `None` when none of them exists.
-fn counter(dir: &Path, [usage, limit, peak]: [&str; 3]) -> Result<Option<MemoryCounter>> {
+/// The usage, limit and (with `full`) peak files of one counter, or `None` when none of them exists.
+fn counter(
+    dir: &Path,
+    [usage, limit, peak]: [&str; 3],
+    full: bool,
+) -> Result<Option<MemoryCounter>> {
     let mut counter = MemoryCounter::default();
     let mut found = false;
     for (name, field) in [
         (usage, &mut counter.usage),
         (limit, &mut counter.limit),
         (peak, &mut counter.max_usage),
-    ] {
+    ]
+    .into_iter()
+    .take(if full { 3 } else { 2 })
+    {
         if let Some(value) = files::read_u64(dir, name)? {
             *field = value;
             found = true;
