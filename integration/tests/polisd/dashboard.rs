@@ -2,20 +2,19 @@
 //! driven by this test over the DevTools protocol on Chromium's `--remote-debugging-pipe` (NUL-terminated JSON
 //! messages on its file descriptors 3 and 4: nothing to install beyond the `chromium` package, no port to find).
 //!
-//! Chromium runs in the test's network namespace and reaches polisd over plain HTTP on a loopback port there: the
-//! API's own listeners are the unix socket and mutual-TLS TCP, neither of which a browser uses without client
-//! certificates, so the test forwards a TCP port to the unix socket ([`Forwarder`]) until polisd's monitoring
-//! listener serves the page itself (see [`MONITORING_ADDRESS`]).
+//! Chromium runs in the test's network namespace and opens the page on polisd's plain-HTTP monitoring listener
+//! there ([`MONITORING_ADDRESS`], `[metrics] address`), which serves the read-only API the page reads.
 //!
-//! The page must list the running containers by name with their state, show a busy container's CPU well above an
-//! idle one's on its chart (the numbers read from the chart's data), its memory, the images, networks and volumes,
-//! the alerts (or that none are configured), and the events as they happen; the page must load nothing the
-//! Content-Security-Policy refuses and throw no exception. A screenshot goes to docs/dashboard.png for the README.
+//! The page must list the running containers by name with their state, mark a container whose health check fails
+//! as unhealthy and one whose check passes as healthy, show a busy container's CPU well above an idle one's on its
+//! chart (the numbers read from the chart's data), its memory, the images, networks and volumes, the firing alert
+//! of a `ContainerUnhealthy` rule (`[alerts]` in polisd's config) by name, and the events as they happen; the page
+//! must load nothing the Content-Security-Policy refuses and throw no exception. The page's reading of the three
+//! health states from `docker ps`-style list data (`starting` among them, which no container here stays in) is
+//! checked on its own parser, with list entries written as dockerd words them.
 //!
-//! Not yet asserted: a container marked unhealthy on the page. polisd has no health checks in this tree, and a
-//! container whose `Status` says `(unhealthy)` cannot be made without them; the assertion comes with HEALTHCHECK.
-//! The page's reading of the three health states from `docker ps`-style list data is checked here on the page's
-//! own parser, with list entries written as dockerd words them.
+//! A screenshot of the page goes to target/dashboard.png on every run, and to docs/dashboard.png (the README's)
+//! only with `POLIS_UPDATE_SCREENSHOT=1` in the environment.
 
 use super::run_detached;
 use polis_integration::polisd::{IMAGE, Polisd};
@@ -23,134 +22,42 @@ use polis_integration::{NetNs, missing_peer, poll_until, temp_dir, workspace_roo
 use serde_json::{Value, json};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Where the browser reaches polisd. `None`: through [`Forwarder`], a loopback TCP port in the test's network
-/// namespace piped to the API's unix socket. Once polisd has its plain-HTTP monitoring listener (`[metrics]
-/// address`, serving /metrics and the read-only routes of the REST router, /ui among them), this one line becomes
-/// `Some("127.0.0.1:9323")`: the test then configures that listener and points Chromium at it.
-const MONITORING_ADDRESS: Option<&str> = None;
+/// Where the browser reaches polisd: the plain-HTTP monitoring listener (`[metrics] address`: /metrics and the
+/// read-only routes of the REST router, /ui among them), on loopback in the test's network namespace.
+const MONITORING_ADDRESS: &str = "127.0.0.1:9323";
+
+/// polisd's config: the monitoring listener, and one alert rule that the unhealthy container sets off.
+fn config() -> String {
+    format!(
+        r#"[metrics]
+address = "{MONITORING_ADDRESS}"
+
+[alerts]
+interval = "1s"
+
+[[alerts.rules]]
+name = "ContainerUnhealthy"
+condition = "unhealthy"
+for = "1s"
+labels = {{ severity = "critical" }}
+annotations = {{ summary = "a health check fails" }}
+"#
+    )
+}
 
 /// Debian's chromium (hack/install-deps installs it).
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// How long one DevTools command may take.
 const COMMAND_LIMIT: Duration = Duration::from_secs(60);
-
-// ---------------------------------------------------------------------------------------------------------------
-// The forwarder: TCP in the test's network namespace to polisd's unix socket
-
-/// A loopback TCP listener in a network namespace whose every connection is piped, both ways, to a unix socket.
-struct Forwarder {
-    port: u16,
-    listener: TcpListener,
-    stopped: Arc<AtomicBool>,
-    accepting: Option<JoinHandle<()>>,
-    connections: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-/// A TCP listener on 127.0.0.1 (any free port) in `ns`: made on a thread of its own that joins the namespace
-/// (`setns` changes only the calling thread's), so the socket belongs to `ns` whichever thread uses it later.
-fn listen_in(ns: &NetNs) -> TcpListener {
-    let path = ns.path();
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns on a descriptor of a network namespace; it moves only this short-lived thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        TcpListener::bind("127.0.0.1:0").expect("listen on a loopback port")
-    })
-    .join()
-    .expect("the listening thread")
-}
-
-/// Copies `from` to `to` until `from` ends, then ends `to`'s writing side.
-fn pump(mut from: impl std::io::Read, mut to: impl Write + Closable) {
-    let _ = std::io::copy(&mut from, &mut to);
-    to.close_write();
-}
-
-trait Closable {
-    fn close_write(&self);
-}
-
-impl Closable for TcpStream {
-    fn close_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-}
-
-impl Closable for UnixStream {
-    fn close_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-}
-
-impl Forwarder {
-    fn start(ns: &NetNs, socket: &Path) -> Forwarder {
-        let listener = listen_in(ns);
-        let port = listener.local_addr().expect("the listener's port").port();
-        let stopped = Arc::new(AtomicBool::new(false));
-        let connections = Arc::new(Mutex::new(Vec::new()));
-        let accepting = {
-            let listener = listener.try_clone().expect("clone the listener");
-            let stopped = stopped.clone();
-            let connections = connections.clone();
-            let socket = socket.to_path_buf();
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stopped.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(tcp) = conn else { continue };
-                    let Ok(unix) = UnixStream::connect(&socket) else {
-                        continue;
-                    };
-                    let (Ok(tcp_in), Ok(unix_in), Ok(kept)) =
-                        (tcp.try_clone(), unix.try_clone(), tcp.try_clone())
-                    else {
-                        continue;
-                    };
-                    connections.lock().unwrap().push(kept);
-                    std::thread::spawn(move || pump(tcp_in, unix_in));
-                    std::thread::spawn(move || pump(unix, tcp));
-                }
-            })
-        };
-        Forwarder {
-            port,
-            listener,
-            stopped,
-            accepting: Some(accepting),
-            connections,
-        }
-    }
-}
-
-impl Drop for Forwarder {
-    /// Stops accepting (shutdown of a listening socket wakes the blocked accept on Linux) and ends every
-    /// connection, so that no thread of it outlives the test.
-    fn drop(&mut self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        // SAFETY: shutdown on the listener's own open descriptor.
-        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
-        if let Some(t) = self.accepting.take() {
-            let _ = t.join();
-        }
-        for c in self.connections.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Chromium over the DevTools protocol
@@ -497,6 +404,7 @@ const ROWS: &str = r#"[...document.querySelectorAll('#containers tbody tr')].map
     state: tr.dataset.state,
     health: tr.dataset.health,
     classes: tr.className,
+    healthText: tr.querySelector('.badge.health').textContent,
     cpu: JSON.parse(tr.querySelector('canvas.chart-cpu').dataset.values || '[]'),
     cpuLatest: tr.querySelector('canvas.chart-cpu').dataset.latest,
     memory: JSON.parse(tr.querySelector('canvas.chart-memory').dataset.values || '[]'),
@@ -521,27 +429,27 @@ fn first_column(browser: &mut Chromium, table: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The dashboard in Chromium: containers with state and live CPU and memory charts (a busy container's CPU well
-/// above an idle one's, read from the chart), images, networks, volumes, alerts, the events stream live, no
-/// policy violation and no exception; its screenshot is docs/dashboard.png.
+/// The PNG's width and height (its IHDR chunk), or `None` when `png` is not a PNG.
+fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    if !png.starts_with(b"\x89PNG\r\n\x1a\n") || png.get(12..16) != Some(b"IHDR") {
+        return None;
+    }
+    let be = |at: usize| Some(u32::from_be_bytes(png.get(at..at + 4)?.try_into().ok()?));
+    Some((be(16)?, be(20)?))
+}
+
+/// The dashboard in Chromium: containers with state, health and live CPU and memory charts (a busy container's
+/// CPU well above an idle one's, read from the chart), images, networks, volumes, the firing alert, the events
+/// stream live, no policy violation and no exception. Its screenshot goes to target/dashboard.png, and to
+/// docs/dashboard.png with `POLIS_UPDATE_SCREENSHOT=1`.
 #[test]
 fn the_dashboard_shows_containers_charts_and_events_live() {
     if !Path::new(CHROMIUM).exists() {
         return missing_peer::<()>("chromium (hack/install-deps installs it)").unwrap_or(());
     }
-    let config = MONITORING_ADDRESS
-        .map(|a| format!("[metrics]\naddress = \"{a}\"\n"))
-        .unwrap_or_default();
-    let d = Polisd::start_with_config("dashboard", &config);
+    let d = Polisd::start_with_config("dashboard", &config());
     d.pull();
-    let forwarder;
-    let origin = match MONITORING_ADDRESS {
-        Some(address) => format!("http://{address}"),
-        None => {
-            forwarder = Forwarder::start(d.netns(), &d.socket());
-            format!("http://127.0.0.1:{}", forwarder.port)
-        }
-    };
+    let origin = format!("http://{MONITORING_ADDRESS}");
 
     d.docker(&["volume", "create", "dashboard-data"]).ok();
     // One core's worth of work: the docker CLI shows it as about 100%.
@@ -552,6 +460,27 @@ fn the_dashboard_shows_containers_charts_and_events_live() {
     run_detached(&d, &["--name", "idle", IMAGE, "sleep", "600"]);
     d.docker(&["create", "--name", "resting", IMAGE, "true"])
         .ok();
+    // Health checks every second: one that always fails (unhealthy after the first), one that always passes.
+    let checked = |name: &str, check: &str| {
+        run_detached(
+            &d,
+            &[
+                "--name",
+                name,
+                "--health-cmd",
+                check,
+                "--health-interval",
+                "1s",
+                "--health-retries",
+                "1",
+                IMAGE,
+                "sleep",
+                "600",
+            ],
+        );
+    };
+    checked("sick", "false");
+    checked("well", "true");
 
     let mut browser = Chromium::start(d.netns(), d.scratch().join("chromium.log"), WIDTH, 900);
     // `/ui` redirects to `/ui/`, the page's own URL.
@@ -567,18 +496,55 @@ fn the_dashboard_shows_containers_charts_and_events_live() {
     // The containers, by name, with their state.
     let rows = page_until(
         &mut browser,
-        "the page lists busy, idle and resting",
+        "the page lists busy, idle, resting, sick and well",
         Duration::from_secs(30),
         ROWS,
         |rows| {
-            ["busy", "idle", "resting"]
+            ["busy", "idle", "resting", "sick", "well"]
                 .iter()
                 .all(|n| row(rows, n).is_some())
         },
     );
-    assert_eq!(row(&rows, "busy").unwrap()["state"], "running", "{rows}");
-    assert_eq!(row(&rows, "idle").unwrap()["state"], "running", "{rows}");
+    for name in ["busy", "idle", "sick", "well"] {
+        assert_eq!(row(&rows, name).unwrap()["state"], "running", "{rows}");
+    }
     assert_eq!(row(&rows, "resting").unwrap()["state"], "created", "{rows}");
+
+    // Health: the failing check's container is marked unhealthy (its row's class, data-health and badge), the
+    // passing one's healthy; a container without a check has no health.
+    let rows = page_until(
+        &mut browser,
+        "sick is marked unhealthy and well healthy",
+        Duration::from_secs(60),
+        ROWS,
+        |rows| {
+            row(rows, "sick").is_some_and(|r| r["health"] == "unhealthy")
+                && row(rows, "well").is_some_and(|r| r["health"] == "healthy")
+        },
+    );
+    let sick = row(&rows, "sick").unwrap();
+    assert!(
+        sick["classes"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .any(|c| c == "health-unhealthy"),
+        "sick's row has the class health-unhealthy: {sick}"
+    );
+    assert_eq!(sick["healthText"], "⚠ unhealthy", "{sick}");
+    let well = row(&rows, "well").unwrap();
+    assert!(
+        well["classes"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .any(|c| c == "health-healthy"),
+        "well's row has the class health-healthy: {well}"
+    );
+    assert_eq!(well["healthText"], "healthy", "{well}");
+    let busy = row(&rows, "busy").unwrap();
+    assert_eq!(busy["health"], "", "{busy}");
+    assert_eq!(busy["healthText"], "—", "{busy}");
 
     // CPU: the busy container's chart climbs to about a core while the idle one stays near zero. The values are
     // the chart's own data (data-values), computed by the page as the docker CLI does.
@@ -655,25 +621,33 @@ fn the_dashboard_shows_containers_charts_and_events_live() {
         "volumes: {volumes:?}"
     );
 
-    // Alerts: "not configured" when polisd has no /polis/alerts (404), else the firing ones (a number).
-    let alerts_route = d.http("GET", "/polis/alerts", None);
+    // Alerts: the ContainerUnhealthy rule fires for sick, on the page and in polisd's list (Alertmanager's API v2
+    // shape) that the page reads.
     let alerts = page_until(
         &mut browser,
-        "the alerts section has loaded",
-        Duration::from_secs(20),
-        "[polisDashboard.alerts(), document.getElementById('alerts-status').textContent]",
-        |v| v[0] != "loading",
+        "the alerts section lists ContainerUnhealthy for sick",
+        Duration::from_secs(30),
+        "[polisDashboard.alerts(), document.getElementById('alerts-status').textContent,
+          [...document.querySelectorAll('#alerts li')].map(li => [li.dataset.alertname, li.textContent])]",
+        |v| {
+            v[2].as_array().is_some_and(|items| {
+                items.iter().any(|i| {
+                    i[0] == "ContainerUnhealthy"
+                        && i[1].as_str().is_some_and(|t| t.contains("name=sick"))
+                })
+            })
+        },
     );
-    if alerts_route.status == 404 {
-        assert_eq!(
-            alerts,
-            json!(["not configured", "alerts: not configured"]),
-            "polisd answers 404 for /polis/alerts"
-        );
-    } else {
-        assert_eq!(alerts_route.status, 200, "{}", alerts_route.body);
-        assert!(alerts[0].is_u64(), "the number of firing alerts: {alerts}");
-    }
+    assert_eq!(alerts[0], 1, "one alert fires, sick's: {alerts}");
+    assert_eq!(alerts[1], "1 firing", "{alerts}");
+    let reply = d.http("GET", "/polis/alerts", None);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let listed = reply.json();
+    let firing = listed.as_array().into_iter().flatten().find(|a| {
+        a["labels"]["alertname"] == "ContainerUnhealthy" && a["labels"]["name"] == "sick"
+    });
+    let firing = firing.unwrap_or_else(|| panic!("ContainerUnhealthy fires for sick: {listed}"));
+    assert_eq!(firing["status"]["state"], "active", "{listed}");
 
     // Health as the page reads it from `docker ps`-style list data (the Status strings dockerd writes) and from
     // inspect's State.Health.
@@ -696,13 +670,21 @@ fn the_dashboard_shows_containers_charts_and_events_live() {
         |v| v.as_u64().unwrap_or(0) >= 8,
     );
     let png = browser.screenshot(WIDTH);
+    let size = png_size(&png);
     assert!(
-        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
-        "not a PNG of the page ({} bytes)",
+        size.is_some_and(|(w, h)| w == WIDTH && (600..=4000).contains(&h)) && png.len() > 10_000,
+        "not a PNG of the page: {} bytes, size {size:?}",
         png.len()
     );
-    let shot = workspace_root().join("docs").join("dashboard.png");
-    std::fs::write(&shot, &png).unwrap_or_else(|e| panic!("write {}: {e}", shot.display()));
+    let mut shots = vec![workspace_root().join("target")];
+    if std::env::var_os("POLIS_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+        shots.push(workspace_root().join("docs"));
+    }
+    for dir in shots {
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let shot = dir.join("dashboard.png");
+        std::fs::write(&shot, &png).unwrap_or_else(|e| panic!("write {}: {e}", shot.display()));
+    }
 
     // Live: what happens now shows in the events list and in the tables without reloading the page.
     let before = browser
