@@ -229,21 +229,16 @@ impl Shim {
     }
 
     pub async fn kill(&self, id: &str, signal: u32) -> Result<()> {
-        let req = api::KillRequest {
-            id: id.to_string(),
-            signal,
-            all: false,
-            ..Default::default()
-        };
-        self.client
-            .kill(ctx(), &req)
-            .await
-            .map_err(|e| call_err("kill", id, rpc_message(e)))?;
-        Ok(())
+        self.signal(id, "", signal).await
     }
 
     /// Signals an exec process of the task.
     pub async fn kill_exec(&self, id: &str, exec_id: &str, signal: u32) -> Result<()> {
+        self.signal(id, exec_id, signal).await
+    }
+
+    /// The task's init (`exec_id` empty) or one of its exec processes gets `signal`.
+    async fn signal(&self, id: &str, exec_id: &str, signal: u32) -> Result<()> {
         let req = api::KillRequest {
             id: id.to_string(),
             exec_id: exec_id.to_string(),
@@ -251,10 +246,15 @@ impl Shim {
             all: false,
             ..Default::default()
         };
+        let what = if exec_id.is_empty() {
+            "kill"
+        } else {
+            "kill an exec in"
+        };
         self.client
             .kill(ctx(), &req)
             .await
-            .map_err(|e| call_err("kill an exec in", id, rpc_message(e)))?;
+            .map_err(|e| call_err(what, id, rpc_message(e)))?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 //! receiver refuses the first delivery (503): polisd retries it, and each alert arrives firing once and resolved
 //! once. An OOM kill fires its rule too.
 
-use super::{assert_nothing_left, run_detached};
+use super::{assert_nothing_left, run_detached, run_oom_child};
 use polis_integration::eventually_some;
 use polis_integration::polisd::{IMAGE, Polisd};
 use serde_json::Value;
@@ -270,19 +270,7 @@ fn alerts_fire_to_a_webhook_and_resolve() {
     assert_ne!(resolved["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
 
     // An OOM kill in a container's cgroup fires its rule.
-    run_detached(
-        &d,
-        &[
-            "--name",
-            "oom",
-            "--memory",
-            "32m",
-            IMAGE,
-            "sh",
-            "-c",
-            "sh -c 'x=$(yes | head -c 200000000)'; sleep 300",
-        ],
-    );
+    run_oom_child(&d, "oom");
     eventually_some("the OOM kill's alert", LIMIT, || {
         receiver
             .statuses("ContainerOomKilled", "oom")

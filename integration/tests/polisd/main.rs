@@ -68,6 +68,24 @@ fn run_detached(d: &Polisd, args: &[&str]) -> String {
     id
 }
 
+/// `docker run -d --memory 32m` of a container whose child shell grows past the limit: the OOM killer kills the
+/// child (the largest process of the cgroup), and the container goes on sleeping. Returns its ID.
+fn run_oom_child(d: &Polisd, name: &str) -> String {
+    run_detached(
+        d,
+        &[
+            "--name",
+            name,
+            "--memory",
+            "32m",
+            IMAGE,
+            "sh",
+            "-c",
+            "sh -c 'x=$(yes | head -c 200000000)'; sleep 300",
+        ],
+    )
+}
+
 /// Waits until `docker logs NAME` shows `needle` on stdout.
 #[track_caller]
 fn wait_for_log(d: &Polisd, name: &str, needle: &str) {

@@ -4,7 +4,7 @@
 //!
 //! The exposition format is Prometheus's text format 0.0.4 (`# HELP`, `# TYPE`, then `NAME{LABELS} VALUE` lines).
 
-use super::{assert_nothing_left, run_detached};
+use super::{assert_nothing_left, run_detached, run_oom_child};
 use polis_integration::eventually_some;
 use polis_integration::polisd::{IMAGE, Polisd};
 use std::time::Duration;
@@ -115,19 +115,7 @@ fn metrics_follow_real_containers() {
             "dd if=/dev/zero of=/big/f bs=1M count=80 && sleep 3600",
         ],
     );
-    run_detached(
-        &d,
-        &[
-            "--name",
-            "oom",
-            "--memory",
-            "32m",
-            IMAGE,
-            "sh",
-            "-c",
-            "sh -c 'x=$(yes | head -c 200000000)'; sleep 3600",
-        ],
-    );
+    run_oom_child(&d, "oom");
 
     let first = scrape(&d);
     let busy = [r#"name="busy""#, r#"cpu="total""#];
