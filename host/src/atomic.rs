@@ -17,6 +17,18 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 
 /// [`write_atomic`] with the file's permission bits.
 pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    replace(path, data, mode, true)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Replaces `path` so that readers see the old content or the new one, without making it durable:
+/// for files that do not outlive a reboot anyway (state on tmpfs), where two fsyncs would be most
+/// of the cost.
+pub fn replace_volatile(path: &Path, data: &[u8]) -> Result<()> {
+    replace(path, data, 0o600, false)
+}
+
+fn replace(path: &Path, data: &[u8], mode: u32, sync: bool) -> Result<()> {
     let tmp = temporary_name(path);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -27,14 +39,15 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
             .open(&tmp)
             .map_err(|e| Error::io("create", &tmp, e))?;
         f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("sync", &tmp, e))?;
+        if sync {
+            f.sync_all().map_err(|e| Error::io("sync", &tmp, e))?;
+        }
         fs::rename(&tmp, path).map_err(|e| Error::io("rename into place", path, e))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    result
 }
 
 /// Syncs a directory, making the entries made, renamed or removed in it durable.

@@ -1,25 +1,14 @@
-//! config.md#mounts: a `cgroup` mount on a cgroup v1 or hybrid host, made by polis-runc rather
-//! than by libcontainer.
-//!
-//! libcontainer 0.7 looks the init process's parent up in the host's /proc by the PID it has in
-//! its own PID namespace. In a container that joins another container's PID namespace (a
-//! Kubernetes pod that shares its process namespace) that number names some other host process or
-//! none, and `create` failed now and then with "failed to mount cgroup v1: procfs failed". So
-//! polis-runc takes `cgroup` mounts out of libcontainer's config on v1 and hybrid hosts and makes
-//! them as runc does, from outside the container once its rootfs is ready (container_mounts.rs):
-//! a tmpfs at the destination, in it one bind mount per v1 hierarchy of the container's own
-//! cgroup, named as the host names the hierarchy's directory, and a symbolic link for each
-//! controller of a co-mounted hierarchy (`cpu` -> `cpu,cpuacct`). Like runc, it leaves out the
-//! cgroup2 hierarchy a hybrid host mounts at `unified`. On a cgroup v2 host libcontainer's own
-//! cgroup2 mount is kept.
+//! config.md#mounts: a `cgroup` mount on a cgroup v1 or hybrid host, made as runc makes it: a
+//! tmpfs at the destination, in it one bind mount per v1 hierarchy of the container's own cgroup,
+//! named as the host names the hierarchy's directory, and a symbolic link for each controller of a
+//! co-mounted hierarchy (`cpu` -> `cpu,cpuacct`). Like runc, it leaves out the cgroup2 hierarchy a
+//! hybrid host mounts at `unified`. This module finds the hierarchies (host side, from the host's
+//! mountinfo and the init process's /proc/PID/cgroup, whose paths are the host's); the init process
+//! mounts them (init/rootfs.rs).
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use libcgroups::common::CgroupSetup;
-use nix::mount::{MsFlags, mount};
 use polis_host::mountinfo::Mount;
 
 /// Where the host mounts its cgroup hierarchies; others (a test's own mount, say) are not shown.
@@ -88,117 +77,6 @@ pub fn hierarchies(mountinfo: &str, proc_cgroup: &str) -> Result<Vec<HierarchyBi
         }
     }
     Ok(binds)
-}
-
-/// A hierarchy's cgroup, cloned from the host's mount table (open_tree(2) with OPEN_TREE_CLONE)
-/// before the child that mounts it enters the container's mount namespace, where the host's
-/// paths cannot be reached.
-pub struct DetachedBind {
-    pub name: String,
-    tree: OwnedFd,
-}
-
-/// Clones each hierarchy's cgroup directory into a detached mount (host side).
-pub fn detach_binds(binds: Vec<HierarchyBind>) -> Result<Vec<DetachedBind>, String> {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    binds
-        .into_iter()
-        .map(|b| {
-            let path = CString::new(b.source.as_os_str().as_bytes())
-                .map_err(|_| format!("cgroup path {} has a NUL byte", b.source.display()))?;
-            // SAFETY: open_tree with a NUL-terminated path; the result is a new descriptor.
-            let fd = unsafe {
-                libc::syscall(
-                    libc::SYS_open_tree,
-                    libc::AT_FDCWD,
-                    path.as_ptr(),
-                    OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-                )
-            };
-            if fd < 0 {
-                return Err(format!(
-                    "clone the mount of the container's cgroup {}: {}",
-                    b.source.display(),
-                    std::io::Error::last_os_error()
-                ));
-            }
-            // SAFETY: open_tree returned a new descriptor that nothing else owns.
-            let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-            Ok(DetachedBind { name: b.name, tree })
-        })
-        .collect()
-}
-
-/// Mounts the tmpfs and the hierarchies at `dest`, in the current mount namespace (the
-/// container's, entered by a child of polis-runc).
-pub fn mount_in_namespace(
-    dest: &Path,
-    flags: MsFlags,
-    binds: &[DetachedBind],
-) -> Result<(), String> {
-    std::fs::create_dir_all(dest).map_err(|e| format!("create {}: {e}", dest.display()))?;
-    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some("tmpfs"), dest, Some("tmpfs"), base, Some("mode=755"))
-        .map_err(|e| format!("mount a tmpfs on {}: {e}", dest.display()))?;
-    for bind in binds {
-        let target = dest.join(&bind.name);
-        std::fs::create_dir(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
-        move_mount(&bind.tree, &target).map_err(|e| {
-            format!(
-                "mount the {} hierarchy on {}: {e}",
-                bind.name,
-                target.display()
-            )
-        })?;
-        mount(
-            None::<&str>,
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | base | (flags & MsFlags::MS_RDONLY),
-            None::<&str>,
-        )
-        .map_err(|e| format!("set the flags of {}: {e}", target.display()))?;
-        for controller in bind.name.split(',').filter(|c| *c != bind.name) {
-            let link = dest.join(controller);
-            if let Err(e) = std::os::unix::fs::symlink(&bind.name, &link)
-                && e.kind() != std::io::ErrorKind::AlreadyExists
-            {
-                return Err(format!("link {} to {}: {e}", link.display(), bind.name));
-            }
-        }
-    }
-    if flags.contains(MsFlags::MS_RDONLY) {
-        mount(
-            None::<&str>,
-            dest,
-            None::<&str>,
-            MsFlags::MS_REMOUNT | base | MsFlags::MS_RDONLY,
-            Some("mode=755"),
-        )
-        .map_err(|e| format!("remount {} read-only: {e}", dest.display()))?;
-    }
-    Ok(())
-}
-
-/// Attaches a detached mount at `target` (move_mount(2)).
-fn move_mount(tree: &OwnedFd, target: &Path) -> std::io::Result<()> {
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-    let target = CString::new(target.as_os_str().as_bytes())?;
-    // SAFETY: move_mount with a descriptor we own and NUL-terminated paths.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -236,6 +236,167 @@ pub fn apply_device_rules_on_host(
     crate::device_filter::attach_on_host(&dir, &crate::device_filter::program(&rules))
 }
 
+/// The v1 controllers a container's cgroup is made in (those libcgroups' v1 manager knows).
+const V1_CONTROLLERS: [&str; 12] = [
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
+/// On a cgroup v1 or hybrid host: makes the container's cgroup in each v1 hierarchy, moves `pid`
+/// into it and writes the device rules (config-linux.md#allowed-device-list), with one read of
+/// mountinfo. libcgroups' v1 manager finds each hierarchy through two hardened reads of /proc per
+/// controller; polis-runc asks it only for the resources beyond these (`setup::place_in_cgroup`).
+/// Touches the host's cgroups.
+pub fn place_v1(
+    id: &str,
+    cgroup_path: &Path,
+    pid: i32,
+    device_rules: &[oci_spec::runtime::LinuxDeviceCgroup],
+) -> Result<()> {
+    let err = |reason: String| Error::Cgroup {
+        id: id.to_string(),
+        reason,
+    };
+    let relative = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
+    if relative.components().any(|c| c.as_os_str() == "..") {
+        return Err(err(format!(
+            "invalid cgroup path {}",
+            cgroup_path.display()
+        )));
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| err(format!("read /proc/self/mountinfo: {e}")))?;
+    for m in polis_host::mountinfo::parse(&mountinfo) {
+        let controllers: Vec<&str> = m
+            .super_options
+            .iter()
+            .map(String::as_str)
+            .filter(|o| V1_CONTROLLERS.contains(o))
+            .collect();
+        if m.fstype != "cgroup" || m.root != Path::new("/") || controllers.is_empty() {
+            continue;
+        }
+        let dir = m.mount_point.join(relative);
+        if controllers.contains(&"cpuset") {
+            make_cpuset_dirs(&m.mount_point, relative)
+                .map_err(|e| err(format!("make {}: {e}", dir.display())))?;
+        } else {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| err(format!("make {}: {e}", dir.display())))?;
+        }
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string())
+            .map_err(|e| err(format!("add process {pid} to {}: {e}", procs.display())))?;
+        if controllers.contains(&"devices") {
+            write_v1_device_rules(&dir, device_rules).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// A cpuset cgroup takes no task until its cpus and mems are set: each new directory gets its
+/// parent's, as the kernel's clone_children would give them.
+fn make_cpuset_dirs(root: &Path, relative: &Path) -> std::io::Result<()> {
+    let mut dir = root.to_path_buf();
+    for part in relative.components() {
+        let parent = dir.clone();
+        dir.push(part);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let own = std::fs::read_to_string(dir.join(file))?;
+            if own.trim().is_empty() {
+                std::fs::write(dir.join(file), std::fs::read_to_string(parent.join(file))?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The device rules in order, each to devices.allow or devices.deny (cgroup-v1 devices.rst).
+fn write_v1_device_rules(
+    dir: &Path,
+    rules: &[oci_spec::runtime::LinuxDeviceCgroup],
+) -> std::result::Result<(), String> {
+    for rule in rules {
+        let typ = rule
+            .typ()
+            .map_or("a".to_string(), |t| t.as_str().to_string());
+        let num = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
+        let line = format!(
+            "{typ} {}:{} {}",
+            num(rule.major()),
+            num(rule.minor()),
+            rule.access().as_deref().unwrap_or("rwm")
+        );
+        let file = dir.join(if rule.allow() {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        });
+        std::fs::write(&file, &line)
+            .map_err(|e| format!("write {line:?} to {}: {e}", file.display()))?;
+    }
+    Ok(())
+}
+
+/// runc's `exec`: the new process joins every cgroup the container's init process is in, in each
+/// v1 hierarchy and the unified one (a hybrid host's too), read from the init process's
+/// /proc/PID/cgroup and one read of mountinfo. Touches the host's cgroups.
+pub fn join_cgroups_of(id: &str, init_pid: i32, pid: i32) -> Result<()> {
+    let err = |reason: String| Error::Cgroup {
+        id: id.to_string(),
+        reason,
+    };
+    let table = std::fs::read_to_string(format!("/proc/{init_pid}/cgroup"))
+        .map_err(|e| err(format!("read the cgroups of process {init_pid}: {e}")))?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| err(format!("read /proc/self/mountinfo: {e}")))?;
+    let mounts: Vec<_> = polis_host::mountinfo::parse(&mountinfo)
+        .into_iter()
+        .filter(|m| matches!(m.fstype.as_str(), "cgroup" | "cgroup2"))
+        .collect();
+    for line in table.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let mount = if controllers.is_empty() {
+            mounts.iter().find(|m| m.fstype == "cgroup2")
+        } else {
+            mounts.iter().find(|m| {
+                m.fstype == "cgroup"
+                    && controllers
+                        .split(',')
+                        .all(|c| m.super_options.iter().any(|o| o == c))
+            })
+        };
+        let Some(mount) = mount else { continue };
+        let Ok(below) = Path::new(path).strip_prefix(&mount.root) else {
+            continue;
+        };
+        let procs = mount.mount_point.join(below).join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string())
+            .map_err(|e| err(format!("add process {pid} to {}: {e}", procs.display())))?;
+    }
+    Ok(())
+}
+
 pub fn pids(id: &str, cgroup_path: &Path) -> Result<Vec<i32>> {
     let manager = manager_for(id, cgroup_path)?;
     let pids = manager.get_all_pids().map_err(|e| Error::Cgroup {
@@ -285,15 +446,29 @@ pub fn update_resources(
 /// within a grace period of the last one do not wait. A background thread therefore moves itself
 /// into the cgroup it is already in (a no-op) every 2 ms: the first wait overlaps with reading the
 /// bundle and setting up the container, and libcontainer's own migration finds the lock ready.
-/// It stops when the guard is dropped, or after a second at most. Best effort: errors end it
-/// quietly, since the migration that matters happens anyway.
+/// It stops when the guard is dropped, right before the container's process is cloned
+/// (`stop_migration_primer`), or after a second at most. Best effort: errors end it quietly, since
+/// the migration that matters happens anyway.
 ///
-/// libcontainer forks with the raw clone3 system call while this thread runs, so the thread must
-/// never hold a lock a child could need: it is a bare pthread that only makes system calls (no
-/// allocation, no Rust runtime), and it takes no signals.
+/// The thread is a bare pthread that only makes system calls (no allocation, no Rust runtime) and
+/// takes no signals, and it is joined before polis-runc clones: a thread that is exiting holds
+/// glibc's locks, which a child cloned at that moment would wait on for ever.
 pub struct MigrationLockPrimer(());
 
 static PRIMER_STOP: AtomicBool = AtomicBool::new(false);
+/// The primer's pthread_t while it may run (0: none).
+static PRIMER_THREAD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Stops the primer thread and waits until it is gone.
+pub fn stop_migration_primer() {
+    PRIMER_STOP.store(true, Ordering::Relaxed);
+    let thread = PRIMER_THREAD.swap(0, Ordering::AcqRel);
+    if thread != 0 {
+        // SAFETY: a joinable thread this process created and nobody joined yet (the swap above
+        // hands its handle to one caller only).
+        unsafe { libc::pthread_join(thread as libc::pthread_t, std::ptr::null_mut()) };
+    }
+}
 
 impl MigrationLockPrimer {
     pub fn start() -> Self {
@@ -314,14 +489,16 @@ impl MigrationLockPrimer {
             let mut attr: libc::pthread_attr_t = std::mem::zeroed();
             if libc::pthread_attr_init(&mut attr) == 0 {
                 libc::pthread_attr_setstacksize(&mut attr, 64 * 1024);
-                libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
                 let mut thread: libc::pthread_t = std::mem::zeroed();
-                libc::pthread_create(
+                if libc::pthread_create(
                     &mut thread,
                     &attr,
                     prime_migration_lock,
                     procs.as_ptr() as *mut libc::c_void,
-                );
+                ) == 0
+                {
+                    PRIMER_THREAD.store(thread as u64, Ordering::Release);
+                }
                 libc::pthread_attr_destroy(&mut attr);
             }
         }
@@ -334,7 +511,7 @@ impl MigrationLockPrimer {
 
 impl Drop for MigrationLockPrimer {
     fn drop(&mut self) {
-        PRIMER_STOP.store(true, Ordering::Relaxed);
+        stop_migration_primer();
     }
 }
 

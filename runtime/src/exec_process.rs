@@ -2,10 +2,9 @@
 //!
 //! runc builds the new process from the container's own `process` in config.json and applies the
 //! command line on top (args, env, cwd, user, caps, no_new_privileges, terminal), so rlimits,
-//! capabilities, apparmor and the user are the container's unless overridden. libcontainer 0.7's
-//! tenant builder starts from an empty process instead, and drops `linux.seccomp`: polis-runc
-//! therefore hands it a complete process.json, and its executor loads the container's seccomp
-//! profile.
+//! capabilities, apparmor and the user are the container's unless overridden; so does polis-runc.
+//! The process joins every namespace and the cgroup of the container and gets its seccomp profile
+//! (init/mod.rs, `spawn_exec`).
 
 use std::fs;
 use std::os::fd::OwnedFd;
@@ -16,8 +15,6 @@ use oci_spec::runtime::{Capabilities, Capability, Process, Spec};
 
 use crate::console::ConsoleTarget;
 use crate::error::{Error, Result};
-use crate::executor::{PolisExecutor, grant_executor_caps};
-use crate::setup::container_builder;
 use crate::store::{Store, status_name};
 
 #[derive(Debug, Clone, Default)]
@@ -149,11 +146,10 @@ fn build_process(opts: &ExecOptions, spec: &Spec, rootfs: &Path) -> Result<Proce
 /// Starts the process.
 pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<ExecedProcess> {
     let id = opts.id.as_str();
-    // Exclusive: libcontainer's exec handshake breaks when two execs run at once, and a created
-    // container is shown to it as running for the duration (see below).
-    let _lock = store.lock(id, true)?;
-    let mut loaded = store.load(id)?;
+    let _lock = store.lock(id, false)?;
+    let loaded = store.load(id)?;
     let status = loaded.container.status();
+    // runc runs processes in created containers too.
     if !matches!(status, ContainerStatus::Running | ContainerStatus::Created) {
         return Err(Error::WrongStatus {
             id: id.into(),
@@ -162,15 +158,17 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<ExecedProcess> 
             wanted: "a created or running container",
         });
     }
-    // runc runs processes in created containers too; libcontainer 0.7 accepts only running ones.
-    let created = status == ContainerStatus::Created;
+    let init_pid = loaded
+        .container
+        .pid()
+        .ok_or(Error::NotRunning { id: id.into() })?
+        .as_raw();
     let spec = store.load_created_config(id)?;
     let mut process = build_process(opts, &spec, &loaded.meta.rootfs)?;
     // As for `run`: polis-runc proxies the terminal of a process it stays attached to.
     let own_terminal = process.terminal() == Some(true) && opts.console_socket.is_none();
     if own_terminal && let Some((rows, cols)) = crate::foreground::stdin_window_size() {
-        // The process starts as soon as it is set up: the size must be there before it runs,
-        // so the executor sets it (consoleSize) rather than polis-runc afterwards.
+        // The process starts as soon as it is set up: the size must be there before it runs.
         let size = oci_spec::runtime::BoxBuilder::default()
             .height(u64::from(rows))
             .width(u64::from(cols))
@@ -185,57 +183,42 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<ExecedProcess> 
                 .into(),
         ));
     }
+    if process.terminal() != Some(true) && opts.console_socket.is_some() {
+        return Err(Error::Invalid(
+            "--console-socket was given but the process has no terminal (--tty)".into(),
+        ));
+    }
     let console = ConsoleTarget::new(
         own_terminal,
         opts.console_socket.as_ref(),
         &store.private_dir(id),
         &format!("exec-console-{}.sock", std::process::id()),
     )?;
-    // Profiles that notify a listener stay with libcontainer, which owns that handshake.
-    let seccomp = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.seccomp().clone())
-        .filter(|s| !libcontainer::seccomp::is_notify(s));
-    let final_caps = if seccomp.is_some() && process.no_new_privileges() != Some(true) {
-        grant_executor_caps(&mut process)
-    } else {
-        None
+    let console_conn = console
+        .path()
+        .map(crate::setup::connect_short)
+        .transpose()?;
+    let cfg = crate::init::ExecConfig {
+        spec: &spec,
+        init_pid,
+        process: &process,
+        console: console_conn,
+        preserve_fds: opts.preserve_fds,
+        seccomp: crate::seccomp::profile_to_load(&spec)?,
     };
-    let process_path = loaded
-        .container
-        .root
-        .join(format!("exec-{}.json", std::process::id()));
-    let data = serde_json::to_vec(&process).map_err(|e| Error::Invalid(e.to_string()))?;
-    crate::store::write_atomic(&process_path, &data)?;
-    if created {
-        save_status(&mut loaded, ContainerStatus::Running)?;
-    }
-    let capture = crate::logging::CauseCapture::start()?;
-    let lib = |e| Error::lib_with_causes("exec in", id, e, capture.lines());
-    let result = container_builder(
-        store,
-        id,
-        PolisExecutor::for_exec(seccomp, final_caps),
-        opts.pid_file.as_ref(),
-        console.path(),
-        opts.preserve_fds,
-    )
-    .and_then(|b| {
-        b.as_tenant()
-            // libcontainer takes a console socket only from a detached caller.
-            .with_detach(opts.detach || console.path().is_some())
-            .with_process(Some(&process_path))
-            .build()
-    })
-    .map_err(lib);
-    drop(capture);
-    let _ = fs::remove_file(&process_path);
-    if created {
-        save_status(&mut loaded, ContainerStatus::Created)?;
-    }
-    let pid = result?.as_raw();
+    let mut place = |pid: i32| -> std::result::Result<(), String> {
+        crate::cgroups::join_cgroups_of(id, init_pid, pid).map_err(|e| e.to_string())
+    };
+    let pid = crate::init::spawn_exec(&cfg, &mut place).map_err(|reason| Error::Setup {
+        op: "exec in",
+        id: id.to_string(),
+        reason,
+    })?;
+    drop(cfg);
     let terminal = console.receive_own_master()?;
+    if let Some(pid_file) = &opts.pid_file {
+        crate::setup::write_pid_file(pid_file, pid)?;
+    }
     Ok(ExecedProcess { pid, terminal })
 }
 
@@ -246,15 +229,6 @@ pub struct ExecedProcess {
     /// Its pty master, when polis-runc allocated its terminal (`exec --tty` that stays attached,
     /// without `--console-socket`).
     pub terminal: Option<OwnedFd>,
-}
-
-fn save_status(loaded: &mut crate::store::LoadedContainer, status: ContainerStatus) -> Result<()> {
-    let id = loaded.container.id().to_string();
-    loaded
-        .container
-        .set_status(status)
-        .save()
-        .map_err(|e| Error::lib("save state of", &id, e))
 }
 
 #[cfg(test)]

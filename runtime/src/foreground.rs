@@ -27,7 +27,7 @@ const FAULTS: [Signal; 5] = [
 ];
 
 /// Blocks every signal but faults. Call before the container's process is created; the
-/// executor clears the mask in the container before the user's program starts.
+/// init process clears the mask in the container before the user's program starts.
 pub fn block_signals() -> Result<SigSet> {
     let mut set = SigSet::all();
     for s in FAULTS {

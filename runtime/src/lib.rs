@@ -1,4 +1,4 @@
-//! polis-runc: a runc-compatible OCI runtime (runtime-spec 1.2) on libcontainer.
+//! polis-runc: a runc-compatible OCI runtime (runtime-spec 1.2).
 //!
 //! The library holds the operations; `main.rs` parses runc's command line and calls them.
 
@@ -6,21 +6,20 @@ pub mod bundle;
 pub mod cgroup_mount;
 pub mod cgroups;
 pub mod console;
-pub mod container_mounts;
 pub mod cwd;
 pub mod device_filter;
 pub mod error;
 pub mod events;
 pub mod exec_process;
-pub mod executor;
 pub mod features;
 pub mod foreground;
 pub mod hooks;
 pub mod id;
-pub mod idmap;
+pub mod init;
 pub mod lifecycle;
 pub mod logging;
 pub mod seal;
+pub mod seccomp;
 pub mod setup;
 pub mod store;
 

@@ -1,8 +1,6 @@
 //! The runtime-spec operations on an existing container: state, start, kill, delete, and runc's
 //! pause and resume.
 
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use libcgroups::common::{CgroupManager, FreezerState};
@@ -14,7 +12,7 @@ use serde::Serialize;
 use crate::cgroups::{manager_for, pids};
 use crate::error::{Error, Result};
 use crate::hooks::run_hooks_warning_on_failure;
-use crate::store::{LoadedContainer, Store, live_status, status_name};
+use crate::store::{LoadedContainer, Store, save_state, status_name};
 
 /// The state as runc prints it (`runc state`, `runc list --format json`).
 #[derive(Debug, Serialize)]
@@ -75,7 +73,9 @@ pub fn state(store: &Store, id: &str) -> Result<StateReport> {
     Ok(StateReport::from_loaded(&store.load(id)?))
 }
 
-/// runtime-spec: `start` runs the user's program of a created container.
+/// runtime-spec: `start` runs the user's program of a created container. It returns once the
+/// init process is about to execute it, or with the reason it cannot: runtime.md#lifecycle, a
+/// failing startContainer hook "MUST generate an error" from `start`.
 pub fn start(store: &Store, id: &str) -> Result<()> {
     let _lock = store.lock(id, true)?;
     let mut loaded = store.load(id)?;
@@ -83,20 +83,21 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
         return Err(status_error(&loaded, "start", "a created container"));
     }
     let config = store.load_created_config(id)?;
-    // Open the FIFO before the init process may write to it: a FIFO nobody holds open drops
-    // what was written.
-    let path = store.exec_fifo(id);
-    let fifo = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| Error::io("open exec FIFO", &path, e))?;
-    let _ = std::fs::remove_file(&path);
-    loaded
-        .container
-        .start()
-        .map_err(|e| Error::lib("start", id, e))?;
-    wait_for_exec(&fifo, &loaded)?;
+    let socket = store.start_socket(id);
+    let started = crate::init::signal_start(&socket);
+    let _ = std::fs::remove_file(&socket);
+    match started {
+        Ok(()) => {}
+        Err(Some(reason)) => return Err(Error::Invalid(reason)),
+        Err(None) => {
+            return Err(Error::Invalid(format!(
+                "container {id}: its init process exited before running the program \
+                 (a startContainer hook or the process setup failed)"
+            )));
+        }
+    }
+    loaded.container.state.status = ContainerStatus::Running;
+    save_state(&loaded.container.root, &loaded.container.state)?;
     let hooks = config.hooks().as_ref();
     run_hooks_warning_on_failure(
         "poststart",
@@ -104,46 +105,6 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
         &loaded.hook_state(),
     );
     Ok(())
-}
-
-/// Waits until the init process is about to execute the user's program (it writes a byte to the
-/// exec FIFO) or has died trying: runtime-spec config.md#createcontainer-hooks, a failing
-/// startContainer hook "MUST generate an error" from `start`.
-fn wait_for_exec(fifo: &std::fs::File, loaded: &LoadedContainer) -> Result<()> {
-    let id = loaded.container.id();
-    // "0": the program is about to run; "E" and a message: a startContainer hook failed.
-    let mut buf = [0u8; 4096];
-    let outcome = |n: usize, buf: &[u8]| match buf[..n].strip_prefix(b"E") {
-        Some(msg) => Err(Error::Invalid(String::from_utf8_lossy(msg).into_owned())),
-        None => Ok(()),
-    };
-    loop {
-        let mut fds = [nix::poll::PollFd::new(
-            fifo.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16));
-        match nix::unistd::read(fifo.as_raw_fd(), &mut buf) {
-            Ok(n @ 1..) => return outcome(n, &buf),
-            // Every writer is gone without a word: the init process died.
-            Ok(0) => break,
-            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(Error::sys("read exec FIFO", e)),
-        }
-        if live_status(&loaded.container.state, loaded.meta.init_start_time)
-            == ContainerStatus::Stopped
-        {
-            // It may have written just before exiting.
-            if let Ok(n @ 1..) = nix::unistd::read(fifo.as_raw_fd(), &mut buf) {
-                return outcome(n, &buf);
-            }
-            break;
-        }
-    }
-    Err(Error::Invalid(format!(
-        "container {id}: its init process exited before running the program \
-         (a startContainer hook or the process setup failed)"
-    )))
 }
 
 /// Parses a signal as runc does: `9`, `KILL` or `SIGKILL`.
@@ -234,25 +195,17 @@ pub fn delete_container(store: &Store, id: &str, force: bool) -> Result<()> {
         });
     }
     let config = store.load_created_config(id).ok();
-    let state = &loaded.container.state;
-    let plain_stopped = status == ContainerStatus::Stopped
-        && !loaded.meta.cgroup_path.as_os_str().is_empty()
-        && state.intel_rdt_dir.is_none()
-        && state.intel_rdt_monitoring_dir.is_none()
-        && state.clean_up_intel_rdt_subdirectory != Some(true);
-    if plain_stopped {
-        // What libcontainer's delete does for a stopped container, without its cgroup manager.
-        crate::cgroups::remove_cgroup_on_host(id, &loaded.meta.cgroup_path)?;
-        let dir = store.container_dir(id);
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
-    } else {
-        loaded
-            .container
-            .delete(force)
-            .map_err(|e| Error::lib("delete", id, e))?;
+    let cgroup_path = loaded.meta.cgroup_path.clone();
+    if status != ContainerStatus::Stopped {
+        kill_everything(id, &cgroup_path, loaded.container.pid());
     }
+    if !cgroup_path.as_os_str().is_empty() {
+        crate::cgroups::remove_cgroup_on_host(id, &cgroup_path)?;
+    }
+    let dir = store.container_dir(id);
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
     let hooks = config.as_ref().and_then(|c| c.hooks().as_ref());
-    loaded.container.set_status(ContainerStatus::Stopped);
+    loaded.container.state.status = ContainerStatus::Stopped;
     run_hooks_warning_on_failure(
         "poststop",
         hooks.and_then(|h| h.poststop().as_ref()),
@@ -263,27 +216,66 @@ pub fn delete_container(store: &Store, id: &str, force: bool) -> Result<()> {
 }
 
 pub fn pause(store: &Store, id: &str) -> Result<()> {
-    let _lock = store.lock(id, true)?;
-    let mut loaded = store.load(id)?;
-    if loaded.container.status() != ContainerStatus::Running {
-        return Err(status_error(&loaded, "pause", "a running container"));
-    }
-    loaded
-        .container
-        .pause()
-        .map_err(|e| Error::lib("pause", id, e))
+    freeze(store, id, FreezerState::Frozen)
 }
 
 pub fn resume(store: &Store, id: &str) -> Result<()> {
+    freeze(store, id, FreezerState::Thawed)
+}
+
+/// runc's `pause` and `resume`: the container's cgroup frozen or thawed, and the state saying so.
+fn freeze(store: &Store, id: &str, to: FreezerState) -> Result<()> {
     let _lock = store.lock(id, true)?;
     let mut loaded = store.load(id)?;
-    if loaded.container.status() != ContainerStatus::Paused {
-        return Err(status_error(&loaded, "resume", "a paused container"));
+    let (op, from, wanted, status) = match to {
+        FreezerState::Frozen => (
+            "pause",
+            ContainerStatus::Running,
+            "a running container",
+            ContainerStatus::Paused,
+        ),
+        _ => (
+            "resume",
+            ContainerStatus::Paused,
+            "a paused container",
+            ContainerStatus::Running,
+        ),
+    };
+    if loaded.container.status() != from {
+        return Err(status_error(&loaded, op, wanted));
     }
-    loaded
-        .container
-        .resume()
-        .map_err(|e| Error::lib("resume", id, e))
+    manager_for(id, &loaded.meta.cgroup_path)?
+        .freeze(to)
+        .map_err(|e| Error::Cgroup {
+            id: id.to_string(),
+            reason: format!("{op}: {e}"),
+        })?;
+    loaded.container.state.status = status;
+    save_state(&loaded.container.root, &loaded.container.state)
+}
+
+/// Kills every process of a container that is being deleted and waits for its init process to go,
+/// so that its cgroup can be removed (runtime.md#delete).
+fn kill_everything(id: &str, cgroup_path: &std::path::Path, init: Option<Pid>) {
+    if let Ok(manager) = manager_for(id, cgroup_path) {
+        let _ = manager.freeze(FreezerState::Frozen);
+        if let Ok(pids) = pids(id, cgroup_path) {
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        let _ = manager.freeze(FreezerState::Thawed);
+    }
+    if let Some(pid) = init {
+        let _ = kill(pid, Signal::SIGKILL);
+        // A child of this process (run) is reaped by its waiter; others are reaped by their parent.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while crate::store::process_start_time(pid.as_raw()).is_some()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
 }
 
 #[cfg(test)]

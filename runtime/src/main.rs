@@ -72,27 +72,6 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(file) = args
-        .first()
-        .and_then(|a| polis_runc::idmap::invoked_as_map_helper(a))
-    {
-        return match polis_runc::idmap::write_mappings(file, &args[1..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("polis-runc: {err}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if args
-        .first()
-        .is_some_and(|a| polis_runc::hooks::invoked_as_trampoline(a))
-    {
-        let err = polis_runc::hooks::run_trampoline(&args[1..]);
-        eprintln!("polis-runc: {err}");
-        return ExitCode::from(127);
-    }
     let cli = Cli::parse();
     let log_to_file = cli.log.is_some();
     if let Err(err) = init_logging(cli.log.as_deref(), cli.log_format, cli.debug) {

@@ -1,9 +1,10 @@
-//! The state root (`--root`): one directory per container, a lock per container, and the facts
-//! polis-runc keeps beside libcontainer's `state.json`.
+//! The state root (`--root`): one directory per container, a lock per container, its `state.json`
+//! (runtime.md#state, in libcontainer's `State` shape, which earlier polis-runc versions wrote), and
+//! the facts polis-runc keeps beside it.
 //!
-//! libcontainer 0.7 writes `state.json` in place (truncate, then write) and takes no lock. Every
-//! polis-runc command that changes a container holds that container's lock, so writers never race;
-//! readers retry a `state.json` they catch half-written.
+//! Every polis-runc command that changes a container holds that container's lock, so writers never
+//! race; state.json is replaced atomically. Readers still retry a `state.json` they catch
+//! half-written, as one written in place by an older polis-runc could be.
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
@@ -22,7 +23,7 @@ const CREATED_CONFIG_FILE: &str = "polis-config.json";
 const LOCK_DIR: &str = ".locks";
 const PRIVATE_DIR: &str = ".polis";
 
-/// What polis-runc records about a container in addition to libcontainer's state.
+/// What polis-runc records about a container in addition to its state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ContainerMeta {
     /// The bundle the user gave, as an absolute path.
@@ -55,7 +56,7 @@ pub struct LoadedContainer {
 }
 
 impl LoadedContainer {
-    /// The state hooks get: libcontainer's, with the user's bundle (runtime.md#state).
+    /// The state hooks get, with the user's bundle (runtime.md#state).
     pub fn hook_state(&self) -> libcontainer::container::State {
         let mut state = self.container.state.clone();
         if !self.meta.bundle.as_os_str().is_empty() {
@@ -125,14 +126,15 @@ impl Store {
         }
     }
 
-    /// polis-runc's own directory for a container, outside the one libcontainer owns: the
-    /// config.json libcontainer reads when it differs from the user's, and the exec FIFO.
+    /// polis-runc's private directory for a container, outside the one `list` shows: the sockets
+    /// of `start` and of a terminal polis-runc proxies.
     pub fn private_dir(&self, id: &str) -> PathBuf {
         self.root.join(PRIVATE_DIR).join(id)
     }
 
-    pub fn exec_fifo(&self, id: &str) -> PathBuf {
-        self.private_dir(id).join("exec.fifo")
+    /// The socket `start` connects to, which the init process listens on.
+    pub fn start_socket(&self, id: &str) -> PathBuf {
+        self.private_dir(id).join(crate::setup::START_SOCKET)
     }
 
     /// Removes the private directory and the lock file of a deleted container. Call while
@@ -202,9 +204,17 @@ impl Store {
     }
 }
 
-/// Writes a file atomically (polis_host::atomic): a reader sees the old or the new content.
+/// Saves a container's state.json (runtime.md#state), atomically.
+pub fn save_state(container_dir: &Path, state: &State) -> Result<()> {
+    let data = serde_json::to_vec(state).map_err(|e| Error::Invalid(e.to_string()))?;
+    write_atomic(&State::file_path(container_dir), &data)
+}
+
+/// Replaces a file of the state root atomically: a reader sees the old or the new content. Not
+/// synced: the state root lives on tmpfs (`/run/polis-runc`) and its containers do not outlive a
+/// reboot.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    Ok(polis_host::atomic::write_atomic(path, data)?)
+    Ok(polis_host::atomic::replace_volatile(path, data)?)
 }
 
 fn read_state(dir: &Path, id: &str) -> Result<State> {
