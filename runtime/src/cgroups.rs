@@ -5,16 +5,12 @@
 //! named `slice:prefix:name`. polis-runc translates it into the path systemd would have made, as
 //! runc does: `system.slice:polis:abc` becomes `/system.slice/polis-abc.scope`.
 
-use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use libcgroups::common::{
     AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup, ControllerOpt,
     create_cgroup_manager, get_cgroup_setup,
 };
-
-use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 
 use crate::error::{Error, Result};
 
@@ -222,7 +218,7 @@ pub fn make_parent_cgroups_on_host(cgroup_path: &Path) -> Result<()> {
 }
 
 /// On a cgroup v2 host, attaches the container's device rules to its cgroup (device_filter.rs);
-/// cgroup v1 hosts have them from libcgroups. Touches the host's cgroups.
+/// cgroup v1 hosts get them from `place_v1`. Touches the host's cgroups.
 pub fn apply_device_rules_on_host(
     cgroup_path: &Path,
     resources: Option<&oci_spec::runtime::LinuxResources>,
@@ -435,136 +431,6 @@ pub fn update_resources(
             id: id.to_string(),
             reason: format!("update resources: {e}"),
         })
-}
-
-/// Keeps the kernel's cgroup migration lock ready while a container is being set up, so that
-/// joining the container's cgroups does not wait for an RCU grace period.
-///
-/// Every write to a `cgroup.procs` file takes the kernel's global `cgroup_threadgroup_rwsem` for
-/// writing, and the first writer after a quiet spell waits for a full RCU grace period (measured in
-/// docs/BENCHMARKS.md, "What changed between the 20:28 and 22:05 runs"). Writers that come
-/// within a grace period of the last one do not wait. A background thread therefore moves itself
-/// into the cgroup it is already in (a no-op) every 2 ms: the first wait overlaps with reading the
-/// bundle and setting up the container, and libcontainer's own migration finds the lock ready.
-/// It stops when the guard is dropped, right before the container's process is cloned
-/// (`stop_migration_primer`), or after a second at most. Best effort: errors end it quietly, since
-/// the migration that matters happens anyway.
-///
-/// The thread is a bare pthread that only makes system calls (no allocation, no Rust runtime) and
-/// takes no signals, and it is joined before polis-runc clones: a thread that is exiting holds
-/// glibc's locks, which a child cloned at that moment would wait on for ever.
-pub struct MigrationLockPrimer(());
-
-static PRIMER_STOP: AtomicBool = AtomicBool::new(false);
-/// The primer's pthread_t while it may run (0: none).
-static PRIMER_THREAD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Stops the primer thread and waits until it is gone.
-pub fn stop_migration_primer() {
-    PRIMER_STOP.store(true, Ordering::Relaxed);
-    let thread = PRIMER_THREAD.swap(0, Ordering::AcqRel);
-    if thread != 0 {
-        // SAFETY: a joinable thread this process created and nobody joined yet (the swap above
-        // hands its handle to one caller only).
-        unsafe { libc::pthread_join(thread as libc::pthread_t, std::ptr::null_mut()) };
-    }
-}
-
-impl MigrationLockPrimer {
-    pub fn start() -> Self {
-        let Some(procs) = own_cgroup_procs_file()
-            .and_then(|p| CString::new(p.into_os_string().into_encoded_bytes()).ok())
-        else {
-            return Self(());
-        };
-        // Handed to the thread for the life of the process; freeing it there would allocate.
-        let procs: &'static CStr = Box::leak(procs.into_boxed_c_str());
-        PRIMER_STOP.store(false, Ordering::Relaxed);
-        let all = SigSet::all();
-        let mut old_mask = SigSet::empty();
-        let masked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&all), Some(&mut old_mask));
-        // SAFETY: the attribute object is initialised before use and destroyed after; the thread
-        // gets a 'static C string and runs `prime_migration_lock`, which only makes system calls.
-        unsafe {
-            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-            if libc::pthread_attr_init(&mut attr) == 0 {
-                libc::pthread_attr_setstacksize(&mut attr, 64 * 1024);
-                let mut thread: libc::pthread_t = std::mem::zeroed();
-                if libc::pthread_create(
-                    &mut thread,
-                    &attr,
-                    prime_migration_lock,
-                    procs.as_ptr() as *mut libc::c_void,
-                ) == 0
-                {
-                    PRIMER_THREAD.store(thread as u64, Ordering::Release);
-                }
-                libc::pthread_attr_destroy(&mut attr);
-            }
-        }
-        if masked.is_ok() {
-            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
-        }
-        Self(())
-    }
-}
-
-impl Drop for MigrationLockPrimer {
-    fn drop(&mut self) {
-        stop_migration_primer();
-    }
-}
-
-extern "C" fn prime_migration_lock(procs: *mut libc::c_void) -> *mut libc::c_void {
-    let pause = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 2_000_000,
-    };
-    for _ in 0..500 {
-        if PRIMER_STOP.load(Ordering::Relaxed) {
-            break;
-        }
-        // SAFETY: `procs` is the NUL-terminated 'static path `start` passed in; the buffer
-        // written is a static byte.
-        let written = unsafe {
-            let fd = libc::open(
-                procs as *const libc::c_char,
-                libc::O_WRONLY | libc::O_CLOEXEC,
-            );
-            if fd < 0 {
-                break;
-            }
-            // "0" is the writing task itself (cgroup-v1.rst and cgroup-v2.rst, cgroup.procs).
-            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-            n
-        };
-        if written != 1 {
-            break;
-        }
-        // SAFETY: nanosleep reads a timespec that outlives the call.
-        unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
-    }
-    std::ptr::null_mut()
-}
-
-/// The `cgroup.procs` file of this process's own cgroup in the unified hierarchy (pure v2, or
-/// hybrid's controller-less cgroup2) or else in the v1 `pids` hierarchy.
-fn own_cgroup_procs_file() -> Option<PathBuf> {
-    let table = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let unified = table.lines().find_map(|l| l.strip_prefix("0::"));
-    let (root, own) = match get_cgroup_setup().ok()? {
-        CgroupSetup::Unified => (Path::new("/sys/fs/cgroup"), unified?),
-        CgroupSetup::Hybrid => (Path::new("/sys/fs/cgroup/unified"), unified?),
-        CgroupSetup::Legacy => (
-            Path::new("/sys/fs/cgroup/pids"),
-            table.lines().find_map(|l| {
-                let (_, rest) = l.split_once(':')?;
-                rest.strip_prefix("pids:")
-            })?,
-        ),
-    };
-    Some(root.join(own.trim_start_matches('/')).join("cgroup.procs"))
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //!
 //! With `process.terminal: true` and no `--console-socket`, runc allocates the terminal itself:
 //! it receives the pty master over a socket of its own and proxies it to its own stdin and stdout
-//! (foreground.rs). polis-runc does the same. libcontainer only knows the console-socket protocol,
+//! (foreground.rs). polis-runc does the same. Its set-up (init/) speaks only the console-socket protocol,
 //! so polis-runc listens on a socket in the container's private directory, hands its path to
-//! libcontainer as if it were `--console-socket`, and takes the master from it once the init (or
+//! the set-up as if it were `--console-socket`, and takes the master from it once the init (or
 //! exec'd) process has sent it.
 
 use std::io::IoSliceMut;
@@ -17,12 +17,12 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 
 use crate::error::{Error, Result};
 
-/// How long to wait for the pty master once libcontainer has set the process up. The process
+/// How long to wait for the pty master once the process is set up. The process
 /// sends it before it reports ready, so this only guards against a process that died.
 const MASTER_TIMEOUT_MS: u16 = 10_000;
 
 /// Where the pty master of a process goes: the caller's `--console-socket`, or, when polis-runc
-/// proxies the terminal itself, a listener of its own whose path libcontainer gets in its place.
+/// proxies the terminal itself, a listener of its own whose path the set-up gets in its place.
 pub struct ConsoleTarget {
     own: Option<ConsoleListener>,
     path: Option<PathBuf>,
@@ -50,7 +50,7 @@ impl ConsoleTarget {
         })
     }
 
-    /// The console socket to hand libcontainer.
+    /// The console socket the process sends its terminal to.
     pub fn path(&self) -> Option<&PathBuf> {
         self.path.as_ref()
     }

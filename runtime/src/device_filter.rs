@@ -6,10 +6,10 @@
 //! RLIMIT_MEMLOCK to 128 MiB, which needs CAP_SYS_RESOURCE and fails on hosts without it (this
 //! one), so every container would fail to start. Since Linux 5.11 BPF memory is charged to the
 //! memory cgroup and needs no such limit. polis-runc therefore builds the program itself and
-//! attaches it from the host once libcontainer has made the cgroup, before the user's program can
+//! attaches it from the host once the cgroup is made, before the user's program can
 //! run (`start`); processes that join later (`exec`) are under it too.
 //!
-//! The rules are the ones the v1 device controller gets from libcgroups: `linux.resources.devices`
+//! The rules are the ones the v1 device controller gets (`cgroups::place_v1`): `linux.resources.devices`
 //! in order, then the devices every container has. As in cgroup v1, a rule that covers every
 //! device sets the default and a later rule that matches a device decides for it: the program
 //! checks the rules after the last such catch-all, last first, and falls back to its default.

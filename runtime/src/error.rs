@@ -59,7 +59,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// The class of this error for programs, as the last JSON log line's `kind` carries it
     /// (README "The log contract"): `not-found`, `already-exists`, `invalid`,
-    /// `failed-precondition`, or `internal` for a failure of the host or of libcontainer.
+    /// `failed-precondition`, or `internal` for a failure of the host or of the set-up.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::NotExist { .. } => "not-found",

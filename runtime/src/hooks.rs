@@ -100,7 +100,7 @@ pub struct StartContainerHooks {
 impl StartContainerHooks {
     /// Runs the hooks in order; the first failure is returned (runtime.md#lifecycle: "If any
     /// startContainer hook fails, the runtime MUST generate an error and stop the container").
-    /// Hooks without an env get the process's environment, as runc and libcontainer give them.
+    /// Hooks without an env get the process's environment, as runc gives them.
     pub fn run(&self) -> Result<()> {
         let state = State {
             oci_version: crate::OCI_VERSION.to_string(),

@@ -6,7 +6,6 @@ pub mod bundle;
 pub mod cgroup_mount;
 pub mod cgroups;
 pub mod console;
-pub mod cwd;
 pub mod device_filter;
 pub mod error;
 pub mod events;

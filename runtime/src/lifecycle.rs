@@ -123,7 +123,7 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 }
 
 /// runtime-spec: `kill` sends a signal to the container's process (all of them with `all`).
-/// Unlike libcontainer's kill, the saved status is left alone: a signal does not stop a container,
+/// The saved status is left alone: a signal does not stop a container,
 /// its process exiting does.
 pub fn kill_container(store: &Store, id: &str, signal: Signal, all: bool) -> Result<()> {
     let _lock = store.lock(id, false)?;

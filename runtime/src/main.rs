@@ -97,7 +97,7 @@ fn main() -> ExitCode {
 }
 
 /// The error and its causes on one line, skipping a cause its parent already quotes
-/// (libcontainer's errors repeat their sources in their own messages).
+/// (some libraries' errors repeat their sources in their own messages).
 fn error_chain(err: &anyhow::Error) -> String {
     let mut msg = String::new();
     for cause in err.chain() {

@@ -92,7 +92,6 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<CreatedCo
         }
     };
     let result = (|| {
-        crate::cwd::make_cwd_in_rootfs(&checked)?;
         let dir = store.private_dir(id);
         fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         fs::create_dir_all(store.container_dir(id))

@@ -56,7 +56,6 @@ impl CreateFlags {
 pub fn run(cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
     polis_runc::id::validate_container_id(&args.flags.id)?;
     super::ensure_sealed(store)?;
-    let _primer = polis_runc::cgroups::MigrationLockPrimer::start();
     create_container(store, &args.flags.options(cli, true))?;
     Ok(0)
 }

@@ -97,9 +97,7 @@ pub fn run(_cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
     } else {
         Some(block_signals()?)
     };
-    let primer = polis_runc::cgroups::MigrationLockPrimer::start();
     let process = exec_process(store, &opts)?;
-    drop(primer);
     let Some(blocked) = blocked else {
         return Ok(0);
     };

@@ -31,9 +31,7 @@ pub fn run(cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
     } else {
         Some(block_signals()?)
     };
-    let primer = polis_runc::cgroups::MigrationLockPrimer::start();
     let created = create_container(store, &args.flags.options(cli, args.detach))?;
-    drop(primer);
     if let Some(master) = &created.terminal {
         size_terminal_like_stdin(master);
     }

@@ -191,7 +191,12 @@ fn init_steps(cfg: &InitConfig<'_>, ns: &NamespacePlan, ch: &Channel) -> Result<
             cgroup_v2_dir: go.cgroup_v2_dir.clone(),
             no_pivot: cfg.no_pivot,
         };
-        Some(rootfs::prepare(&ctx)?)
+        let root = rootfs::prepare(&ctx)?;
+        // config.md#process: a missing cwd is made (runc's contract, Docker's `-w /newdir`), as
+        // root, after the mounts and inside the rootfs.
+        rootfs::make_in_root(root.as_raw_fd(), process.cwd(), false)
+            .map_err(|e| format!("process.cwd {}: {e}", process.cwd().display()))?;
+        Some(root)
     } else {
         None
     };

@@ -258,10 +258,9 @@ impl Drop for PidNamespaceGuard {
 /// clone(2) without a new stack: the child continues from here like fork(2) (returns 0 in the
 /// child, its PID in the parent).
 pub fn clone_process(flags: CloneFlags) -> Result<i32, String> {
-    crate::cgroups::stop_migration_primer();
     // SAFETY: raw clone without CLONE_VM behaves as fork: the child gets a copy of the address
-    // space and continues on its copy of this stack. polis-runc's only other thread (the cgroup
-    // migration primer) is gone by now, so no lock is held that the child could need.
+    // space and continues on its copy of this stack. polis-runc runs no other thread, so no lock
+    // is held that the child could need.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_clone,
