@@ -163,7 +163,7 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<ExecedProcess> 
         .pid()
         .ok_or(Error::NotRunning { id: id.into() })?
         .as_raw();
-    let spec = store.load_created_config(id)?;
+    let spec = loaded.spec()?;
     let mut process = build_process(opts, &spec, &loaded.meta.rootfs)?;
     // As for `run`: polis-runc proxies the terminal of a process it stays attached to.
     let own_terminal = process.terminal() == Some(true) && opts.console_socket.is_none();
@@ -191,7 +191,7 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<ExecedProcess> 
     let console = ConsoleTarget::new(
         own_terminal,
         opts.console_socket.as_ref(),
-        &store.private_dir(id),
+        &store.container_dir(id),
         &format!("exec-console-{}.sock", std::process::id()),
     )?;
     let console_conn = console

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::cgroups::{manager_for, pids};
 use crate::error::{Error, Result};
 use crate::hooks::run_hooks_warning_on_failure;
-use crate::store::{LoadedContainer, Store, save_state, status_name};
+use crate::store::{LoadedContainer, Store, status_name};
 
 /// The state as runc prints it (`runc state`, `runc list --format json`).
 #[derive(Debug, Serialize)]
@@ -82,7 +82,7 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
     if loaded.container.status() != ContainerStatus::Created {
         return Err(status_error(&loaded, "start", "a created container"));
     }
-    let config = store.load_created_config(id)?;
+    let config = loaded.spec()?;
     let socket = store.start_socket(id);
     let started = crate::init::signal_start(&socket);
     let _ = std::fs::remove_file(&socket);
@@ -97,7 +97,6 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
         }
     }
     loaded.container.state.status = ContainerStatus::Running;
-    save_state(&loaded.container.root, &loaded.container.state)?;
     let hooks = config.hooks().as_ref();
     run_hooks_warning_on_failure(
         "poststart",
@@ -176,7 +175,7 @@ pub fn delete_container(store: &Store, id: &str, force: bool) -> Result<()> {
             let dir = store.container_dir(id);
             let existed = dir.exists();
             let _ = std::fs::remove_dir_all(&dir);
-            store.remove_private(id);
+            store.remove_lock(id);
             return if existed || force {
                 Ok(())
             } else {
@@ -194,7 +193,7 @@ pub fn delete_container(store: &Store, id: &str, force: bool) -> Result<()> {
             wanted: "a stopped container (or --force)",
         });
     }
-    let config = store.load_created_config(id).ok();
+    let config = loaded.spec().ok();
     let cgroup_path = loaded.meta.cgroup_path.clone();
     if status != ContainerStatus::Stopped {
         kill_everything(id, &cgroup_path, loaded.container.pid());
@@ -211,7 +210,7 @@ pub fn delete_container(store: &Store, id: &str, force: bool) -> Result<()> {
         hooks.and_then(|h| h.poststop().as_ref()),
         &loaded.hook_state(),
     );
-    store.remove_private(id);
+    store.remove_lock(id);
     Ok(())
 }
 
@@ -251,7 +250,7 @@ fn freeze(store: &Store, id: &str, to: FreezerState) -> Result<()> {
             reason: format!("{op}: {e}"),
         })?;
     loaded.container.state.status = status;
-    save_state(&loaded.container.root, &loaded.container.state)
+    loaded.save()
 }
 
 /// Kills every process of a container that is being deleted and waits for its init process to go,

@@ -3,17 +3,15 @@
 //! A container process can reach the runtime's own binary through `/proc/<pid>/exe` while the
 //! runtime is inside its namespaces (create, exec). Instead of copying the whole binary into a
 //! sealed memfd on every call (docs/BENCHMARKS.md, "Notes on this machine"), polis-runc
-//! re-executes itself from a read-only bind mount of its binary that is detached right away:
-//! `/proc/self/exe` then points into a read-only mount nobody can reach or remount, and every
-//! open for writing fails with EROFS. The cost is a few mount syscalls and one execve.
+//! re-executes itself from a read-only, detached bind mount of its binary: `/proc/self/exe` then
+//! points into a read-only mount nobody can reach or remount, and every open for writing fails
+//! with EROFS. The cost is two system calls (open_tree, mount_setattr) and one execve; no file is
+//! made and nothing is mounted or unmounted in any namespace.
 
 use std::ffi::CString;
-use std::fs::{self, File};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use crate::error::{Error, Result};
 
@@ -33,9 +31,8 @@ fn exe_is_read_only() -> bool {
 }
 
 /// Re-executes the current binary from a read-only detached bind mount. Returns only on error.
-/// `scratch_dir` must be on a filesystem where root can create a file (the state root).
-pub fn reexec_sealed_host(scratch_dir: &Path) -> Result<()> {
-    let fd = open_read_only_self(scratch_dir)?;
+pub fn reexec_sealed() -> Result<()> {
+    let fd = open_read_only_self()?;
     let args: Vec<CString> = std::env::args_os()
         .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
         .collect();
@@ -63,38 +60,22 @@ pub fn reexec_sealed_host(scratch_dir: &Path) -> Result<()> {
     ))
 }
 
-fn open_read_only_self(scratch_dir: &Path) -> Result<OwnedFd> {
-    let target = scratch_dir.join(format!(".exe-{}", std::process::id()));
-    File::create(&target).map_err(|e| Error::io("create mount point", &target, e))?;
-    let result = (|| -> Result<OwnedFd> {
-        mount(
-            Some("/proc/self/exe"),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| Error::sys("bind-mount polis-runc read-only", e))?;
-        let remount = mount(
-            None::<&str>,
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
-        );
-        let opened = nix::fcntl::open(
-            &target,
-            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        );
-        let _ = umount2(&target, MntFlags::MNT_DETACH);
-        remount.map_err(|e| Error::sys("remount polis-runc read-only", e))?;
-        let fd = opened.map_err(|e| Error::sys("open read-only polis-runc", e))?;
-        // SAFETY: `open` returned a new descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    })();
-    let _ = fs::remove_file(&target);
-    let fd = result?;
-    debug_assert!(fd.as_raw_fd() >= 0);
-    Ok(fd)
+/// A detached, read-only bind mount of this process's binary (open_tree(2) with
+/// OPEN_TREE_CLONE, then mount_setattr(2)), as a descriptor to execute. Nothing is mounted
+/// anywhere and no file is made for it. Once the sealed process has started, the descriptor is
+/// closed by the exec and the mount is dissolved (no longer in any mount namespace, not even the
+/// anonymous one open_tree made), so nothing can change its flags; only /proc/PID/exe still leads
+/// to it, read-only.
+fn open_read_only_self() -> Result<OwnedFd> {
+    let tree = crate::init::sys::clone_tree(libc::AT_FDCWD, c"/proc/self/exe", false, false)
+        .map_err(|e| Error::io("clone the mount of", "/proc/self/exe", e))?;
+    crate::init::sys::set_mount_attr(
+        tree.as_fd(),
+        false,
+        libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NODEV,
+        0,
+        0,
+    )
+    .map_err(|e| Error::io("make read-only the mount of", "/proc/self/exe", e))?;
+    Ok(tree)
 }

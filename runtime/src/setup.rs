@@ -92,10 +92,8 @@ pub fn create_container(store: &Store, opts: &CreateOptions) -> Result<CreatedCo
         }
     };
     let result = (|| {
-        let dir = store.private_dir(id);
+        let dir = store.container_dir(id);
         fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-        fs::create_dir_all(store.container_dir(id))
-            .map_err(|e| Error::io("create", store.container_dir(id), e))?;
         let start_listener = bind_short(&dir, START_SOCKET)?;
         let console = ConsoleTarget::new(
             own_terminal,
@@ -339,9 +337,7 @@ fn record_created(
     state.annotations = checked.spec.annotations().clone();
     state.created = Some(chrono::Utc::now());
     state.creator = Some(nix::unistd::geteuid().as_raw());
-    crate::store::save_state(&store.container_dir(id), &state)?;
-    store.save_created_config(id, &checked.raw)?;
-    store.save_meta(id, meta)
+    crate::store::save_state_file(&store.container_dir(id), &state, meta, Some(&checked.raw))
 }
 
 /// After a failed create: kill whatever reached the cgroup, remove it and the state directory.
@@ -350,5 +346,5 @@ fn clean_up_failed_create(store: &Store, id: &str, cgroup_path: &Path) {
         let _ = manager.remove();
     }
     let _ = fs::remove_dir_all(store.container_dir(id));
-    store.remove_private(id);
+    store.remove_lock(id);
 }

@@ -1,10 +1,15 @@
-//! The state root (`--root`): one directory per container, a lock per container, its `state.json`
-//! (runtime.md#state, in libcontainer's `State` shape, which earlier polis-runc versions wrote), and
-//! the facts polis-runc keeps beside it.
+//! The state root (`--root`): one directory per container and a lock per container. A container's
+//! directory holds one file, `state.json`: its state (runtime.md#state, in libcontainer's `State`
+//! shape, which earlier polis-runc versions wrote), with polis-runc's own facts under `"polis"` and
+//! the config.json it was created from under `"config"` (runtime.md#lifecycle: "Any updates to
+//! config.json after this step MUST NOT affect the container"), and the sockets `start` and a
+//! proxied terminal use. One file, because on a disk file system (a `--root` under /tmp, say) every
+//! file made and removed per container costs an inode allocation and eviction.
 //!
 //! Every polis-runc command that changes a container holds that container's lock, so writers never
 //! race; state.json is replaced atomically. Readers still retry a `state.json` they catch
-//! half-written, as one written in place by an older polis-runc could be.
+//! half-written, as one written in place by an older polis-runc could be; the files older
+//! versions kept beside it (`polis.json`, `polis-config.json`) are still read.
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
@@ -18,10 +23,9 @@ use crate::error::{Error, Result};
 use crate::id::validate_container_id;
 use polis_host::lock::{LockKind, RecordLock};
 
-const META_FILE: &str = "polis.json";
-const CREATED_CONFIG_FILE: &str = "polis-config.json";
+const OLD_META_FILE: &str = "polis.json";
+const OLD_CONFIG_FILE: &str = "polis-config.json";
 const LOCK_DIR: &str = ".locks";
-const PRIVATE_DIR: &str = ".polis";
 
 /// What polis-runc records about a container in addition to its state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,9 +57,35 @@ pub struct ContainerLock {
 pub struct LoadedContainer {
     pub container: Container,
     pub meta: ContainerMeta,
+    /// The config.json the container was created from, as JSON.
+    pub config: Option<serde_json::Value>,
 }
 
 impl LoadedContainer {
+    /// The config.json the container was created from.
+    pub fn spec(&self) -> Result<oci_spec::runtime::Spec> {
+        let config = self.config.clone().ok_or_else(|| {
+            Error::Invalid(format!(
+                "container {}: the config it was created from is missing",
+                self.container.id()
+            ))
+        })?;
+        serde_json::from_value(config).map_err(|e| Error::Config {
+            path: self.container.root.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Saves the state, after a change of status.
+    pub fn save(&self) -> Result<()> {
+        save_state_file(
+            &self.container.root,
+            &self.container.state,
+            &self.meta,
+            self.config.as_ref(),
+        )
+    }
+
     /// The state hooks get, with the user's bundle (runtime.md#state).
     pub fn hook_state(&self) -> libcontainer::container::State {
         let mut state = self.container.state.clone();
@@ -126,22 +156,9 @@ impl Store {
         }
     }
 
-    /// polis-runc's private directory for a container, outside the one `list` shows: the sockets
-    /// of `start` and of a terminal polis-runc proxies.
-    pub fn private_dir(&self, id: &str) -> PathBuf {
-        self.root.join(PRIVATE_DIR).join(id)
-    }
-
     /// The socket `start` connects to, which the init process listens on.
     pub fn start_socket(&self, id: &str) -> PathBuf {
-        self.private_dir(id).join(crate::setup::START_SOCKET)
-    }
-
-    /// Removes the private directory and the lock file of a deleted container. Call while
-    /// holding its lock.
-    pub fn remove_private(&self, id: &str) {
-        let _ = fs::remove_dir_all(self.private_dir(id));
-        self.remove_lock(id);
+        self.container_dir(id).join(crate::setup::START_SOCKET)
     }
 
     /// Removes the lock file of a deleted container. Call while holding its lock.
@@ -173,40 +190,43 @@ impl Store {
     pub fn load(&self, id: &str) -> Result<LoadedContainer> {
         validate_container_id(id)?;
         let dir = self.container_dir(id);
-        let state = read_state(&dir, id)?;
-        let meta = read_meta(&dir).unwrap_or_default();
+        let (state, meta, config) = read_state(&dir, id)?;
+        let meta = meta.or_else(|| read_old_file(&dir, OLD_META_FILE));
+        let config = config.or_else(|| read_old_file(&dir, OLD_CONFIG_FILE));
+        let meta = meta.unwrap_or_default();
         let mut container = Container { state, root: dir };
-        let status = live_status(&container.state, meta.init_start_time);
+        let mut status = live_status(&container.state, meta.init_start_time);
+        // As runc tells by its exec FIFO: a created container whose start socket is gone has been
+        // started (`start` removes it, and does not rewrite state.json).
+        if status == ContainerStatus::Created && !self.start_socket(id).exists() {
+            status = ContainerStatus::Running;
+        }
         container.set_status(status);
-        Ok(LoadedContainer { container, meta })
-    }
-
-    /// Saves the config.json the container was created from.
-    pub fn save_created_config(&self, id: &str, config: &serde_json::Value) -> Result<()> {
-        let data = serde_json::to_vec(config).map_err(|e| Error::Invalid(e.to_string()))?;
-        write_atomic(&self.container_dir(id).join(CREATED_CONFIG_FILE), &data)
-    }
-
-    /// The config.json the container was created from.
-    pub fn load_created_config(&self, id: &str) -> Result<oci_spec::runtime::Spec> {
-        let path = self.container_dir(id).join(CREATED_CONFIG_FILE);
-        let data = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-        serde_json::from_slice(&data).map_err(|e| Error::Config {
-            path,
-            reason: e.to_string(),
+        Ok(LoadedContainer {
+            container,
+            meta,
+            config,
         })
-    }
-
-    pub fn save_meta(&self, id: &str, meta: &ContainerMeta) -> Result<()> {
-        let dir = self.container_dir(id);
-        let data = serde_json::to_vec(meta).map_err(|e| Error::Invalid(e.to_string()))?;
-        write_atomic(&dir.join(META_FILE), &data)
     }
 }
 
-/// Saves a container's state.json (runtime.md#state), atomically.
-pub fn save_state(container_dir: &Path, state: &State) -> Result<()> {
-    let data = serde_json::to_vec(state).map_err(|e| Error::Invalid(e.to_string()))?;
+/// Writes a container's state.json: its state, polis-runc's facts and the config it was created
+/// from (see the module doc), atomically.
+pub fn save_state_file(
+    container_dir: &Path,
+    state: &State,
+    meta: &ContainerMeta,
+    config: Option<&serde_json::Value>,
+) -> Result<()> {
+    let encode = |e: serde_json::Error| Error::Invalid(format!("encode state: {e}"));
+    let mut value = serde_json::to_value(state).map_err(encode)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("polis".into(), serde_json::to_value(meta).map_err(encode)?);
+        if let Some(config) = config {
+            obj.insert("config".into(), config.clone());
+        }
+    }
+    let data = serde_json::to_vec(&value).map_err(encode)?;
     write_atomic(&State::file_path(container_dir), &data)
 }
 
@@ -217,15 +237,28 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     Ok(polis_host::atomic::replace_volatile(path, data)?)
 }
 
-fn read_state(dir: &Path, id: &str) -> Result<State> {
+type StateFile = (State, Option<ContainerMeta>, Option<serde_json::Value>);
+
+fn parse_state_file(data: &[u8]) -> std::result::Result<StateFile, String> {
+    let mut value: serde_json::Value = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    let obj = value.as_object_mut().ok_or("not a JSON object")?;
+    let meta = obj
+        .remove("polis")
+        .and_then(|m| serde_json::from_value(m).ok());
+    let config = obj.remove("config");
+    let state = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    Ok((state, meta, config))
+}
+
+fn read_state(dir: &Path, id: &str) -> Result<StateFile> {
     let path = State::file_path(dir);
     // A writer truncates and rewrites state.json in place; a reader can catch it empty or partial.
     let mut last_err = None;
     for _ in 0..50 {
         match fs::read(&path) {
-            Ok(data) => match serde_json::from_slice::<State>(&data) {
-                Ok(state) => return Ok(state),
-                Err(e) => last_err = Some(e.to_string()),
+            Ok(data) => match parse_state_file(&data) {
+                Ok(file) => return Ok(file),
+                Err(e) => last_err = Some(e),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotExist { id: id.to_string() });
@@ -241,8 +274,9 @@ fn read_state(dir: &Path, id: &str) -> Result<State> {
     )))
 }
 
-fn read_meta(dir: &Path) -> Option<ContainerMeta> {
-    let data = fs::read(dir.join(META_FILE)).ok()?;
+/// A file an older polis-runc kept beside state.json.
+fn read_old_file<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Option<T> {
+    let data = fs::read(dir.join(name)).ok()?;
     serde_json::from_slice(&data).ok()
 }
 
@@ -305,6 +339,43 @@ mod tests {
             ContainerStatus::Stopped
         );
         assert_eq!(live_status(&state, Some(real)), ContainerStatus::Running);
+    }
+
+    #[test]
+    fn one_state_file_keeps_state_facts_and_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let cdir = store.container_dir("c1");
+        fs::create_dir(&cdir).unwrap();
+        let pid = std::process::id() as i32;
+        let state = State::new("c1", ContainerStatus::Created, Some(pid), "/b".into());
+        let meta = ContainerMeta {
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            init_start_time: process_start_time(pid),
+            cgroup_path: "/c1".into(),
+        };
+        let config = serde_json::json!({"ociVersion": "1.2.0", "hostname": "h"});
+        save_state_file(&cdir, &state, &meta, Some(&config)).unwrap();
+        assert_eq!(
+            fs::read_dir(&cdir).unwrap().count(),
+            1,
+            "one file per container"
+        );
+        // runtime.md#state: the file still reads as a state with id, status, pid and bundle.
+        let plain: State =
+            serde_json::from_slice(&fs::read(cdir.join("state.json")).unwrap()).unwrap();
+        assert_eq!((plain.id.as_str(), plain.pid), ("c1", Some(pid)));
+        // No start socket: a created container whose process lives has been started.
+        let loaded = store.load("c1").unwrap();
+        assert_eq!(loaded.container.status(), ContainerStatus::Running);
+        assert_eq!(loaded.meta.cgroup_path, Path::new("/c1"));
+        assert_eq!(loaded.spec().unwrap().hostname().as_deref(), Some("h"));
+        fs::write(store.start_socket("c1"), "").unwrap();
+        assert_eq!(
+            store.load("c1").unwrap().container.status(),
+            ContainerStatus::Created
+        );
     }
 
     #[test]

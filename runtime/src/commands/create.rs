@@ -55,7 +55,7 @@ impl CreateFlags {
 
 pub fn run(cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
     polis_runc::id::validate_container_id(&args.flags.id)?;
-    super::ensure_sealed(store)?;
+    super::ensure_sealed()?;
     create_container(store, &args.flags.options(cli, true))?;
     Ok(0)
 }

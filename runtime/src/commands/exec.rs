@@ -75,7 +75,7 @@ pub fn run(_cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
         }
         .into());
     }
-    super::ensure_sealed(store)?;
+    super::ensure_sealed()?;
     let opts = ExecOptions {
         id: args.id.clone(),
         process_file: args.process.clone(),

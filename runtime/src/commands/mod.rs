@@ -70,9 +70,9 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
 }
 
 /// Re-executes from a sealed copy of the binary before entering a container (CVE-2019-5736).
-pub fn ensure_sealed(store: &Store) -> Result<()> {
+pub fn ensure_sealed() -> Result<()> {
     if !polis_runc::seal::is_sealed() {
-        polis_runc::seal::reexec_sealed_host(store.root())?;
+        polis_runc::seal::reexec_sealed()?;
     }
     Ok(())
 }

@@ -25,7 +25,7 @@ pub struct Args {
 pub fn run(cli: &Cli, store: &Store, args: &Args) -> Result<u8> {
     let id = &args.flags.id;
     polis_runc::id::validate_container_id(id)?;
-    super::ensure_sealed(store)?;
+    super::ensure_sealed()?;
     let blocked = if args.detach {
         None
     } else {
