@@ -6,8 +6,9 @@
 //! ```text
 //! parent                                   child (the container's process)
 //! clone(new user/pid/... namespaces) ───▶  waits for GO
-//! id mappings, cgroup, GO ─────────────▶  joins and unshares the other namespaces,
-//!                                          mounts (rootfs.rs), HOOKS ──▶
+//! id mappings, GO ─────────────────────▶  joins and unshares the other namespaces,
+//! cgroup placement, PLACED ────────────▶  mounts (rootfs.rs; the first `cgroup` mount and
+//!                                          the new cgroup namespace wait for PLACED), HOOKS ──▶
 //! prestart + createRuntime hooks,
 //! HOOKS_DONE ──────────────────────────▶  createContainer hooks, pivot_root, masked and
 //!                                          read-only paths, sysctls, limits, terminal, user,
@@ -44,7 +45,7 @@ use sync::Channel;
 type Result<T> = std::result::Result<T, String>;
 
 /// What the parent tells the child once it is in its cgroup.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Go {
     /// The child's PID as the host sees it (hooks get it in the state).
     pub pid: i32,
@@ -107,10 +108,20 @@ pub fn spawn_init(cfg: &InitConfig<'_>, parent: &mut dyn Parent) -> Result<i32> 
         if ns.new_user {
             write_id_mappings(pid, cfg.spec)?;
         }
-        let go = parent.place(pid)?;
-        let body = serde_json::to_vec(&go).map_err(|e| e.to_string())?;
-        ours.send(sync::GO, &body)
-            .map_err(|e| format!("signal the container's process: {e}"))?;
+        let signal = |tag: u8, go: &Go| -> Result<()> {
+            let body = serde_json::to_vec(go).map_err(|e| e.to_string())?;
+            ours.send(tag, &body)
+                .map_err(|e| format!("signal the container's process: {e}"))
+        };
+        // The child makes its mounts while the parent makes and joins its cgroup.
+        signal(
+            sync::GO,
+            &Go {
+                pid,
+                ..Go::default()
+            },
+        )?;
+        signal(sync::PLACED, &parent.place(pid)?)?;
         ours.expect(sync::HOOKS)?;
         parent.runtime_hooks(pid)?;
         ours.send(sync::HOOKS_DONE, b"")
@@ -172,6 +183,16 @@ fn init_steps(cfg: &InitConfig<'_>, ns: &NamespacePlan, ch: &Channel) -> Result<
         become_root_in_user_namespace()?;
     }
     namespaces::enter(ns)?;
+    let placement = std::cell::OnceCell::new();
+    let placed = || -> Result<Go> {
+        if let Some(go) = placement.get() {
+            return Ok(Go::clone(go));
+        }
+        let go: Go =
+            serde_json::from_slice(&ch.expect(sync::PLACED)?).map_err(|e| e.to_string())?;
+        namespaces::enter_cgroup_namespace(ns)?;
+        Ok(placement.get_or_init(|| go).clone())
+    };
     // Devices and mount points get the modes asked for.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let spec = cfg.spec;
@@ -187,8 +208,7 @@ fn init_steps(cfg: &InitConfig<'_>, ns: &NamespacePlan, ch: &Channel) -> Result<
                     .iter()
                     .any(|(f, _)| *f == nix::sched::CloneFlags::CLONE_NEWUSER),
             cgroup_ns: ns.new_cgroup,
-            cgroup_v1: go.cgroup_v1.clone(),
-            cgroup_v2_dir: go.cgroup_v2_dir.clone(),
+            placed: &placed,
             no_pivot: cfg.no_pivot,
         };
         let root = rootfs::prepare(&ctx)?;
@@ -200,6 +220,8 @@ fn init_steps(cfg: &InitConfig<'_>, ns: &NamespacePlan, ch: &Channel) -> Result<
     } else {
         None
     };
+    // The hooks see the process in its cgroup.
+    placed()?;
     ch.send(sync::HOOKS, b"").map_err(|e| e.to_string())?;
     ch.expect(sync::HOOKS_DONE)?;
     if let Some(hooks) = spec

@@ -217,14 +217,28 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     }
 }
 
-/// In the child: joins the namespaces by descriptor, in order, then unshares the new ones.
+/// In the child: joins the namespaces by descriptor, in order, then unshares the new ones but a
+/// new cgroup namespace, whose root is the cgroup the process is in when it unshares: that one
+/// waits for `enter_cgroup_namespace`, once the parent has placed the process.
 pub fn enter(plan: &NamespacePlan) -> Result<(), String> {
     for (flag, fd) in &plan.joins {
         setns(fd.as_fd(), *flag).map_err(|e| format!("join namespace {flag:?}: {e}"))?;
     }
-    if !plan.unshare_flags.is_empty() {
-        unshare(plan.unshare_flags)
-            .map_err(|e| format!("unshare namespaces {:?}: {e}", plan.unshare_flags))?;
+    // Raw bits: CLONE_NEWTIME is not one of nix's flags, and a complement drops unknown bits.
+    let now = CloneFlags::from_bits_retain(
+        plan.unshare_flags.bits() & !CloneFlags::CLONE_NEWCGROUP.bits(),
+    );
+    if !now.is_empty() {
+        unshare(now).map_err(|e| format!("unshare namespaces {now:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The new cgroup namespace, once the process is in its cgroup.
+pub fn enter_cgroup_namespace(plan: &NamespacePlan) -> Result<(), String> {
+    if plan.unshare_flags.contains(CloneFlags::CLONE_NEWCGROUP) {
+        unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| format!("unshare the cgroup namespace: {e}"))?;
     }
     Ok(())
 }

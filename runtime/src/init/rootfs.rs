@@ -53,10 +53,9 @@ pub struct RootfsContext<'a> {
     pub user_ns: bool,
     /// Whether the process has its own cgroup namespace.
     pub cgroup_ns: bool,
-    /// On cgroup v1 and hybrid hosts: the container's cgroup in each hierarchy.
-    pub cgroup_v1: Option<Vec<CgroupHierarchy>>,
-    /// On a cgroup v2 host: the container's cgroup directory on the host.
-    pub cgroup_v2_dir: Option<PathBuf>,
+    /// Waits until the parent has put the process in its cgroup, and says where that is: the
+    /// first `cgroup` mount needs it, the others are made meanwhile.
+    pub placed: &'a dyn Fn() -> Result<super::Go>,
     pub no_pivot: bool,
 }
 
@@ -342,13 +341,14 @@ fn mount_cgroup(ctx: &RootfsContext<'_>, root: RawFd, dest: &Path, o: &Options) 
     let target = make_in_root(root, dest, false).map_err(|e| io_err("make the mount point", e))?;
     let base = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
     let ro = o.set & libc::MOUNT_ATTR_RDONLY;
-    let Some(hierarchies) = &ctx.cgroup_v1 else {
+    let placed = (ctx.placed)()?;
+    let Some(hierarchies) = &placed.cgroup_v1 else {
         let tree = if ctx.cgroup_ns {
             FsContext::open("cgroup2")
                 .and_then(|fs| fs.mount(base | ro))
                 .map_err(|e| io_err("make the cgroup2 filesystem", e))?
         } else {
-            let dir = ctx.cgroup_v2_dir.clone().unwrap_or_default();
+            let dir = placed.cgroup_v2_dir.clone().unwrap_or_default();
             let tree = sys::clone_tree(
                 libc::AT_FDCWD,
                 &sys::cstring(&dir).map_err(|e| io_err("cgroup", e))?,

@@ -7,8 +7,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
 
-/// Parent to child: go on (after the id mappings and cgroups are in place); body: JSON.
+/// Parent to child: go on (the id mappings are written); body: JSON (`Go`, the PID only).
 pub const GO: u8 = b'G';
+/// Parent to child: the process is in its cgroup; body: JSON (`Go`, with where the cgroup is).
+/// The child makes its mounts meanwhile and waits for this before its first `cgroup` mount, its
+/// new cgroup namespace and the hooks.
+pub const PLACED: u8 = b'P';
 /// Child to parent: the mounts are made; run prestart and createRuntime hooks.
 pub const HOOKS: u8 = b'H';
 /// Parent to child: the hooks ran.
