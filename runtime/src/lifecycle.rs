@@ -82,7 +82,6 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
     if loaded.container.status() != ContainerStatus::Created {
         return Err(status_error(&loaded, "start", "a created container"));
     }
-    let config = loaded.spec()?;
     let socket = store.start_socket(id);
     let started = crate::init::signal_start(&socket);
     let _ = std::fs::remove_file(&socket);
@@ -97,10 +96,9 @@ pub fn start(store: &Store, id: &str) -> Result<()> {
         }
     }
     loaded.container.state.status = ContainerStatus::Running;
-    let hooks = config.hooks().as_ref();
     run_hooks_warning_on_failure(
         "poststart",
-        hooks.and_then(|h| h.poststart().as_ref()),
+        loaded.hooks("poststart").as_ref(),
         &loaded.hook_state(),
     );
     Ok(())
@@ -193,7 +191,7 @@ pub fn delete_container(store: &Store, id: &str, force: bool) -> Result<()> {
             wanted: "a stopped container (or --force)",
         });
     }
-    let config = loaded.spec().ok();
+    let poststop = loaded.hooks("poststop");
     let cgroup_path = loaded.meta.cgroup_path.clone();
     if status != ContainerStatus::Stopped {
         kill_everything(id, &cgroup_path, loaded.container.pid());
@@ -203,13 +201,8 @@ pub fn delete_container(store: &Store, id: &str, force: bool) -> Result<()> {
     }
     let dir = store.container_dir(id);
     std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
-    let hooks = config.as_ref().and_then(|c| c.hooks().as_ref());
     loaded.container.state.status = ContainerStatus::Stopped;
-    run_hooks_warning_on_failure(
-        "poststop",
-        hooks.and_then(|h| h.poststop().as_ref()),
-        &loaded.hook_state(),
-    );
+    run_hooks_warning_on_failure("poststop", poststop.as_ref(), &loaded.hook_state());
     store.remove_lock(id);
     Ok(())
 }

@@ -76,6 +76,13 @@ impl LoadedContainer {
         })
     }
 
+    /// The hooks of one kind (`poststart`, `poststop`) of the config the container was created
+    /// from, read without decoding the whole config.
+    pub fn hooks(&self, kind: &str) -> Option<Vec<oci_spec::runtime::Hook>> {
+        let list = self.config.as_ref()?.get("hooks")?.get(kind)?;
+        serde_json::from_value(list.clone()).ok()
+    }
+
     /// Saves the state, after a change of status.
     pub fn save(&self) -> Result<()> {
         save_state_file(
