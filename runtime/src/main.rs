@@ -72,7 +72,18 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The commands that enter a container re-execute from the sealed copy first thing, before
+    // the command line is even parsed (the parse is then done once, in the sealed process); the
+    // commands check again (`commands::ensure_sealed`).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if polis_runc::seal::enters_a_container(&args)
+        && !polis_runc::seal::is_sealed()
+        && let Err(err) = polis_runc::seal::reexec_sealed()
+    {
+        eprintln!("polis-runc: {err}");
+        return ExitCode::FAILURE;
+    }
+    let cli = Cli::parse_from(args);
     let log_to_file = cli.log.is_some();
     if let Err(err) = init_logging(cli.log.as_deref(), cli.log_format, cli.debug) {
         eprintln!("polis-runc: {err}");

@@ -17,6 +17,29 @@ use crate::error::{Error, Result};
 
 const SEALED_ENV: &str = "_POLIS_RUNC_SEALED";
 
+/// Whether the command line names a command that enters a container (`create`, `run`, `exec`):
+/// the first word that is neither a global flag nor a global flag's value.
+pub fn enters_a_container(args: &[std::ffi::OsString]) -> bool {
+    let mut words = args.iter().skip(1).map(|a| a.to_str().unwrap_or(""));
+    while let Some(word) = words.next() {
+        match word {
+            "--root" | "--log" | "--log-format" => {
+                words.next();
+            }
+            "--rootless" => {}
+            w if w.starts_with('-') => {
+                if w == "--help" || w == "-h" || w == "--version" || w == "-V" {
+                    return false;
+                }
+            }
+            // `--rootless VALUE`: clap takes the next word as its value when it is one.
+            "true" | "false" | "auto" => {}
+            command => return matches!(command, "create" | "run" | "exec"),
+        }
+    }
+    false
+}
+
 /// True when this process already runs from a read-only, detached copy of its binary.
 pub fn is_sealed() -> bool {
     std::env::var_os(SEALED_ENV).is_some_and(|v| v == "1") && exe_is_read_only()
@@ -78,4 +101,30 @@ fn open_read_only_self() -> Result<OwnedFd> {
     )
     .map_err(|e| Error::io("make read-only the mount of", "/proc/self/exe", e))?;
     Ok(tree)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<std::ffi::OsString> {
+        line.split_whitespace().map(Into::into).collect()
+    }
+
+    #[test]
+    fn the_commands_that_enter_a_container_are_found_past_global_flags() {
+        assert!(enters_a_container(&words("polis-runc run -b b id")));
+        assert!(enters_a_container(&words(
+            "polis-runc --root /r --log /l --log-format json --debug --systemd-cgroup create id"
+        )));
+        assert!(enters_a_container(&words(
+            "polis-runc --root=/r --rootless false exec id true"
+        )));
+        assert!(!enters_a_container(&words("polis-runc --root /r state id")));
+        assert!(!enters_a_container(&words(
+            "polis-runc --log run delete run"
+        )));
+        assert!(!enters_a_container(&words("polis-runc --version run")));
+        assert!(!enters_a_container(&words("polis-runc")));
+    }
 }
