@@ -34,20 +34,27 @@ pub fn run_hooks_warning_on_failure(kind: &str, hooks: Option<&Vec<Hook>>, state
 /// The state hooks get before the program runs: status "creating", the init process's host PID
 /// and the user's bundle.
 pub fn creating_state(id: &str, bundle: &Path, spec: &oci_spec::runtime::Spec, pid: i32) -> State {
-    State {
-        oci_version: crate::OCI_VERSION.to_string(),
-        id: id.to_string(),
-        status: ContainerStatus::Creating,
-        pid: Some(pid),
-        bundle: bundle.to_path_buf(),
-        annotations: spec.annotations().clone(),
-        created: None,
-        creator: None,
-        use_systemd: false,
-        clean_up_intel_rdt_subdirectory: None,
-        intel_rdt_dir: None,
-        intel_rdt_monitoring_dir: None,
-    }
+    hook_state(
+        id,
+        ContainerStatus::Creating,
+        pid,
+        bundle,
+        spec.annotations().clone(),
+    )
+}
+
+/// runtime.md#state as hooks get it on stdin.
+fn hook_state(
+    id: &str,
+    status: ContainerStatus,
+    pid: i32,
+    bundle: &Path,
+    annotations: Option<HashMap<String, String>>,
+) -> State {
+    let mut state = State::new(id, status, Some(pid), bundle.to_path_buf());
+    state.oci_version = crate::OCI_VERSION.to_string();
+    state.annotations = annotations;
+    state
 }
 
 /// Runs hooks in order; the first failure is the error (runtime.md#lifecycle: prestart,
@@ -102,20 +109,13 @@ impl StartContainerHooks {
     /// startContainer hook fails, the runtime MUST generate an error and stop the container").
     /// Hooks without an env get the process's environment, as runc gives them.
     pub fn run(&self) -> Result<()> {
-        let state = State {
-            oci_version: crate::OCI_VERSION.to_string(),
-            id: self.id.clone(),
-            status: ContainerStatus::Created,
-            pid: Some(std::process::id() as i32),
-            bundle: self.bundle.clone(),
-            annotations: self.annotations.clone(),
-            created: None,
-            creator: None,
-            use_systemd: false,
-            clean_up_intel_rdt_subdirectory: None,
-            intel_rdt_dir: None,
-            intel_rdt_monitoring_dir: None,
-        };
+        let state = hook_state(
+            &self.id,
+            ContainerStatus::Created,
+            std::process::id() as i32,
+            &self.bundle,
+            self.annotations.clone(),
+        );
         let env: HashMap<String, String> = self
             .process_env
             .iter()

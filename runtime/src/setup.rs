@@ -286,6 +286,16 @@ pub fn place_in_cgroup(id: &str, cgroup_path: &Path, spec: &Spec, pid: i32) -> R
         crate::cgroups::host_setup()?,
         libcgroups::common::CgroupSetup::Unified
     );
+    let apply = |manager: &libcgroups::common::AnyCgroupManager, resources: &LinuxResources| {
+        manager
+            .apply(&ControllerOpt {
+                resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| cgroup_err("apply resources", &e))
+    };
     let mut rest = given.clone();
     if unified {
         rest.set_devices(Some(rules));
@@ -293,27 +303,13 @@ pub fn place_in_cgroup(id: &str, cgroup_path: &Path, spec: &Spec, pid: i32) -> R
         manager
             .add_task(nix::unistd::Pid::from_raw(pid))
             .map_err(|e| cgroup_err("add the process", &e))?;
-        manager
-            .apply(&ControllerOpt {
-                resources: &rest,
-                disable_oom_killer: false,
-                oom_score_adj: None,
-                freezer_state: None,
-            })
-            .map_err(|e| cgroup_err("apply resources", &e))?;
+        apply(&manager, &rest)?;
         crate::cgroups::apply_device_rules_on_host(cgroup_path, Some(&given))?;
     } else {
         crate::cgroups::place_v1(id, cgroup_path, pid, &rules)?;
         rest.set_devices(None);
         if rest != LinuxResources::default() {
-            manager_for(id, cgroup_path)?
-                .apply(&ControllerOpt {
-                    resources: &rest,
-                    disable_oom_killer: false,
-                    oom_score_adj: None,
-                    freezer_state: None,
-                })
-                .map_err(|e| cgroup_err("apply resources", &e))?;
+            apply(&manager_for(id, cgroup_path)?, &rest)?;
         }
     }
     crate::cgroups::apply_disable_oom_killer_on_host(id, cgroup_path, Some(&given))

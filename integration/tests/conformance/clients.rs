@@ -169,9 +169,8 @@ conformance_test!(
         // containerd can drop the output of a process that prints and exits at once, a race between the exit and
         // the output copy reported upstream (containerd/containerd#4107, where a faster runtime made it show more
         // often; concourse/concourse#6775). Seen once in CI with polis-runc, not in 37 runs by hand, 25 of them on a
-        // loaded machine; a
-        // second `ctr run` (same ID: --rm removed the first) is tried only when the output came back empty with
-        // exit code 0.
+        // loaded machine; a second `ctr run` (same ID: --rm removed the first) is tried only when the output came
+        // back empty with exit code 0.
         let mut out = ctr_run(&ctrd, rt, &c.id, &["echo", "hi"]);
         if out.code == Some(0) && out.stdout.is_empty() {
             out = ctr_run(&ctrd, rt, &c.id, &["echo", "hi"]);

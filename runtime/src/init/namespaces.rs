@@ -107,15 +107,18 @@ fn open_ns(path: &std::path::Path, typ: LinuxNamespaceType) -> Result<OwnedFd, S
     Ok(file.into())
 }
 
-/// The plan for a container's init process (config-linux.md#namespaces).
-pub fn for_init(spec: &Spec) -> Result<NamespacePlan, String> {
-    let namespaces = spec
-        .linux()
+/// config-linux.md#namespaces: the namespaces the config lists.
+fn listed(spec: &Spec) -> Vec<oci_spec::runtime::LinuxNamespace> {
+    spec.linux()
         .as_ref()
         .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The plan for a container's init process (config-linux.md#namespaces).
+pub fn for_init(spec: &Spec) -> Result<NamespacePlan, String> {
+    let namespaces = listed(spec);
     let mut plan = NamespacePlan::default();
-    let mut seen = Vec::new();
     let mut new = CloneFlags::empty();
     for typ in ORDER {
         let Some(ns) = namespaces.iter().find(|n| n.typ() == typ) else {
@@ -127,7 +130,6 @@ pub fn for_init(spec: &Spec) -> Result<NamespacePlan, String> {
                 proc_name(typ)
             ));
         }
-        seen.push(typ);
         match ns.path() {
             Some(path) if !path.as_os_str().is_empty() => {
                 let fd = open_ns(path, typ)?;
@@ -180,11 +182,7 @@ pub fn for_init(spec: &Spec) -> Result<NamespacePlan, String> {
 /// The plan for a process `exec` starts in the running container `pid`: every namespace the
 /// container's config lists, joined through the init process's /proc/PID/ns.
 pub fn for_exec(spec: &Spec, pid: i32) -> Result<NamespacePlan, String> {
-    let namespaces = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default();
+    let namespaces = listed(spec);
     let mut plan = NamespacePlan::default();
     for typ in ORDER {
         if !namespaces.iter().any(|n| n.typ() == typ) {
