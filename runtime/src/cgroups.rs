@@ -290,12 +290,15 @@ pub fn place_v1(
             std::fs::create_dir_all(&dir)
                 .map_err(|e| err(format!("make {}: {e}", dir.display())))?;
         }
-        let procs = dir.join("cgroup.procs");
-        std::fs::write(&procs, pid.to_string())
-            .map_err(|e| err(format!("add process {pid} to {}: {e}", procs.display())))?;
+        // The rules go in before the process: it may be making its device nodes meanwhile
+        // (init/mod.rs), and between the rules' first line (deny all) and the allows that follow,
+        // mknod of an allowed device would fail.
         if controllers.contains(&"devices") {
             write_v1_device_rules(&dir, device_rules).map_err(err)?;
         }
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string())
+            .map_err(|e| err(format!("add process {pid} to {}: {e}", procs.display())))?;
     }
     Ok(())
 }

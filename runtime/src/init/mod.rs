@@ -110,8 +110,7 @@ pub fn spawn_init(cfg: &InitConfig<'_>, parent: &mut dyn Parent) -> Result<i32> 
         }
         let signal = |tag: u8, go: &Go| -> Result<()> {
             let body = serde_json::to_vec(go).map_err(|e| e.to_string())?;
-            ours.send(tag, &body)
-                .map_err(|e| format!("signal the container's process: {e}"))
+            ours.tell(tag, &body)
         };
         // The child makes its mounts while the parent makes and joins its cgroup.
         signal(
@@ -124,8 +123,7 @@ pub fn spawn_init(cfg: &InitConfig<'_>, parent: &mut dyn Parent) -> Result<i32> 
         signal(sync::PLACED, &parent.place(pid)?)?;
         ours.expect(sync::HOOKS)?;
         parent.runtime_hooks(pid)?;
-        ours.send(sync::HOOKS_DONE, b"")
-            .map_err(|e| format!("signal the container's process: {e}"))?;
+        ours.tell(sync::HOOKS_DONE, b"")?;
         ours.expect(sync::READY)?;
         Ok(pid)
     })();
@@ -403,7 +401,7 @@ pub fn spawn_exec(cfg: &ExecConfig<'_>, place: &mut dyn FnMut(i32) -> Result<()>
     drop(theirs);
     let result = (|| {
         place(pid)?;
-        ours.send(sync::GO, b"{}")
+        ours.tell(sync::GO, b"{}")
             .map_err(|e| format!("signal the process: {e}"))?;
         match ours.recv() {
             Ok(None) => Ok(pid),

@@ -66,6 +66,18 @@ impl Channel {
         }
     }
 
+    /// Sends a message to the other process; when it is gone, the error is the reason it sent
+    /// before it went (its ERROR message), else what the send met.
+    pub fn tell(&self, tag: u8, body: &[u8]) -> Result<(), String> {
+        let Err(sent) = self.send(tag, body) else {
+            return Ok(());
+        };
+        match self.recv() {
+            Ok(Some((ERROR, reason))) => Err(String::from_utf8_lossy(&reason).into_owned()),
+            _ => Err(format!("signal the container's process: {sent}")),
+        }
+    }
+
     /// Waits for one message with `tag`; an error message or end-of-file is an error.
     pub fn expect(&self, tag: u8) -> Result<Vec<u8>, String> {
         match self.recv() {
