@@ -207,7 +207,6 @@ fn init_steps(cfg: &InitConfig<'_>, ns: &NamespacePlan, ch: &Channel) -> Result<
                     .any(|(f, _)| *f == nix::sched::CloneFlags::CLONE_NEWUSER),
             cgroup_ns: ns.new_cgroup,
             placed: &placed,
-            no_pivot: cfg.no_pivot,
         };
         let root = rootfs::prepare(&ctx)?;
         // config.md#process: a missing cwd is made (runc's contract, Docker's `-w /newdir`), as
@@ -401,8 +400,7 @@ pub fn spawn_exec(cfg: &ExecConfig<'_>, place: &mut dyn FnMut(i32) -> Result<()>
     drop(theirs);
     let result = (|| {
         place(pid)?;
-        ours.tell(sync::GO, b"{}")
-            .map_err(|e| format!("signal the process: {e}"))?;
+        ours.tell(sync::GO, b"{}")?;
         match ours.recv() {
             Ok(None) => Ok(pid),
             Ok(Some((sync::ERROR, body))) => Err(String::from_utf8_lossy(&body).into_owned()),

@@ -34,11 +34,7 @@ pub struct NamespacePlan {
     pub new_mount: bool,
     /// Whether the process has a mount namespace of its own at all (new or joined).
     pub own_mount: bool,
-    pub new_uts: bool,
-    pub new_net: bool,
-    pub new_ipc: bool,
     pub new_cgroup: bool,
-    pub new_time: bool,
 }
 
 impl Default for NamespacePlan {
@@ -52,11 +48,7 @@ impl Default for NamespacePlan {
             new_user: false,
             new_mount: false,
             own_mount: false,
-            new_uts: false,
-            new_net: false,
-            new_ipc: false,
             new_cgroup: false,
-            new_time: false,
         }
     }
 }
@@ -150,12 +142,8 @@ pub fn for_init(spec: &Spec) -> Result<NamespacePlan, String> {
                         plan.new_mount = true;
                         plan.own_mount = true;
                     }
-                    LinuxNamespaceType::Uts => plan.new_uts = true,
-                    LinuxNamespaceType::Network => plan.new_net = true,
-                    LinuxNamespaceType::Ipc => plan.new_ipc = true,
                     LinuxNamespaceType::Cgroup => plan.new_cgroup = true,
-                    LinuxNamespaceType::Time => plan.new_time = true,
-                    LinuxNamespaceType::Pid => {}
+                    _ => {}
                 }
             }
         }

@@ -56,7 +56,6 @@ pub struct RootfsContext<'a> {
     /// Waits until the parent has put the process in its cgroup, and says where that is: the
     /// first `cgroup` mount needs it, the others are made meanwhile.
     pub placed: &'a dyn Fn() -> Result<super::Go>,
-    pub no_pivot: bool,
 }
 
 /// Parsed mount options (config.md#mounts "options", as mount(8) and runc read them).
@@ -139,6 +138,16 @@ fn io_err(what: impl std::fmt::Display, e: io::Error) -> String {
     format!("{what}: {e}")
 }
 
+/// A directory descriptor to make entries in, from an O_PATH one.
+fn open_dir(path_fd: &OwnedFd) -> io::Result<OwnedFd> {
+    sys::openat2(
+        path_fd.as_raw_fd(),
+        Path::new("."),
+        libc::O_DIRECTORY | libc::O_RDONLY,
+        0,
+    )
+}
+
 /// Opens `path` in the rootfs, making what is missing: directories on the way, and the last
 /// component as a directory (or an empty file with `file`). Each component is made through the
 /// descriptor of its parent, resolved in the root, never by a host path.
@@ -152,13 +161,7 @@ pub fn make_in_root(root: RawFd, path: &Path, file: bool) -> io::Result<OwnedFd>
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path without a name"))?;
     let parent_fd = make_in_root(root, parent, false)?;
-    // The parent is an O_PATH descriptor: a real one is needed to make entries in it.
-    let dir = sys::openat2(
-        parent_fd.as_raw_fd(),
-        Path::new("."),
-        libc::O_DIRECTORY | libc::O_RDONLY,
-        0,
-    )?;
+    let dir = open_dir(&parent_fd)?;
     let cname = sys::cstring(Path::new(name))?;
     // SAFETY: a directory descriptor we hold and a NUL-terminated name.
     let rc = unsafe {
@@ -482,13 +485,7 @@ fn make_device(ctx: &RootfsContext<'_>, root: RawFd, node: &DeviceNode) -> Resul
         .file_name()
         .ok_or_else(|| "no file name".to_string())?;
     let parent_fd = make_in_root(root, parent, false).map_err(|e| io_err("parent", e))?;
-    let dir = sys::openat2(
-        parent_fd.as_raw_fd(),
-        Path::new("."),
-        libc::O_DIRECTORY | libc::O_RDONLY,
-        0,
-    )
-    .map_err(|e| io_err("open parent", e))?;
+    let dir = open_dir(&parent_fd).map_err(|e| io_err("open parent", e))?;
     let cname = sys::cstring(Path::new(name)).map_err(|e| io_err("name", e))?;
     // SAFETY: a directory descriptor we hold and a NUL-terminated name.
     unsafe { libc::unlinkat(dir.as_raw_fd(), cname.as_ptr(), 0) };
@@ -531,13 +528,7 @@ fn make_device(ctx: &RootfsContext<'_>, root: RawFd, node: &DeviceNode) -> Resul
 /// runtime-linux.md#dev-symbolic-links, and /dev/ptmx as the link to the container's devpts.
 fn dev_links(root: RawFd, spec: &Spec) -> Result<()> {
     let dev = make_in_root(root, Path::new("/dev"), false).map_err(|e| io_err("/dev", e))?;
-    let dir = sys::openat2(
-        dev.as_raw_fd(),
-        Path::new("."),
-        libc::O_DIRECTORY | libc::O_RDONLY,
-        0,
-    )
-    .map_err(|e| io_err("open /dev", e))?;
+    let dir = open_dir(&dev).map_err(|e| io_err("open /dev", e))?;
     let mut links = vec![
         ("/proc/self/fd", "fd"),
         ("/proc/self/fd/0", "stdin"),

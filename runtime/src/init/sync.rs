@@ -88,8 +88,4 @@ impl Channel {
             Err(e) => Err(format!("read from the process: {e}")),
         }
     }
-
-    pub fn fd(&self) -> i32 {
-        self.0.as_raw_fd()
-    }
 }
