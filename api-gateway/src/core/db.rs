@@ -6,11 +6,20 @@ use super::health::Health;
 use super::networks::{EndpointRecord, NetworkRecord};
 use super::record::ContainerRecord;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
 pub struct Db {
-    conn: Mutex<Connection>,
+    inner: Mutex<Inner>,
+}
+
+/// The connection, and every container's record parsed once: container reads are answered from memory (`docker
+/// ps`, metrics and alerts read all of them often), and each write goes to the database and then, once it has
+/// succeeded, to the map, under one lock. polisd is the database's only writer.
+struct Inner {
+    conn: Connection,
+    containers: HashMap<String, ContainerRecord>,
 }
 
 const SCHEMA: &str = "
@@ -45,32 +54,35 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(NETWORK_SCHEMA)?;
+        let texts: Vec<String> = {
+            let mut stmt = conn.prepare("SELECT record FROM containers")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?
+        };
+        let containers = texts
+            .iter()
+            .map(|t| from_json(t).map(|r| (r.id.clone(), r)))
+            .collect::<Result<_>>()?;
         Ok(Db {
-            conn: Mutex::new(conn),
+            inner: Mutex::new(Inner { conn, containers }),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds a container; a name already taken is a conflict naming the container that has it.
     pub fn insert(&self, record: &ContainerRecord) -> Result<()> {
-        let conn = self.conn();
-        let taken: Option<String> = conn
-            .query_row(
-                "SELECT id FROM containers WHERE name = ?1",
-                params![record.name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(other) = taken {
-            return Err(name_conflict(&record.name, &other));
+        let mut db = self.lock();
+        if let Some(other) = db.id_of_name(&record.name) {
+            return Err(name_conflict(&record.name, other));
         }
-        conn.execute(
+        db.conn.execute(
             "INSERT INTO containers (id, name, record) VALUES (?1, ?2, ?3)",
             params![record.id, record.name, to_json(record)?],
         )?;
+        db.containers.insert(record.id.clone(), record.clone());
         Ok(())
     }
 
@@ -78,99 +90,58 @@ impl Db {
     /// ([`Db::modify_health`]): the stored one is kept, so that an operation that read the record before a check
     /// finished never writes back an older health.
     pub fn update(&self, record: &ContainerRecord) -> Result<()> {
-        let conn = self.conn();
-        let stored: Option<String> = conn
-            .query_row(
-                "SELECT record FROM containers WHERE id = ?1",
-                params![record.id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let health = match stored {
-            Some(text) => from_json(&text)?.state.health,
-            None => None,
+        let mut db = self.lock();
+        let Some(stored) = db.containers.get(&record.id) else {
+            return Err(Error::NotFound(format!("No such container: {}", record.id)));
         };
-        let text = if health == record.state.health {
-            to_json(record)?
-        } else {
-            let mut kept = record.clone();
-            kept.state.health = health;
-            to_json(&kept)?
-        };
-        let n = conn.execute(
-            "UPDATE containers SET name = ?2, record = ?3 WHERE id = ?1",
-            params![record.id, record.name, text],
-        );
-        drop(conn);
-        match n {
-            Ok(0) => Err(Error::NotFound(format!("No such container: {}", record.id))),
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                let other = self.id_of_name(&record.name)?.unwrap_or_default();
-                Err(name_conflict(&record.name, &other))
-            }
-            Err(e) => Err(e.into()),
+        if let Some(other) = db.id_of_name(&record.name)
+            && other != record.id
+        {
+            return Err(name_conflict(&record.name, other));
         }
+        let mut kept = record.clone();
+        kept.state.health = stored.state.health.clone();
+        db.conn.execute(
+            "UPDATE containers SET name = ?2, record = ?3 WHERE id = ?1",
+            params![kept.id, kept.name, to_json(&kept)?],
+        )?;
+        db.containers.insert(kept.id.clone(), kept);
+        Ok(())
     }
 
-    /// Changes a container's health-check state in one step (read and written under the connection's lock); `f`
+    /// Changes a container's health-check state in one step (read and written under the database's lock); `f`
     /// sees the stored record. None when the container is gone.
     pub fn modify_health<T>(
         &self,
         id: &str,
         f: impl FnOnce(&ContainerRecord, &mut Option<Health>) -> T,
     ) -> Result<Option<T>> {
-        let conn = self.conn();
-        let text: Option<String> = conn
-            .query_row(
-                "SELECT record FROM containers WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(text) = text else {
+        let mut db = self.lock();
+        let Some(stored) = db.containers.get(id) else {
             return Ok(None);
         };
-        let mut record = from_json(&text)?;
+        let mut record = stored.clone();
         let mut health = record.state.health.take();
         let out = f(&record, &mut health);
         record.state.health = health;
-        conn.execute(
+        db.conn.execute(
             "UPDATE containers SET record = ?2 WHERE id = ?1",
             params![id, to_json(&record)?],
         )?;
+        db.containers.insert(id.to_string(), record);
         Ok(Some(out))
     }
 
     pub fn remove(&self, id: &str) -> Result<()> {
-        self.conn()
+        let mut db = self.lock();
+        db.conn
             .execute("DELETE FROM containers WHERE id = ?1", params![id])?;
+        db.containers.remove(id);
         Ok(())
     }
 
     pub fn get(&self, id: &str) -> Result<Option<ContainerRecord>> {
-        let text: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT record FROM containers WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        text.map(|t| from_json(&t)).transpose()
-    }
-
-    fn id_of_name(&self, name: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT id FROM containers WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()?)
+        Ok(self.lock().containers.get(id).cloned())
     }
 
     /// The container a user names: its full ID, its name, or an unambiguous prefix of its ID (as Docker looks
@@ -180,40 +151,45 @@ impl Db {
         if reference.is_empty() {
             return Err(not_found());
         }
-        if let Some(r) = self.get(reference)? {
-            return Ok(r);
+        let db = self.lock();
+        if let Some(r) = db.containers.get(reference) {
+            return Ok(r.clone());
         }
         let name = reference.strip_prefix('/').unwrap_or(reference);
-        if let Some(id) = self.id_of_name(name)? {
-            return self.get(&id)?.ok_or_else(not_found);
+        if let Some(id) = db.id_of_name(name) {
+            return Ok(db.containers[id].clone());
         }
         if !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(not_found());
         }
-        let ids: Vec<String> = {
-            let conn = self.conn();
-            let mut stmt =
-                conn.prepare_cached("SELECT id FROM containers WHERE id LIKE ?1 || '%'")?;
-            stmt.query_map(params![reference], |r| r.get(0))?
-                .collect::<std::result::Result<_, _>>()?
-        };
-        match ids.as_slice() {
-            [id] => self.get(id)?.ok_or_else(not_found),
-            [] => Err(not_found()),
+        let mut found = db
+            .containers
+            .values()
+            .filter(|r| r.id.starts_with(reference));
+        match (found.next(), found.next()) {
+            (Some(r), None) => Ok(r.clone()),
+            (None, _) => Err(not_found()),
             _ => Err(Error::Invalid(format!(
                 "multiple IDs found with provided prefix: {reference}"
             ))),
         }
     }
 
+    /// Every container, oldest first.
     pub fn all(&self) -> Result<Vec<ContainerRecord>> {
-        let texts: Vec<String> = {
-            let conn = self.conn();
-            let mut stmt = conn.prepare_cached("SELECT record FROM containers")?;
-            stmt.query_map([], |r| r.get(0))?
-                .collect::<std::result::Result<_, _>>()?
-        };
-        texts.iter().map(|t| from_json(t)).collect()
+        let mut all: Vec<ContainerRecord> = self.lock().containers.values().cloned().collect();
+        all.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+        Ok(all)
+    }
+}
+
+impl Inner {
+    /// The ID of the container with this name.
+    fn id_of_name(&self, name: &str) -> Option<&str> {
+        self.containers
+            .values()
+            .find(|r| r.name == name)
+            .map(|r| r.id.as_str())
     }
 }
 
@@ -221,7 +197,7 @@ impl Db {
 impl Db {
     /// Adds a network; a name already taken is a conflict.
     pub fn insert_network(&self, network: &NetworkRecord) -> Result<()> {
-        let n = self.conn().execute(
+        let n = self.lock().conn.execute(
             "INSERT INTO networks (id, name, record) VALUES (?1, ?2, ?3)",
             params![network.id, network.name, encode(network, "network")?],
         );
@@ -240,7 +216,7 @@ impl Db {
     }
 
     pub fn update_network(&self, network: &NetworkRecord) -> Result<()> {
-        self.conn().execute(
+        self.lock().conn.execute(
             "UPDATE networks SET record = ?2 WHERE id = ?1",
             params![network.id, encode(network, "network")?],
         )?;
@@ -250,14 +226,16 @@ impl Db {
     /// Removes a network. The endpoints of stopped containers stay: such a container joins a network of the same
     /// name when it starts again, or fails to start naming the network (as with dockerd).
     pub fn remove_network(&self, id: &str) -> Result<()> {
-        self.conn()
+        self.lock()
+            .conn
             .execute("DELETE FROM networks WHERE id = ?1", params![id])?;
         Ok(())
     }
 
     pub fn network(&self, id: &str) -> Result<Option<NetworkRecord>> {
         let text: Option<String> = self
-            .conn()
+            .lock()
+            .conn
             .query_row(
                 "SELECT record FROM networks WHERE id = ?1",
                 params![id],
@@ -277,7 +255,8 @@ impl Db {
             return Ok(n);
         }
         let by_name: Option<String> = self
-            .conn()
+            .lock()
+            .conn
             .query_row(
                 "SELECT record FROM networks WHERE name = ?1",
                 params![reference],
@@ -291,7 +270,8 @@ impl Db {
             return Err(not_found());
         }
         let texts: Vec<String> = {
-            let conn = self.conn();
+            let db = self.lock();
+            let conn = &db.conn;
             let mut stmt =
                 conn.prepare_cached("SELECT record FROM networks WHERE id LIKE ?1 || '%'")?;
             stmt.query_map(params![reference], |r| r.get(0))?
@@ -309,7 +289,8 @@ impl Db {
 
     pub fn networks(&self) -> Result<Vec<NetworkRecord>> {
         let texts: Vec<String> = {
-            let conn = self.conn();
+            let db = self.lock();
+            let conn = &db.conn;
             let mut stmt = conn.prepare_cached("SELECT record FROM networks ORDER BY rowid")?;
             stmt.query_map([], |r| r.get(0))?
                 .collect::<std::result::Result<_, _>>()?
@@ -319,7 +300,7 @@ impl Db {
 
     /// Adds or replaces an endpoint.
     pub fn put_endpoint(&self, endpoint: &EndpointRecord) -> Result<()> {
-        self.conn().execute(
+        self.lock().conn.execute(
             "INSERT INTO endpoints (network, container, record) VALUES (?1, ?2, ?3)
              ON CONFLICT (network, container) DO UPDATE SET record = excluded.record",
             params![
@@ -332,7 +313,7 @@ impl Db {
     }
 
     pub fn remove_endpoint(&self, network: &str, container: &str) -> Result<()> {
-        self.conn().execute(
+        self.lock().conn.execute(
             "DELETE FROM endpoints WHERE network = ?1 AND container = ?2",
             params![network, container],
         )?;
@@ -340,7 +321,7 @@ impl Db {
     }
 
     pub fn remove_endpoints_of(&self, container: &str) -> Result<()> {
-        self.conn().execute(
+        self.lock().conn.execute(
             "DELETE FROM endpoints WHERE container = ?1",
             params![container],
         )?;
@@ -364,7 +345,8 @@ impl Db {
     /// The endpoints whose `column` is `value` (all of them for None).
     fn endpoints_where(&self, filter: Option<(&str, &str)>) -> Result<Vec<EndpointRecord>> {
         let texts: Vec<String> = {
-            let conn = self.conn();
+            let db = self.lock();
+            let conn = &db.conn;
             match filter {
                 Some((column, value)) => {
                     let mut stmt = conn.prepare_cached(&format!(
@@ -480,5 +462,43 @@ mod tests {
             .insert(&record("a1", "web"))
             .unwrap();
         assert_eq!(Db::open(&path).unwrap().lookup("web").unwrap().id, "a1");
+    }
+
+    #[test]
+    fn memory_and_database_agree_after_writes_and_a_refused_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let db = Db::open(&path).unwrap();
+        db.insert(&record("a1", "web")).unwrap();
+        db.insert(&record("b2", "api")).unwrap();
+        let mut renamed = db.get("a1").unwrap().unwrap();
+        renamed.name = "front".into();
+        renamed.restart_count = 3;
+        db.update(&renamed).unwrap();
+        let mut clash = db.get("b2").unwrap().unwrap();
+        clash.name = "front".into();
+        assert!(matches!(db.update(&clash), Err(Error::AlreadyExists(_))));
+        db.remove("zz").unwrap();
+        let names = |db: &Db| -> Vec<(String, String, i64)> {
+            let mut v: Vec<_> = db
+                .all()
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.id, r.name, r.restart_count))
+                .collect();
+            v.sort();
+            v
+        };
+        let want = vec![
+            ("a1".to_string(), "front".to_string(), 3),
+            ("b2".to_string(), "api".to_string(), 0),
+        ];
+        assert_eq!(names(&db), want);
+        drop(db);
+        assert_eq!(
+            names(&Db::open(&path).unwrap()),
+            want,
+            "the database holds what memory held"
+        );
     }
 }
