@@ -205,6 +205,11 @@ pub fn exec_process(store: &Store, opts: &ExecOptions) -> Result<ExecedProcess> 
         console: console_conn,
         preserve_fds: opts.preserve_fds,
         seccomp: crate::seccomp::profile_to_load(&spec)?,
+        state: {
+            let mut state = loaded.hook_state();
+            state.status = status;
+            state
+        },
     };
     let mut place = |pid: i32| -> std::result::Result<(), String> {
         crate::cgroups::join_cgroups_of(id, init_pid, pid).map_err(|e| e.to_string())

@@ -3,24 +3,161 @@
 //! - SCMP_CMP_MASKED_EQ's operands are swapped into runc's order (masked_eq_as_runc);
 //! - syscall names this host's libseccomp does not know are left out, with one warning that
 //!   names them, in polis-runc's log rather than on the container's stderr (known_syscalls_only).
+//!
+//! And the agent of SCMP_ACT_NOTIFY rules: each process's listener goes to the socket at
+//! `listenerPath` with the container process state (send_to_listener).
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 
-use oci_spec::runtime::LinuxSeccomp;
+use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction};
 
-/// The profile to load for a container's processes: None without one. Profiles that notify a
-/// listener (SCMP_ACT_NOTIFY) are refused: polis-runc does not pass the listener its descriptor.
+/// The profile to load for a container's processes: None without one. A profile with
+/// SCMP_ACT_NOTIFY rules is checked here, before anything is made: it needs `listenerPath`, and
+/// the calls the hand-over of the listener makes itself cannot wait for the agent that is to get it.
 pub fn profile_to_load(spec: &oci_spec::runtime::Spec) -> crate::Result<Option<LinuxSeccomp>> {
     let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
         return Ok(None);
     };
-    if libcontainer::seccomp::is_notify(seccomp) {
-        return Err(crate::Error::Invalid(
-            "linux.seccomp: SCMP_ACT_NOTIFY (a seccomp listener) is not supported".into(),
+    check_notify(seccomp).map_err(|e| crate::Error::Invalid(format!("linux.seccomp: {e}")))?;
+    Ok(Some(masked_eq_as_runc(&known_syscalls_only(seccomp))))
+}
+
+/// The calls a process makes between loading its profile and handing its listener over (the
+/// message to polis-runc); a rule that notified on them would wait for ever.
+const HAND_OVER_CALLS: [&str; 3] = ["write", "sendmsg", "sendto"];
+
+fn check_notify(seccomp: &LinuxSeccomp) -> Result<(), String> {
+    if seccomp.default_action() == LinuxSeccompAction::ScmpActNotify {
+        return Err(
+            "defaultAction SCMP_ACT_NOTIFY is not supported (as in runc): the process \
+                    could not hand its listener over"
+                .into(),
+        );
+    }
+    if !is_notify(seccomp) {
+        return Ok(());
+    }
+    // "If no listenerPath is given but the action is used, the runtime MUST generate an error."
+    if seccomp
+        .listener_path()
+        .as_ref()
+        .is_none_or(|p| p.as_os_str().is_empty())
+    {
+        return Err(
+            "SCMP_ACT_NOTIFY rules need listenerPath, the socket of the agent that \
+                    handles them"
+                .into(),
+        );
+    }
+    let notified = seccomp
+        .syscalls()
+        .iter()
+        .flatten()
+        .filter(|c| c.action() == LinuxSeccompAction::ScmpActNotify)
+        .flat_map(|c| c.names())
+        .find(|n| HAND_OVER_CALLS.contains(&n.as_str()));
+    if let Some(name) = notified {
+        return Err(format!(
+            "SCMP_ACT_NOTIFY on {name} is not supported: the process makes that call to hand \
+             its listener over"
         ));
     }
-    Ok(Some(masked_eq_as_runc(&known_syscalls_only(seccomp))))
+    Ok(())
+}
+
+/// Whether a rule of the profile notifies an agent.
+pub fn is_notify(seccomp: &LinuxSeccomp) -> bool {
+    seccomp
+        .syscalls()
+        .iter()
+        .flatten()
+        .any(|c| c.action() == LinuxSeccompAction::ScmpActNotify)
+}
+
+/// runtime.md's container process state, which goes with a listener (config-linux.md#seccomp).
+#[derive(serde::Serialize)]
+struct ContainerProcessState<'a> {
+    #[serde(rename = "ociVersion")]
+    oci_version: &'a str,
+    fds: [&'a str; 1],
+    pid: i32,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    metadata: &'a str,
+    state: SpecState<'a>,
+}
+
+/// runtime.md#state: only the spec's fields of the state polis-runc keeps.
+#[derive(serde::Serialize)]
+struct SpecState<'a> {
+    #[serde(rename = "ociVersion")]
+    oci_version: &'a str,
+    id: &'a str,
+    status: libcontainer::container::ContainerStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<i32>,
+    bundle: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<&'a std::collections::HashMap<String, String>>,
+}
+
+/// config-linux.md#seccomp listenerPath: "the runtime will send the container process state data
+/// structure when the SCMP_ACT_NOTIFY action is used. This socket MUST use AF_UNIX domain and
+/// SOCK_STREAM type. The runtime MUST send exactly one container process state per connection.
+/// The connection MUST NOT be reused and it MUST be closed after sending a seccomp state. If
+/// sending to this socket fails, the runtime MUST generate an error." The listener goes with the
+/// state as SCM_RIGHTS, named "seccompFd" in `fds`.
+pub fn send_to_listener(
+    seccomp: &LinuxSeccomp,
+    pid: i32,
+    state: &libcontainer::container::State,
+    listener: &OwnedFd,
+) -> Result<(), String> {
+    let path = seccomp.listener_path().as_deref().unwrap_or(Path::new(""));
+    let message = serde_json::to_vec(&ContainerProcessState {
+        oci_version: crate::OCI_VERSION,
+        fds: ["seccompFd"],
+        pid,
+        metadata: seccomp.listener_metadata().as_deref().unwrap_or(""),
+        state: SpecState {
+            oci_version: crate::OCI_VERSION,
+            id: &state.id,
+            status: state.status,
+            pid: state.pid,
+            bundle: &state.bundle,
+            annotations: state.annotations.as_ref(),
+        },
+    })
+    .map_err(|e| e.to_string())?;
+    let fail = |e: &dyn std::fmt::Display| {
+        format!(
+            "send the seccomp listener to linux.seccomp.listenerPath {}: {e}",
+            path.display()
+        )
+    };
+    let conn = UnixStream::connect(path).map_err(|e| fail(&e))?;
+    let fds = [listener.as_raw_fd()];
+    let mut sent = 0;
+    while sent < message.len() {
+        let cmsgs = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        let n = nix::sys::socket::sendmsg::<()>(
+            conn.as_raw_fd(),
+            &[IoSlice::new(&message[sent..])],
+            if sent == 0 { &cmsgs } else { &[] },
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            None,
+        );
+        match n {
+            Ok(n) => sent += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(fail(&e)),
+        }
+    }
+    Ok(())
 }
 
 /// SCMP_CMP_MASKED_EQ compares `(arg & value) == valueTwo` in runc and libseccomp (`value` is the mask), and
@@ -203,5 +340,44 @@ mod unknown_syscall_tests {
         let (out, unknown) = drop_unknown_syscalls(&seccomp, libseccomp_knows);
         assert!(unknown.is_empty());
         assert_eq!(out, seccomp);
+    }
+}
+
+#[cfg(test)]
+mod notify_tests {
+    use super::*;
+
+    fn profile(value: serde_json::Value) -> LinuxSeccomp {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn notify_rules_need_a_listener_path_and_spare_the_hand_over() {
+        let rule = |name: &str| serde_json::json!([{"names": [name], "action": "SCMP_ACT_NOTIFY"}]);
+        let with_path = |name: &str| {
+            profile(
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock",
+                "syscalls": rule(name)}),
+            )
+        };
+        assert!(check_notify(&with_path("mkdir")).is_ok());
+        for call in HAND_OVER_CALLS {
+            let e = check_notify(&with_path(call)).unwrap_err();
+            assert!(e.contains(call), "{e}");
+        }
+        let no_path = profile(
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rule("mkdir")}),
+        );
+        assert!(check_notify(&no_path).unwrap_err().contains("listenerPath"));
+        let default = profile(serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY",
+            "listenerPath": "/run/agent.sock"}));
+        assert!(
+            check_notify(&default)
+                .unwrap_err()
+                .contains("defaultAction")
+        );
+        let plain = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}));
+        assert!(check_notify(&plain).is_ok() && !is_notify(&plain));
     }
 }

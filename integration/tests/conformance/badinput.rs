@@ -650,3 +650,58 @@ conformance_test!(
         assert_empty_root(&list_and_state(rt, &ro));
     }
 );
+
+conformance_test!(
+    /// config-linux.md#seccomp: "If no listenerPath is given but the action is used, the runtime MUST generate an
+    /// error."
+    seccomp_notify_without_listener_path,
+    |rt| {
+        let mut b = Bundle::new();
+        b.set(
+            "/linux/seccomp",
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
+        );
+        let out = create_fails_clean(&rt.container(), &b);
+        if rt.is_polis() {
+            out.stderr_mentions("listenerPath");
+        }
+    }
+);
+
+conformance_test!(
+    /// config-linux.md#seccomp listenerPath: "If sending to this socket fails, the runtime MUST generate an error" —
+    /// no agent listens there.
+    seccomp_listener_path_without_agent,
+    |rt| {
+        let mut b = Bundle::new();
+        let path = b.path().join("no-agent.sock").display().to_string();
+        b.set(
+            "/linux/seccomp",
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
+                   "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
+        );
+        let out = create_fails_clean(&rt.container(), &b);
+        if rt.is_polis() {
+            out.stderr_mentions(&path);
+        }
+    }
+);
+
+conformance_test!(
+    /// config-linux.md#seccomp: SCMP_ACT_NOTIFY on `write` is refused, as runc refuses it: the process writes to
+    /// hand its listener over, and would wait for an agent that has not got it yet.
+    seccomp_notify_on_write,
+    |rt| {
+        let mut b = Bundle::new();
+        let path = b.path().join("agent.sock").display().to_string();
+        b.set(
+            "/linux/seccomp",
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
+                   "syscalls": [{"names": ["write"], "action": "SCMP_ACT_NOTIFY"}]}),
+        );
+        let out = create_fails_clean(&rt.container(), &b);
+        if rt.is_polis() {
+            out.stderr_mentions("write");
+        }
+    }
+);

@@ -336,3 +336,286 @@ conformance_test!(
         }
     }
 );
+
+/// A seccomp agent at a `listenerPath` (config-linux.md#seccomp): on its own thread it takes every connection, reads
+/// the container process state and the listener that came with it, and answers every call the listeners notify
+/// with ENOMEDIUM, an errno nothing else in these tests gives.
+struct Agent {
+    dir: tempfile::TempDir,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<AgentLog>>,
+}
+
+#[derive(Default, Debug)]
+struct AgentLog {
+    /// The container process states received, one per connection.
+    states: Vec<Value>,
+    /// How many descriptors came with them.
+    listeners: usize,
+    /// The syscall numbers notified.
+    calls: Vec<i32>,
+    /// What went wrong on the agent's side.
+    errors: Vec<String>,
+}
+
+impl Agent {
+    fn start() -> Agent {
+        let dir = temp_dir("polis-it-seccomp-agent-");
+        let socket = std::os::unix::net::UnixListener::bind(dir.path().join("agent.sock")).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || serve(socket, &stopped));
+        Agent {
+            dir,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn path(&self) -> String {
+        self.dir.path().join("agent.sock").display().to_string()
+    }
+
+    /// Stops the agent once its listeners are done (every process using them has exited) or a while has passed.
+    fn finish(mut self) -> AgentLog {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(
+    socket: std::os::unix::net::UnixListener,
+    stop: &std::sync::atomic::AtomicBool,
+) -> AgentLog {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut log = AgentLog::default();
+    let mut listeners: Vec<std::os::fd::OwnedFd> = Vec::new();
+    // After `stop`, the listeners get 20 s to hang up (their processes exit), then the agent gives up.
+    let mut deadline: Option<std::time::Instant> = None;
+    loop {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let d = *deadline.get_or_insert_with(|| {
+                std::time::Instant::now() + std::time::Duration::from_secs(20)
+            });
+            if listeners.is_empty() || std::time::Instant::now() > d {
+                return log;
+            }
+        }
+        let mut fds = vec![PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+        fds.extend(
+            listeners
+                .iter()
+                .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)),
+        );
+        if poll(&mut fds, PollTimeout::from(50u16)).unwrap_or(0) == 0 {
+            continue;
+        }
+        let ready: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        if ready[0].contains(PollFlags::POLLIN) {
+            match receive_state(&socket) {
+                Ok((state, fd)) => {
+                    log.states.push(state);
+                    if let Some(fd) = fd {
+                        log.listeners += 1;
+                        listeners.push(fd);
+                    }
+                }
+                Err(e) => log.errors.push(e),
+            }
+        }
+        let mut gone = Vec::new();
+        for (i, flags) in ready[1..].iter().enumerate() {
+            if flags.contains(PollFlags::POLLIN) {
+                match answer(&listeners[i]) {
+                    Ok(nr) => log.calls.push(nr),
+                    Err(e) => log.errors.push(e),
+                }
+            } else if flags.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                gone.push(i);
+            }
+        }
+        for i in gone.into_iter().rev() {
+            listeners.remove(i);
+        }
+    }
+}
+
+/// One connection: the JSON state and the descriptor sent with it. The state is read until it is whole JSON, not
+/// until end-of-file: runc 1.1 keeps the connection open while `runc run` waits for the container.
+fn receive_state(
+    socket: &std::os::unix::net::UnixListener,
+) -> Result<(Value, Option<std::os::fd::OwnedFd>), String> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (conn, _) = socket.accept().map_err(|e| format!("accept: {e}"))?;
+    conn.set_nonblocking(false).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut text = Vec::new();
+    let mut listener = None;
+    loop {
+        let mut buf = [0u8; 4096];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| format!("recvmsg: {e}"))?;
+        for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                for fd in fds {
+                    // SAFETY: the kernel just installed this descriptor for us.
+                    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+                    listener.get_or_insert(fd);
+                }
+            }
+        }
+        let n = msg.bytes;
+        text.extend_from_slice(&buf[..n]);
+        match serde_json::from_slice::<Value>(&text) {
+            Ok(state) => return Ok((state, listener)),
+            Err(e) if n == 0 => {
+                return Err(format!(
+                    "the state is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&text)
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Receives one notification and answers it with ENOMEDIUM; returns the syscall's number.
+fn answer(listener: &std::os::fd::OwnedFd) -> Result<i32, String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain data the kernel fills in (it wants it zeroed).
+    let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: SECCOMP_IOCTL_NOTIF_RECV writes a seccomp_notif.
+    if unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_RECV,
+            &mut req,
+        )
+    } < 0
+    {
+        return Err(format!(
+            "SECCOMP_IOCTL_NOTIF_RECV: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let mut resp = libc::seccomp_notif_resp {
+        id: req.id,
+        val: 0,
+        error: -libc::ENOMEDIUM,
+        flags: 0,
+    };
+    // SAFETY: SECCOMP_IOCTL_NOTIF_SEND reads a seccomp_notif_resp.
+    if unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SEND,
+            &mut resp,
+        )
+    } < 0
+    {
+        return Err(format!(
+            "SECCOMP_IOCTL_NOTIF_SEND: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(req.data.nr)
+}
+
+/// A profile whose mkdir and mkdirat go to the agent.
+fn notify_mkdir(agent: &Agent) -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "listenerPath": agent.path(),
+        "listenerMetadata": "polis-test-metadata",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    })
+}
+
+fn is_mkdir(nr: &i32) -> bool {
+    [libc::SYS_mkdir, libc::SYS_mkdirat].contains(&i64::from(*nr))
+}
+
+conformance_test!(
+    /// config-linux.md#seccomp: with SCMP_ACT_NOTIFY, "the runtime will send the container process state data
+    /// structure" to listenerPath, with the listener ("fds": ["seccompFd"]) and listenerMetadata; the agent then
+    /// decides the notified calls: mkdir fails with the agent's ENOMEDIUM, and nothing is made. runtime.md#state:
+    /// the state is the container's (its ID, bundle and PID, status "creating").
+    notify_reaches_the_agent,
+    |rt| {
+        let agent = Agent::start();
+        let mut b = Bundle::new();
+        b.set("/linux/seccomp", notify_mkdir(&agent));
+        b.probe(&["syscall", "mkdir", "/tmp/notified"]);
+        let c = rt.container();
+        let out = c.run(&b);
+        let log = agent.finish();
+        out.ok();
+        assert_eq!(out.json()["errno"], libc::ENOMEDIUM, "{out}\nagent: {log:?}");
+        assert!(!b.rootfs().join("tmp/notified").exists());
+        assert!(log.errors.is_empty(), "{log:?}");
+        assert_eq!((log.states.len(), log.listeners), (1, 1), "one state and one listener per process: {log:?}");
+        assert!(log.calls.iter().any(is_mkdir), "the agent saw no mkdir: {log:?}");
+        let s = &log.states[0];
+        assert_eq!(s["fds"], json!(["seccompFd"]), "{s}");
+        assert_eq!(s["metadata"], "polis-test-metadata", "{s}");
+        assert!(s["ociVersion"].as_str().is_some_and(|v| !v.is_empty()), "{s}");
+        assert!(s["pid"].as_i64().is_some_and(|p| p > 1), "{s}");
+        assert_eq!(s["state"]["id"], c.id.as_str(), "{s}");
+        assert_eq!(s["state"]["status"], "creating", "{s}");
+        assert_eq!(s["state"]["pid"], s["pid"], "{s}");
+        let bundle = std::fs::canonicalize(b.path()).unwrap();
+        assert_eq!(s["state"]["bundle"], bundle.display().to_string(), "{s}");
+    }
+);
+
+conformance_test!(
+    /// config-linux.md#seccomp with runtime.md#exec-style `exec`: a process started in the container gets its own
+    /// listener, sent on a connection of its own ("exactly one container process state per connection"), with its
+    /// PID and the container's state.
+    notify_exec_has_its_own_listener,
+    |rt| {
+        let agent = Agent::start();
+        let mut b = Bundle::new();
+        b.set("/linux/seccomp", notify_mkdir(&agent));
+        b.probe(&["sleep", "60"]);
+        let c = rt.container();
+        c.create_running(&b);
+        let out = c.exec(&["/bin/polis-probe", "syscall", "mkdir", "/tmp/from-exec"]);
+        c.kill("KILL").ok();
+        c.wait_status("stopped");
+        let log = agent.finish();
+        out.ok();
+        assert_eq!(out.json()["errno"], libc::ENOMEDIUM, "{out}\nagent: {log:?}");
+        assert!(log.errors.is_empty(), "{log:?}");
+        assert_eq!((log.states.len(), log.listeners), (2, 2), "the init's and the exec's: {log:?}");
+        let (init, exec) = (&log.states[0], &log.states[1]);
+        assert_eq!(exec["state"]["id"], c.id.as_str(), "{exec}");
+        assert_eq!(exec["state"]["pid"], init["pid"], "the container's PID is its init's: {exec}");
+        assert_ne!(exec["pid"], init["pid"], "the exec'd process's own PID: {exec}");
+    }
+);

@@ -16,6 +16,9 @@
 //! records the container, exits             waits for `start` on its socket, startContainer
 //!                                          hooks, seccomp, execve
 //! ```
+//! With SCMP_ACT_NOTIFY rules the profile is loaded before READY instead (as runc does), and its
+//! listener goes to the parent (SECCOMP), which passes it on to the agent at `listenerPath` before
+//! `create` returns (SECCOMP_DONE).
 //! Every descriptor polis-runc opens is close-on-exec and the process's working directory is
 //! set inside the container after pivot_root (CVE-2024-21626); the binary the process was
 //! cloned from is polis-runc's sealed copy (seal.rs, CVE-2019-5736).
@@ -27,7 +30,7 @@ pub mod sync;
 pub mod sys;
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -124,6 +127,8 @@ pub fn spawn_init(cfg: &InitConfig<'_>, parent: &mut dyn Parent) -> Result<i32> 
         ours.expect(sync::HOOKS)?;
         parent.runtime_hooks(pid)?;
         ours.tell(sync::HOOKS_DONE, b"")?;
+        let state = || crate::hooks::creating_state(cfg.id, cfg.bundle, cfg.spec, pid);
+        await_listener(&ours, cfg.seccomp.as_ref(), pid, &state)?;
         ours.expect(sync::READY)?;
         Ok(pid)
     })();
@@ -132,6 +137,41 @@ pub fn spawn_init(cfg: &InitConfig<'_>, parent: &mut dyn Parent) -> Result<i32> 
         let _ = waitpid(Pid::from_raw(pid), None);
     }
     result
+}
+
+/// With SCMP_ACT_NOTIFY rules: the child's listener, passed on to the agent with the state
+/// `state` gives (config-linux.md#seccomp).
+fn await_listener(
+    ch: &Channel,
+    seccomp: Option<&LinuxSeccomp>,
+    pid: i32,
+    state: &dyn Fn() -> libcontainer::container::State,
+) -> Result<()> {
+    let Some(seccomp) = seccomp.filter(|s| crate::seccomp::is_notify(s)) else {
+        return Ok(());
+    };
+    let listener = match ch.recv_fd() {
+        Ok(Some((sync::SECCOMP, _, Some(fd)))) => fd,
+        Ok(Some((sync::ERROR, body, _))) => return Err(String::from_utf8_lossy(&body).into()),
+        Ok(Some((t, _, _))) => return Err(format!("unexpected message {:?}", t as char)),
+        Ok(None) => return Err("the process exited during set-up".into()),
+        Err(e) => return Err(format!("read from the process: {e}")),
+    };
+    crate::seccomp::send_to_listener(seccomp, pid, &state(), &listener)?;
+    drop(listener);
+    ch.tell(sync::SECCOMP_DONE, b"")
+}
+
+/// The child's side of [`await_listener`]: hands its listener over and waits until the agent has
+/// it; the process keeps no copy.
+fn hand_listener_over(ch: &Channel, listener: Option<OwnedFd>) -> Result<()> {
+    let Some(listener) = listener else {
+        return Ok(());
+    };
+    ch.send_fd(sync::SECCOMP, &listener)
+        .map_err(|e| format!("hand the seccomp listener over: {e}"))?;
+    drop(listener);
+    ch.expect(sync::SECCOMP_DONE).map(drop)
 }
 
 /// config-linux.md#user-namespace-mappings: written by the parent, which runs as root in the
@@ -254,6 +294,15 @@ fn init_steps(cfg: &InitConfig<'_>, ns: &NamespacePlan, ch: &Channel) -> Result<
     nix::unistd::chdir(cwd).map_err(|e| format!("chdir to cwd {}: {e}", cwd.display()))?;
     let program = process::Program::resolve(&process)?;
     let finish = become_user(&process, cfg.seccomp.is_some())?;
+    // A profile that notifies an agent is loaded now, so that its listener reaches the agent
+    // before `create` returns; any other as late as possible.
+    let notify = cfg
+        .seccomp
+        .as_ref()
+        .filter(|s| crate::seccomp::is_notify(s));
+    if notify.is_some() {
+        hand_listener_over(ch, finish.apply(notify)?)?;
+    }
     // `create` returns once it reads READY; the process stays.
     keep_on_parent_death();
     ch.send(sync::READY, b"").map_err(|e| e.to_string())?;
@@ -266,7 +315,9 @@ fn init_steps(cfg: &InitConfig<'_>, ns: &NamespacePlan, ch: &Channel) -> Result<
     }
     let _ = conn.write_all(b"0");
     drop(conn);
-    finish.apply(cfg.seccomp.as_ref())?;
+    if notify.is_none() {
+        finish.apply(cfg.seccomp.as_ref())?;
+    }
     Err(program.exec(3 + cfg.preserve_fds.max(0) as u32))
 }
 
@@ -292,18 +343,20 @@ struct Finish {
 }
 
 impl Finish {
-    fn apply(&self, seccomp: Option<&LinuxSeccomp>) -> Result<()> {
+    /// Returns the profile's listener when it notifies an agent.
+    fn apply(&self, seccomp: Option<&LinuxSeccomp>) -> Result<Option<OwnedFd>> {
         if self.no_new_privileges {
             process::set_no_new_privileges()?;
         }
-        if let Some(profile) = seccomp {
-            process::load_seccomp(profile)?;
-        }
+        let listener = match seccomp {
+            Some(profile) => process::load_seccomp(profile)?,
+            None => None,
+        };
         if let Some(caps) = &self.final_caps {
             process::drop_bounding(caps)?;
             process::set_capabilities(caps)?;
         }
-        Ok(())
+        Ok(listener)
     }
 }
 
@@ -376,6 +429,8 @@ pub struct ExecConfig<'a> {
     pub console: Option<UnixStream>,
     pub preserve_fds: i32,
     pub seccomp: Option<LinuxSeccomp>,
+    /// The container's state, for a seccomp agent (config-linux.md#seccomp).
+    pub state: libcontainer::container::State,
 }
 
 /// Starts the process; returns its PID once it has executed the program. `place` puts it in the
@@ -401,6 +456,7 @@ pub fn spawn_exec(cfg: &ExecConfig<'_>, place: &mut dyn FnMut(i32) -> Result<()>
     let result = (|| {
         place(pid)?;
         ours.tell(sync::GO, b"{}")?;
+        await_listener(&ours, cfg.seccomp.as_ref(), pid, &|| cfg.state.clone())?;
         match ours.recv() {
             Ok(None) => Ok(pid),
             Ok(Some((sync::ERROR, body))) => Err(String::from_utf8_lossy(&body).into_owned()),
@@ -433,7 +489,7 @@ fn exec_steps(cfg: &ExecConfig<'_>, ns: &NamespacePlan, ch: &Channel) -> Result<
     nix::unistd::chdir(cwd).map_err(|e| format!("chdir to cwd {}: {e}", cwd.display()))?;
     let program = process::Program::resolve(process)?;
     let finish = become_user(process, cfg.seccomp.is_some())?;
-    finish.apply(cfg.seccomp.as_ref())?;
+    hand_listener_over(ch, finish.apply(cfg.seccomp.as_ref())?)?;
     // The death signal would survive the execve: `exec --detach` returns right after it.
     keep_on_parent_death();
     Err(program.exec(3 + cfg.preserve_fds.max(0) as u32))

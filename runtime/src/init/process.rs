@@ -473,10 +473,13 @@ pub fn set_no_new_privileges() -> Result<()> {
     Ok(())
 }
 
-pub fn load_seccomp(seccomp: &LinuxSeccomp) -> Result<()> {
-    libcontainer::seccomp::initialize_seccomp(seccomp)
-        .map(drop)
-        .map_err(|e| format!("load the container's seccomp profile: {e}"))
+/// Loads the profile; returns its listener when a rule notifies an agent (SCMP_ACT_NOTIFY).
+pub fn load_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<OwnedFd>> {
+    let fd = libcontainer::seccomp::initialize_seccomp(seccomp)
+        .map_err(|e| format!("load the container's seccomp profile: {e}"))?;
+    // SAFETY: libseccomp made this descriptor for the process and hands it over; nothing else
+    // closes it.
+    Ok(fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// The program and its environment, resolved in the container (after pivot_root).

@@ -2,10 +2,13 @@
 //! message per send, each a tag byte and a body. Both ends are close-on-exec, so the parent reads
 //! end-of-file once the child has executed the user's program (or died).
 
-use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    send, sendmsg, socketpair,
+};
 
 /// Parent to child: go on (the id mappings are written); body: JSON (`Go`, the PID only).
 pub const GO: u8 = b'G';
@@ -21,8 +24,15 @@ pub const HOOKS_DONE: u8 = b'h';
 pub const READY: u8 = b'R';
 /// Child to parent: the set-up failed; body: why.
 pub const ERROR: u8 = b'E';
+/// Child to parent: its seccomp listener (SCMP_ACT_NOTIFY), the descriptor with the message.
+pub const SECCOMP: u8 = b'S';
+/// Parent to child: the listener went to the agent at linux.seccomp.listenerPath.
+pub const SECCOMP_DONE: u8 = b's';
 
 pub struct Channel(OwnedFd);
+
+/// A message: its tag, its body and the descriptor that came with it.
+pub type Message = (u8, Vec<u8>, Option<OwnedFd>);
 
 /// A connected pair: (parent's end, child's end).
 pub fn pair() -> io::Result<(Channel, Channel)> {
@@ -49,20 +59,64 @@ impl Channel {
         }
     }
 
-    /// The next message, or None once the other end is closed.
-    pub fn recv(&self) -> io::Result<Option<(u8, Vec<u8>)>> {
-        let mut buf = vec![0u8; 65536];
+    /// Sends a message with a descriptor.
+    pub fn send_fd(&self, tag: u8, fd: &OwnedFd) -> io::Result<()> {
+        let fds = [fd.as_raw_fd()];
         loop {
-            match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(0) => return Ok(None),
-                Ok(n) => {
-                    buf.truncate(n);
-                    let tag = buf.remove(0);
-                    return Ok(Some((tag, buf)));
-                }
+            match sendmsg::<()>(
+                self.0.as_raw_fd(),
+                &[IoSlice::new(&[tag])],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(_) => return Ok(()),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// The next message, or None once the other end is closed.
+    pub fn recv(&self) -> io::Result<Option<(u8, Vec<u8>)>> {
+        Ok(self.recv_fd()?.map(|(tag, body, _)| (tag, body)))
+    }
+
+    /// The next message and the descriptor that came with it, or None once the other end is
+    /// closed.
+    pub fn recv_fd(&self) -> io::Result<Option<Message>> {
+        let mut buf = vec![0u8; 65536];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        loop {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let (n, fd) = match recvmsg::<()>(
+                self.0.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => {
+                    let mut fd = None;
+                    for cmsg in msg.cmsgs()? {
+                        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                            for raw in fds {
+                                // SAFETY: the kernel just installed this descriptor for us.
+                                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                                fd.get_or_insert(owned);
+                            }
+                        }
+                    }
+                    (msg.bytes, fd)
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.truncate(n);
+            let tag = buf.remove(0);
+            return Ok(Some((tag, buf, fd)));
         }
     }
 
