@@ -180,3 +180,62 @@ conformance_test!(
         assert_eq!(std::fs::read_to_string(host.path().join("owned-by-host-root")).unwrap(), "original");
     }
 );
+
+conformance_test!(
+    /// config-linux.md#namespaces: "path ... the runtime MUST place the container process in the namespace specified
+    /// by that path", here a user namespace, while the PID, mount and other namespaces are new ("If a namespace type
+    /// is specified but no path is provided, the runtime MUST create a new namespace"): the new ones belong to the
+    /// joined user namespace, so /proc mounts, and the process is PID 1 of its own PID namespace. Kubernetes pods with
+    /// `hostUsers: false` start their containers this way: each joins the pod's user namespace.
+    join_user_namespace_with_new_pid_namespace,
+    |rt| {
+        let mut holder = userns_bundle();
+        holder.probe(&["sleep", "60"]);
+        let first = rt.container();
+        first.create_running(&holder);
+        let user_ns = format!("/proc/{}/ns/user", first.pid());
+        let mut b = userns_bundle();
+        b.with_namespace("user", Some(&user_ns));
+        b.sh("readlink /proc/self/ns/user; echo $$; grep -c . /proc/self/uid_map");
+        let c = rt.container();
+        let out = c.run(&b);
+        out.ok();
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        let joined = std::fs::read_link(&user_ns).unwrap().display().to_string();
+        assert_eq!(lines.first().copied(), Some(joined.as_str()), "the joined user namespace: {out}");
+        assert_eq!(lines.get(1).copied(), Some("1"), "PID 1 of a new PID namespace: {out}");
+        assert_eq!(lines.get(2).copied(), Some("1"), "the joined namespace's one mapping: {out}");
+    }
+);
+
+conformance_test!(
+    /// runtime.md#state, `exec` and #kill with the container of join_user_namespace_with_new_pid_namespace: `state`
+    /// gives the host PID of the process that runs the program (in the joined user namespace, PID 1 of its own), a
+    /// process started by `exec` is in that user namespace too, `kill` reaches the program and the container stops.
+    join_user_namespace_with_new_pid_namespace_lifecycle,
+    |rt| {
+        let mut holder = userns_bundle();
+        holder.probe(&["sleep", "60"]);
+        let first = rt.container();
+        first.create_running(&holder);
+        let user_ns = format!("/proc/{}/ns/user", first.pid());
+        let mut b = userns_bundle();
+        b.with_namespace("user", Some(&user_ns));
+        b.probe(&["sleep", "60"]);
+        let c = rt.container();
+        c.create_running(&b);
+        let pid = c.pid();
+        let ns = |p: i32, kind: &str| std::fs::read_link(format!("/proc/{p}/ns/{kind}")).unwrap();
+        assert_eq!(ns(pid, "user"), ns(first.pid(), "user"));
+        assert_ne!(ns(pid, "pid"), ns(first.pid(), "pid"));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap_or_default().to_string();
+        assert!(nspid.split_whitespace().last() == Some("1"), "PID 1 inside: {nspid}");
+        assert!(status.starts_with("Name:\tpolis-probe"), "the program runs, not a runtime process: {status}");
+        let exec = c.exec(&["/bin/readlink", "/proc/self/ns/user"]);
+        exec.ok();
+        assert_eq!(exec.stdout.trim(), ns(first.pid(), "user").display().to_string(), "exec joins it too: {exec}");
+        c.kill("KILL").ok();
+        c.wait_status("stopped");
+    }
+);

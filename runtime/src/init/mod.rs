@@ -89,11 +89,6 @@ pub trait Parent {
 /// process is gone.
 pub fn spawn_init(cfg: &InitConfig<'_>, parent: &mut dyn Parent) -> Result<i32> {
     let ns = namespaces::for_init(cfg.spec)?;
-    if ns.extra_fork {
-        return Err(
-            "joining a user namespace while making a new PID namespace is not supported yet".into(),
-        );
-    }
     let (ours, theirs) = sync::pair().map_err(|e| format!("make the sync socket: {e}"))?;
     let pid = {
         let _guard = PidNamespaceGuard::enter(ns.pid_join.as_ref())?;
@@ -101,12 +96,21 @@ pub fn spawn_init(cfg: &InitConfig<'_>, parent: &mut dyn Parent) -> Result<i32> 
     };
     if pid == 0 {
         drop(ours);
-        let err = init_child(cfg, &ns, &theirs);
+        let err = if ns.extra_fork {
+            fork_init(cfg, &ns, &theirs)
+        } else {
+            init_child(cfg, &ns, &theirs, false)
+        };
         let _ = theirs.send(sync::ERROR, err.as_bytes());
         // SAFETY: leaving the child without running the parent's destructors or atexit handlers.
         unsafe { libc::_exit(1) };
     }
     drop(theirs);
+    let pid = if ns.extra_fork {
+        take_forked(&ours, pid)?
+    } else {
+        pid
+    };
     let result = (|| {
         if ns.new_user {
             write_id_mappings(pid, cfg.spec)?;
@@ -204,23 +208,70 @@ fn keep_on_parent_death() {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
 }
 
-/// The init process's side. Returns only with the reason it failed.
-fn init_child(cfg: &InitConfig<'_>, ns: &NamespacePlan, ch: &Channel) -> String {
-    match init_steps(cfg, ns, ch) {
+/// The init process's side; `entered` when the namespaces are already joined and made (by the
+/// first child of an extra fork). Returns only with the reason it failed.
+fn init_child(cfg: &InitConfig<'_>, ns: &NamespacePlan, ch: &Channel, entered: bool) -> String {
+    match init_steps(cfg, ns, ch, entered) {
         Ok(never) => match never {},
         Err(e) => e,
     }
 }
 
+/// The first child when a user namespace is joined and a PID namespace made (namespaces.rs): it
+/// joins and unshares, so that the new namespaces belong to the joined user namespace, and starts
+/// the init process, the first of the new PID namespace, as polis-runc's own child (CLONE_PARENT,
+/// as runc's nsexec does), so that polis-runc waits for it as for any container's process.
+/// Returns only with the reason it failed (in the init process, with that one's).
+fn fork_init(cfg: &InitConfig<'_>, ns: &NamespacePlan, ch: &Channel) -> String {
+    exit_on_parent_death();
+    if let Err(e) = namespaces::enter(ns).and_then(|()| become_root_if_joined(ns)) {
+        return e;
+    }
+    let pid = match clone_process(nix::sched::CloneFlags::CLONE_PARENT) {
+        Ok(pid) => pid,
+        Err(e) => return e,
+    };
+    if pid == 0 {
+        return init_child(cfg, ns, ch, true);
+    }
+    match ch.send(sync::FORKED, pid.to_string().as_bytes()) {
+        // SAFETY: leaving without running the parent's destructors or atexit handlers.
+        Ok(()) => unsafe { libc::_exit(0) },
+        Err(e) => format!("report the init process: {e}"),
+    }
+}
+
+/// The parent's side of [`fork_init`]: the init process's PID; the first child is reaped.
+fn take_forked(ch: &Channel, first: i32) -> Result<i32> {
+    let pid = ch.expect(sync::FORKED).and_then(|body| {
+        String::from_utf8_lossy(&body)
+            .parse::<i32>()
+            .map_err(|e| format!("the init process's PID: {e}"))
+    });
+    if pid.is_err() {
+        let _ = kill(Pid::from_raw(first), Signal::SIGKILL);
+    }
+    let _ = waitpid(Pid::from_raw(first), None);
+    pid
+}
+
 enum Never {}
 
-fn init_steps(cfg: &InitConfig<'_>, ns: &NamespacePlan, ch: &Channel) -> Result<Never> {
+fn init_steps(
+    cfg: &InitConfig<'_>,
+    ns: &NamespacePlan,
+    ch: &Channel,
+    entered: bool,
+) -> Result<Never> {
     exit_on_parent_death();
     let go: Go = serde_json::from_slice(&ch.expect(sync::GO)?).map_err(|e| e.to_string())?;
     if ns.new_user {
         become_root_in_user_namespace()?;
     }
-    namespaces::enter(ns)?;
+    if !entered {
+        namespaces::enter(ns)?;
+        become_root_if_joined(ns)?;
+    }
     let placement = std::cell::OnceCell::new();
     let placed = || -> Result<Go> {
         if let Some(go) = placement.get() {
@@ -319,6 +370,19 @@ fn init_steps(cfg: &InitConfig<'_>, ns: &NamespacePlan, ch: &Channel) -> Result<
         finish.apply(cfg.seccomp.as_ref())?;
     }
     Err(program.exec(3 + cfg.preserve_fds.max(0) as u32))
+}
+
+/// In a joined user namespace the process's host IDs are not mapped (files it made would fail
+/// with EOVERFLOW): it becomes that namespace's root, as in a new one.
+fn become_root_if_joined(ns: &NamespacePlan) -> Result<()> {
+    if ns
+        .joins
+        .iter()
+        .any(|(f, _)| *f == nix::sched::CloneFlags::CLONE_NEWUSER)
+    {
+        become_root_in_user_namespace()?;
+    }
+    Ok(())
 }
 
 /// In a new user namespace, once the parent has written the mappings: root of that namespace.

@@ -7,7 +7,8 @@
 //! second fork. New cgroup and time namespaces are unshared by the child once the parent has moved
 //! it into its cgroup (the cgroup namespace's root is the cgroup the process is in when it
 //! unshares). Joining a user namespace while making a new PID namespace needs a second fork: the
-//! child joins, unshares and forks the process that becomes the container's init.
+//! child joins, unshares and forks the process that becomes the container's init (mod.rs,
+//! `fork_init`).
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};

@@ -24,6 +24,9 @@ pub const HOOKS_DONE: u8 = b'h';
 pub const READY: u8 = b'R';
 /// Child to parent: the set-up failed; body: why.
 pub const ERROR: u8 = b'E';
+/// First child to parent, when a user namespace is joined and a PID namespace made: the PID of
+/// the init process it started as polis-runc's child (decimal); it then exits.
+pub const FORKED: u8 = b'F';
 /// Child to parent: its seccomp listener (SCMP_ACT_NOTIFY), the descriptor with the message.
 pub const SECCOMP: u8 = b'S';
 /// Parent to child: the listener went to the agent at linux.seccomp.listenerPath.
