@@ -619,3 +619,29 @@ conformance_test!(
         assert_ne!(exec["pid"], init["pid"], "the exec'd process's own PID: {exec}");
     }
 );
+
+conformance_test!(
+    /// config-linux.md#seccomp with config.md#linux-process `noNewPrivileges: false`: the profile is loaded with
+    /// CAP_SYS_ADMIN held for it, and the agent still gets the listener and decides mkdir; the process ends with
+    /// the capabilities it asked for, not the one held for loading.
+    notify_without_no_new_privileges,
+    |rt| {
+        let agent = Agent::start();
+        let mut b = Bundle::new();
+        b.set("/linux/seccomp", notify_mkdir(&agent));
+        b.set("/process/noNewPrivileges", json!(false));
+        b.sh("polis-probe syscall mkdir /tmp/notified; polis-probe report");
+        let c = rt.container();
+        let out = c.run(&b);
+        let log = agent.finish();
+        out.ok();
+        let lines: Vec<Value> = out.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        assert_eq!(lines[0]["errno"], libc::ENOMEDIUM, "{out}\nagent: {log:?}");
+        assert_eq!(lines[1]["NoNewPrivs"], "0", "{out}");
+        let cap_eff = u64::from_str_radix(lines[1]["CapEff"].as_str().unwrap_or("0"), 16).unwrap();
+        // linux/capability.h
+        const CAP_SYS_ADMIN: u32 = 21;
+        assert_eq!(cap_eff & (1 << CAP_SYS_ADMIN), 0, "CAP_SYS_ADMIN was only held to load the profile: {out}");
+        assert_eq!(log.listeners, 1, "{log:?}");
+    }
+);
