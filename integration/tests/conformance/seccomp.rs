@@ -645,3 +645,23 @@ conformance_test!(
         assert_eq!(log.listeners, 1, "{log:?}");
     }
 );
+
+conformance_test!(
+    /// config-linux.md#seccomp: the listener is the agent's alone. A container process that held its own listener
+    /// could answer its own notified calls and so pass the profile by; no descriptor of the container's process
+    /// (here the shell's and the `ls` it starts) is a seccomp listener.
+    notify_listener_not_left_in_the_container,
+    |rt| {
+        let agent = Agent::start();
+        let mut b = Bundle::new();
+        b.set("/linux/seccomp", notify_mkdir(&agent));
+        b.sh("ls -l /proc/$$/fd /proc/self/fd");
+        let c = rt.container();
+        let out = c.run(&b);
+        let log = agent.finish();
+        out.ok();
+        assert!(out.stdout.contains("/dev/null") || out.stdout.contains("pipe:"), "the listing ran: {out}");
+        assert!(!out.stdout.contains("seccomp"), "a listener is open in the container: {out}");
+        assert_eq!(log.listeners, 1, "{log:?}");
+    }
+);
