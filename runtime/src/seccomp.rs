@@ -16,6 +16,9 @@ use std::path::Path;
 
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction};
 
+/// Whether a rule of the profile notifies an agent (SCMP_ACT_NOTIFY).
+pub use libcontainer::seccomp::is_notify;
+
 /// The profile to load for a container's processes: None without one. A profile with
 /// SCMP_ACT_NOTIFY rules is checked here, before anything is made: it needs `listenerPath`, and
 /// the calls the hand-over of the listener makes itself cannot wait for the agent that is to get it.
@@ -70,16 +73,8 @@ fn check_notify(seccomp: &LinuxSeccomp) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether a rule of the profile notifies an agent.
-pub fn is_notify(seccomp: &LinuxSeccomp) -> bool {
-    seccomp
-        .syscalls()
-        .iter()
-        .flatten()
-        .any(|c| c.action() == LinuxSeccompAction::ScmpActNotify)
-}
-
-/// runtime.md's container process state, which goes with a listener (config-linux.md#seccomp).
+/// runtime.md's container process state, which goes with a listener (config-linux.md#seccomp);
+/// `state` is the container's state as hooks get it.
 #[derive(serde::Serialize)]
 struct ContainerProcessState<'a> {
     #[serde(rename = "ociVersion")]
@@ -88,21 +83,7 @@ struct ContainerProcessState<'a> {
     pid: i32,
     #[serde(skip_serializing_if = "str::is_empty")]
     metadata: &'a str,
-    state: SpecState<'a>,
-}
-
-/// runtime.md#state: only the spec's fields of the state polis-runc keeps.
-#[derive(serde::Serialize)]
-struct SpecState<'a> {
-    #[serde(rename = "ociVersion")]
-    oci_version: &'a str,
-    id: &'a str,
-    status: libcontainer::container::ContainerStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pid: Option<i32>,
-    bundle: &'a Path,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    annotations: Option<&'a std::collections::HashMap<String, String>>,
+    state: &'a libcontainer::container::State,
 }
 
 /// config-linux.md#seccomp listenerPath: "the runtime will send the container process state data
@@ -123,14 +104,7 @@ pub fn send_to_listener(
         fds: ["seccompFd"],
         pid,
         metadata: seccomp.listener_metadata().as_deref().unwrap_or(""),
-        state: SpecState {
-            oci_version: crate::OCI_VERSION,
-            id: &state.id,
-            status: state.status,
-            pid: state.pid,
-            bundle: &state.bundle,
-            annotations: state.annotations.as_ref(),
-        },
+        state,
     })
     .map_err(|e| e.to_string())?;
     let fail = |e: &dyn std::fmt::Display| {

@@ -50,6 +50,19 @@ fn chown_tree(dir: &std::path::Path, base: u32) {
     }
 }
 
+/// A running container with a new user namespace, the path of that namespace, and a bundle that joins it (with the
+/// same mappings) and makes every other namespace new.
+fn joining_user_namespace(rt: &Runtime) -> (Container<'_>, String, Bundle) {
+    let mut holder = userns_bundle();
+    holder.probe(&["sleep", "60"]);
+    let first = rt.container();
+    first.create_running(&holder);
+    let user_ns = format!("/proc/{}/ns/user", first.pid());
+    let mut b = userns_bundle();
+    b.with_namespace("user", Some(&user_ns));
+    (first, user_ns, b)
+}
+
 fn report(rt: &Runtime, b: &mut Bundle) -> Value {
     b.probe(&["report"]);
     let c = rt.container();
@@ -189,13 +202,8 @@ conformance_test!(
     /// `hostUsers: false` start their containers this way: each joins the pod's user namespace.
     join_user_namespace_with_new_pid_namespace,
     |rt| {
-        let mut holder = userns_bundle();
-        holder.probe(&["sleep", "60"]);
-        let first = rt.container();
-        first.create_running(&holder);
-        let user_ns = format!("/proc/{}/ns/user", first.pid());
-        let mut b = userns_bundle();
-        b.with_namespace("user", Some(&user_ns));
+        // The holder stays until the end (its guard removes it).
+        let (_holder, user_ns, mut b) = joining_user_namespace(rt);
         b.sh("readlink /proc/self/ns/user; echo $$; grep -c . /proc/self/uid_map");
         let c = rt.container();
         let out = c.run(&b);
@@ -214,13 +222,7 @@ conformance_test!(
     /// process started by `exec` is in that user namespace too, `kill` reaches the program and the container stops.
     join_user_namespace_with_new_pid_namespace_lifecycle,
     |rt| {
-        let mut holder = userns_bundle();
-        holder.probe(&["sleep", "60"]);
-        let first = rt.container();
-        first.create_running(&holder);
-        let user_ns = format!("/proc/{}/ns/user", first.pid());
-        let mut b = userns_bundle();
-        b.with_namespace("user", Some(&user_ns));
+        let (first, _, mut b) = joining_user_namespace(rt);
         b.probe(&["sleep", "60"]);
         let c = rt.container();
         c.create_running(&b);

@@ -545,15 +545,21 @@ fn answer(listener: &std::os::fd::OwnedFd) -> Result<i32, String> {
     Ok(req.data.nr)
 }
 
-/// A profile whose mkdir and mkdirat go to the agent.
-fn notify_mkdir(agent: &Agent) -> Value {
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64"],
-        "listenerPath": agent.path(),
-        "listenerMetadata": "polis-test-metadata",
-        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
-    })
+/// An agent, and a bundle whose profile sends mkdir and mkdirat to it.
+fn notify_mkdir() -> (Agent, Bundle) {
+    let agent = Agent::start();
+    let mut b = Bundle::new();
+    b.set(
+        "/linux/seccomp",
+        json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "listenerPath": agent.path(),
+            "listenerMetadata": "polis-test-metadata",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+        }),
+    );
+    (agent, b)
 }
 
 fn is_mkdir(nr: &i32) -> bool {
@@ -567,9 +573,7 @@ conformance_test!(
     /// the state is the container's (its ID, bundle and PID, status "creating").
     notify_reaches_the_agent,
     |rt| {
-        let agent = Agent::start();
-        let mut b = Bundle::new();
-        b.set("/linux/seccomp", notify_mkdir(&agent));
+        let (agent, mut b) = notify_mkdir();
         b.probe(&["syscall", "mkdir", "/tmp/notified"]);
         let c = rt.container();
         let out = c.run(&b);
@@ -599,9 +603,7 @@ conformance_test!(
     /// PID and the container's state.
     notify_exec_has_its_own_listener,
     |rt| {
-        let agent = Agent::start();
-        let mut b = Bundle::new();
-        b.set("/linux/seccomp", notify_mkdir(&agent));
+        let (agent, mut b) = notify_mkdir();
         b.probe(&["sleep", "60"]);
         let c = rt.container();
         c.create_running(&b);
@@ -626,9 +628,7 @@ conformance_test!(
     /// the capabilities it asked for, not the one held for loading.
     notify_without_no_new_privileges,
     |rt| {
-        let agent = Agent::start();
-        let mut b = Bundle::new();
-        b.set("/linux/seccomp", notify_mkdir(&agent));
+        let (agent, mut b) = notify_mkdir();
         b.set("/process/noNewPrivileges", json!(false));
         b.sh("polis-probe syscall mkdir /tmp/notified; polis-probe report");
         let c = rt.container();
@@ -652,9 +652,7 @@ conformance_test!(
     /// (here the shell's and the `ls` it starts) is a seccomp listener.
     notify_listener_not_left_in_the_container,
     |rt| {
-        let agent = Agent::start();
-        let mut b = Bundle::new();
-        b.set("/linux/seccomp", notify_mkdir(&agent));
+        let (agent, mut b) = notify_mkdir();
         b.sh("ls -l /proc/$$/fd /proc/self/fd");
         let c = rt.container();
         let out = c.run(&b);
